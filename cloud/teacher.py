@@ -1,0 +1,61 @@
+"""The multi-exit teacher (Keras): blocks B1..BL, each followed by an exit head H1..HL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Shape of the teacher: input, classes, and one (filters, pool_after) pair per block."""
+
+    input_shape: tuple[int, int, int] = (8, 8, 1)
+    num_classes: int = 10
+    blocks: tuple[tuple[int, bool], ...] = ((16, False), (48, True), (96, False), (128, False))
+
+
+def build_teacher(config: TeacherConfig = TeacherConfig(), seed: int = 0) -> tf.keras.Model:
+    """A functional Keras model whose outputs are the logits of every exit, shallowest first."""
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input(shape=config.input_shape, name="image")
+    x = inputs
+    exits = []
+    for k, (filters, pool) in enumerate(config.blocks, start=1):
+        x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{k}_conv")(x)
+        if pool:
+            x = tf.keras.layers.MaxPooling2D(2, name=f"block{k}_pool")(x)
+        h = tf.keras.layers.GlobalAveragePooling2D(name=f"exit{k}_pool")(x)
+        exits.append(tf.keras.layers.Dense(config.num_classes, name=f"exit{k}_logits")(h))
+    return tf.keras.Model(inputs, exits, name="multi_exit_teacher")
+
+
+def num_exits(teacher: tf.keras.Model) -> int:
+    """How many exits (prefixes) the teacher has."""
+    return len(teacher.outputs)
+
+
+def prefix_model(teacher: tf.keras.Model, k: int) -> tf.keras.Model:
+    """Prefix P_k = B1..Bk + Hk as a standalone classifier sharing the teacher's weights."""
+    if not 1 <= k <= num_exits(teacher):
+        raise ValueError(f"prefix {k} does not exist; the teacher has exits 1..{num_exits(teacher)}")
+    return tf.keras.Model(teacher.inputs, teacher.outputs[k - 1], name=f"prefix_{k}")
+
+
+def train_teacher(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 30,
+                  batch_size: int = 32, seed: int = 0, verbose: int = 0) -> None:
+    """Train all exits jointly (sum of per-exit cross-entropies), deterministically."""
+    tf.keras.utils.set_random_seed(seed)
+    n = num_exits(teacher)
+    teacher.compile(optimizer=tf.keras.optimizers.Adam(3e-3),
+                    loss=[tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n)
+    teacher.fit(x, [y] * n, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+
+
+def exit_accuracies(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Top-1 accuracy of every exit on (x, y)."""
+    outs = teacher.predict(x, verbose=0)
+    outs = outs if isinstance(outs, list) else [outs]
+    return [float(np.mean(np.argmax(o, axis=1) == y)) for o in outs]

@@ -1,0 +1,177 @@
+"""A device on the fleet: receives plan, shard and student over MQTT, trains, publishes updates.
+
+Work runs on the agent's own thread (MQTT callbacks only enqueue). An update is written to
+an on-disk outbox before it is published and removed once acknowledged, so a device that
+dies mid-publish resends it on restart; its id is deterministic, so the aggregator dedupes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edge.local_training import distillation_targets, train_round
+from edge.mqtt_session import MqttSession
+from edge.plan import DevicePlan
+from edge.shard_runtime import ShardRunner
+from edge.student_runtime import TrainableStudent
+from edge.topics import FleetTopics
+from edge.wire import PayloadRejected, UpdateMeta, content_hash, decode_weights, encode_update
+
+log = logging.getLogger("dmskd.edge")
+
+
+class DeviceAgent:
+    """One device's runtime; `start()` connects and returns, `stop()` ends it."""
+
+    def __init__(self, device_id: str, fleet: str, session: MqttSession, x: np.ndarray,
+                 y: np.ndarray | None, seed: int, outbox_dir: str | Path | None = None) -> None:
+        self.device_id, self.fleet, self.session = device_id, fleet, session
+        self.topics = FleetTopics(fleet)
+        self.x_images = np.asarray(x, dtype=np.float32)
+        self.x_flat = self.x_images.reshape(len(self.x_images), -1)
+        self.labels = None if y is None else np.asarray(y)
+        self.rng = np.random.default_rng(seed)
+        self.outbox = Path(outbox_dir) / device_id if outbox_dir else None
+        self.plan: DevicePlan | None = None
+        self.shard_bytes: bytes | None = None
+        self.student_bytes: bytes | None = None
+        self.latest_model: tuple[int, int, dict] | None = None  # (version, round, weights)
+        self.rounds_done: set[int] = set()
+        self.losses: dict[int, list[float]] = {}
+        self._student: TrainableStudent | None = None
+        self._student_hash = ""
+        self._shard_logits: tuple[str, np.ndarray] | None = None
+        self._subscribed: set[str] = set()
+        self._sent: dict[int, bytes] = {}
+        self._work: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"agent-{device_id}", daemon=True)
+        self._stop = threading.Event()
+        self.finished = threading.Event()
+
+    def start(self) -> "DeviceAgent":
+        """Subscribe to this device's plan and the global model, connect, resend the outbox."""
+        self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
+        self.session.subscribe(f"{self.topics.root}/model/+", self._on_model)
+        self.session.connect()
+        self.session.publish(self.topics.status(self.device_id), b"online", retain=True)
+        self._thread.start()
+        self._resend_outbox()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._work.put(None)
+        self._thread.join(timeout=10)
+        self.session.publish(self.topics.status(self.device_id), b"offline", retain=True, wait=False)
+        self.session.close()
+
+    # --- MQTT callbacks (network thread): parse, store, enqueue ---
+    def _on_plan(self, topic: str, payload: bytes) -> None:
+        try:
+            plan = DevicePlan.from_json(payload)
+        except ValueError as exc:
+            log.error("%s: rejected plan: %s", self.device_id, exc)
+            return
+        self.plan = plan
+        for t, handler in ((self.topics.shard(plan.shard_id), self._on_shard),
+                           (self.topics.student_program(plan.student_hash), self._on_student)):
+            if t not in self._subscribed:
+                self._subscribed.add(t)
+                self.session.subscribe(t, handler)
+        self._work.put("plan")
+
+    def _on_shard(self, topic: str, payload: bytes) -> None:
+        self.shard_bytes = payload
+        self._work.put("shard")
+
+    def _on_student(self, topic: str, payload: bytes) -> None:
+        self.student_bytes = payload
+        self._work.put("student")
+
+    def _on_model(self, topic: str, payload: bytes) -> None:
+        try:
+            weights, meta = decode_weights(payload)
+        except PayloadRejected as exc:
+            log.error("%s: rejected global model on %s: %s", self.device_id, topic, exc)
+            return
+        if meta.fleet != self.fleet:
+            return
+        if self.latest_model is not None and meta.version == self.latest_model[0] and meta.round in self._sent:
+            self._work.put(("resend", meta.round))  # the aggregator restarted and republished this round
+        elif self.latest_model is None or meta.version > self.latest_model[0]:
+            self.latest_model = (meta.version, meta.round, weights)
+            self._work.put("model")
+
+    # --- worker thread ---
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item = self._work.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, tuple):
+                    self.session.publish(self.topics.update(item[1], self.device_id), self._sent[item[1]], qos=1)
+                else:
+                    self._maybe_train()
+            except Exception:
+                log.exception("%s: local round failed", self.device_id)
+
+    def _ready(self) -> bool:
+        p = self.plan
+        return (p is not None and self.latest_model is not None and self.shard_bytes is not None
+                and self.student_bytes is not None and content_hash(self.shard_bytes) == p.shard_hash
+                and content_hash(self.student_bytes) == p.student_hash)
+
+    def _maybe_train(self) -> None:
+        if not self._ready():
+            return
+        plan = self.plan
+        version, round_, weights = self.latest_model
+        if round_ >= plan.rounds:
+            self.finished.set()
+            return
+        if round_ in self.rounds_done:
+            return
+        if self._student is None or self._student_hash != plan.student_hash:
+            self._student = TrainableStudent.from_bytes(self.student_bytes)
+            self._student_hash = plan.student_hash
+        logits = self._logits_for(plan.shard_hash)
+        targets = distillation_targets(logits, self.labels, self._student.num_classes)
+        result = train_round(self._student, weights, self.x_flat, targets, logits, plan, self.rng)
+        meta = UpdateMeta(self.fleet, self.device_id, round_, version, result.num_examples, plan.clip,
+                          plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
+                          update_id=f"{self.device_id}:{round_}:{version}")
+        blob = encode_update(result.delta, meta)
+        self.losses[round_] = result.losses
+        self._send(round_, blob)
+        self.rounds_done.add(round_)
+
+    def _logits_for(self, shard_hash: str) -> np.ndarray:
+        if self._shard_logits is None or self._shard_logits[0] != shard_hash:
+            self._shard_logits = (shard_hash, ShardRunner.from_bytes(self.shard_bytes).logits(self.x_images))
+        return self._shard_logits[1]
+
+    def _send(self, round_: int, blob: bytes) -> None:
+        path = None
+        if self.outbox is not None:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            path = self.outbox / f"round-{round_:05d}.safetensors"
+            path.write_bytes(blob)
+        self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1)
+        self._sent = {round_: blob}
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _resend_outbox(self) -> None:
+        if self.outbox is None or not self.outbox.exists():
+            return
+        for path in sorted(self.outbox.glob("round-*.safetensors")):
+            round_ = int(path.stem.split("-")[1])
+            log.info("%s: resending round %d update from outbox", self.device_id, round_)
+            self.session.publish(self.topics.update(round_, self.device_id), path.read_bytes(), qos=1)
+            path.unlink(missing_ok=True)

@@ -1,0 +1,23 @@
+"""The one place that picks a TFLite interpreter on a device: ai-edge-litert, else tflite-runtime."""
+
+from __future__ import annotations
+
+
+def interpreter_class():
+    """The LiteRT Interpreter class available here, or ImportError naming what to install."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ImportError("no TFLite interpreter found: pip install -r requirements-edge.txt "
+                              "(ai-edge-litert, or tflite-runtime on older devices)") from None
+    return Interpreter
+
+
+def load_interpreter(model_bytes: bytes):
+    """An allocated interpreter for a flatbuffer held in memory."""
+    interp = interpreter_class()(model_content=bytes(model_bytes))
+    interp.allocate_tensors()
+    return interp

@@ -1,0 +1,195 @@
+"""On-device student training with LiteRT signature runners (numpy + LiteRT only, never TensorFlow).
+
+The model comes from export.student.export_trainable_student. Weight names are
+"dense_<i>/kernel" / "dense_<i>/bias"; the model's signature keys spell "/" as "__".
+A train-only model (signatures=("train",), the TFLite-Micro variant) trains here too,
+but then infer/get_weights/set_weights raise ValueError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge import litert
+
+KEY_SEPARATOR = "__"
+TRAIN_INPUTS = ("x", "y", "teacher_logits", "alpha", "tau", "lr")
+
+
+def load_interpreter(model_bytes: bytes) -> Any:
+    """A LiteRT interpreter for the flatbuffer (ai_edge_litert, else tflite_runtime; see edge.litert)."""
+    if not isinstance(model_bytes, (bytes, bytearray)) or len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
+        raise ValueError("model_bytes must be a TFLite flatbuffer (bytes with the TFL3 identifier)")
+    return litert.load_interpreter(bytes(model_bytes))
+
+
+def _as_2d(name: str, a: Any, cols: int) -> np.ndarray:
+    """Validate a finite float matrix with `cols` columns and return it as float32."""
+    arr = np.asarray(a, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != cols:
+        raise ValueError(f"{name} must have shape (n, {cols}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def _check_hparams(alpha: float, tau: float, lr: float) -> None:
+    """Raise ValueError unless 0 <= alpha <= 1, tau > 0 and lr > 0 (all finite)."""
+    if not (np.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not (np.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be > 0, got {lr}")
+
+
+def _layer_order(name: str) -> tuple[int, bool, str]:
+    """Sort key putting dense_<i>/kernel before dense_<i>/bias, layers by index."""
+    layer, _, kind = name.partition("/")
+    idx = layer.rsplit("_", 1)[-1]
+    return (int(idx) if idx.isdigit() else -1, kind != "kernel", name)
+
+
+class TrainableStudent:
+    """A trainable student TFLite model driven through its LiteRT signature runners."""
+
+    def __init__(self, interpreter: Any):
+        """Wrap an interpreter whose model has at least the `train` signature."""
+        self._interp = interpreter
+        sigs = interpreter.get_signature_list()
+        if "train" not in sigs:
+            raise ValueError(
+                f"model has no 'train' signature (signatures: {sorted(sigs)}): "
+                "export it with export.student.export_trainable_student"
+            )
+        missing = set(TRAIN_INPUTS) - set(sigs["train"]["inputs"])
+        if missing:
+            raise ValueError(f"'train' signature lacks inputs {sorted(missing)}")
+        self._runners = {k: interpreter.get_signature_runner(k) for k in sigs}
+        self.signatures: tuple[str, ...] = tuple(sorted(sigs))
+        details = self._runners["train"].get_input_details()
+        self.batch_size, self.input_dim = (int(d) for d in details["x"]["shape"])
+        self.num_classes = int(details["y"]["shape"][1])
+
+    @classmethod
+    def from_bytes(cls, model_bytes: bytes) -> "TrainableStudent":
+        """Load a trainable student from TFLite flatbuffer bytes."""
+        return cls(load_interpreter(model_bytes))
+
+    def _runner(self, key: str) -> Any:
+        """The signature runner for `key`, or a ValueError naming the export option."""
+        if key not in self._runners:
+            raise ValueError(
+                f"model has no '{key}' signature (has {sorted(self._runners)}); export it with "
+                f"signatures including '{key}'"
+            )
+        return self._runners[key]
+
+    def train_step(self, x: Any, y: Any, teacher_logits: Any, alpha: float, tau: float, lr: float) -> float:
+        """One SGD step on exactly one batch; returns the batch loss before the update."""
+        b, d, c = self.batch_size, self.input_dim, self.num_classes
+        x = _as_2d("x", x, d)
+        y = _as_2d("y", y, c)
+        t = _as_2d("teacher_logits", teacher_logits, c)
+        if not x.shape[0] == y.shape[0] == t.shape[0] == b:
+            raise ValueError(
+                f"train_step needs exactly batch_size={b} rows, got x {x.shape[0]}, "
+                f"y {y.shape[0]}, teacher_logits {t.shape[0]} (use fit for any size)"
+            )
+        _check_hparams(alpha, tau, lr)
+        out = self._runner("train")(
+            x=x, y=y, teacher_logits=t,
+            alpha=np.float32(alpha), tau=np.float32(tau), lr=np.float32(lr),
+        )
+        return float(out["loss"])
+
+    def fit(
+        self,
+        x: Any,
+        y_onehot: Any,
+        teacher_logits: Any,
+        epochs: int,
+        rng: np.random.Generator,
+        alpha: float = 0.7,
+        tau: float = 2.0,
+        lr: float = 0.05,
+    ) -> list[float]:
+        """Train for `epochs` shuffled passes (last batch topped up by resampling); per-epoch mean loss."""
+        x = _as_2d("x", x, self.input_dim)
+        y = _as_2d("y_onehot", y_onehot, self.num_classes)
+        t = _as_2d("teacher_logits", teacher_logits, self.num_classes)
+        n = x.shape[0]
+        if n == 0 or y.shape[0] != n or t.shape[0] != n:
+            raise ValueError(
+                f"x, y_onehot and teacher_logits need the same non-zero number of rows, "
+                f"got {n}, {y.shape[0]}, {t.shape[0]}"
+            )
+        if np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError("y_onehot rows must be non-negative and sum to 1 (one-hot labels)")
+        if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError("rng must be a numpy.random.Generator (np.random.default_rng(seed))")
+        _check_hparams(alpha, tau, lr)
+        b = self.batch_size
+        history = []
+        for _ in range(int(epochs)):
+            order = rng.permutation(n)
+            short = (-n) % b
+            if short:
+                order = np.concatenate([order, rng.choice(n, size=short, replace=True)])
+            losses = [
+                self.train_step(x[idx], y[idx], t[idx], alpha, tau, lr)
+                for idx in order.reshape(-1, b)
+            ]
+            history.append(float(np.mean(losses)))
+        return history
+
+    def predict_logits(self, x: Any) -> np.ndarray:
+        """Logits for any number of rows (padded to the fixed batch internally)."""
+        x = _as_2d("x", x, self.input_dim)
+        runner, b, n = self._runner("infer"), self.batch_size, x.shape[0]
+        out = np.empty((n, self.num_classes), dtype=np.float32)
+        for start in range(0, n, b):
+            chunk = x[start:start + b]
+            batch = np.zeros((b, self.input_dim), dtype=np.float32)
+            batch[: len(chunk)] = chunk
+            out[start:start + len(chunk)] = runner(x=batch)["logits"][: len(chunk)]
+        return out
+
+    def weight_names(self) -> list[str]:
+        """Stable weight names (dense_0/kernel, dense_0/bias, ...) in layer order; [] if train-only."""
+        sigs = self._interp.get_signature_list()
+        keys = sigs.get("get_weights", {}).get("outputs") or sigs.get("set_weights", {}).get("inputs") or []
+        return sorted((k.replace(KEY_SEPARATOR, "/") for k in keys), key=_layer_order)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Current weights keyed by stable names (dense_0/kernel, ...), as float32 copies."""
+        out = self._runner("get_weights")()
+        named = {k.replace(KEY_SEPARATOR, "/"): np.array(v, dtype=np.float32) for k, v in out.items()}
+        return {name: named[name] for name in self.weight_names()}
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Replace all weights; keys must be exactly the stable names, shapes must match."""
+        runner = self._runner("set_weights")
+        if not isinstance(weights, dict):
+            raise ValueError("weights must be a dict {name: array} keyed like dense_0/kernel")
+        details = runner.get_input_details()
+        expected = {k.replace(KEY_SEPARATOR, "/"): k for k in details}
+        if set(weights) != set(expected):
+            raise ValueError(
+                f"weights must have exactly the keys {sorted(expected)}; missing "
+                f"{sorted(set(expected) - set(weights))}, unexpected {sorted(set(weights) - set(expected))}"
+            )
+        feeds = {}
+        for name, key in expected.items():
+            arr = np.asarray(weights[name], dtype=np.float32)
+            shape = tuple(int(s) for s in details[key]["shape"])
+            if arr.shape != shape:
+                raise ValueError(f"weight {name} must have shape {shape}, got {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"weight {name} contains NaN or inf")
+            feeds[key] = arr
+        runner(**feeds)

@@ -1,0 +1,50 @@
+"""MQTT topic names under dmskd/<fleet>/ (DESIGN.md §4), in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FleetTopics:
+    """Topic builder for one fleet; chunked messages add /<index> below these."""
+
+    fleet: str
+
+    @property
+    def root(self) -> str:
+        return f"dmskd/{self.fleet}"
+
+    def plan(self, device: str) -> str:
+        return f"{self.root}/plan/{device}"
+
+    def shard(self, shard_id: str) -> str:
+        return f"{self.root}/shard/{shard_id}"
+
+    def student_program(self, digest: str) -> str:
+        return f"{self.root}/student/{digest}"
+
+    def model(self, version: int) -> str:
+        return f"{self.root}/model/{version}"
+
+    def update(self, round_: int, device: str) -> str:
+        return f"{self.root}/round/{round_}/update/{device}"
+
+    def result(self, round_: int) -> str:
+        return f"{self.root}/round/{round_}/result"
+
+    def status(self, device: str) -> str:
+        return f"{self.root}/status/{device}"
+
+    @property
+    def all_updates(self) -> str:
+        return f"{self.root}/round/+/update/+"
+
+    @property
+    def all_status(self) -> str:
+        return f"{self.root}/status/+"
+
+
+def chunk_base(topic: str) -> str:
+    """The logical topic of a chunk topic (strip the trailing /<index>)."""
+    return topic.rsplit("/", 1)[0]

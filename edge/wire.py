@@ -1,0 +1,147 @@
+"""Student updates and weights as safetensors blobs with string metadata (DESIGN.md §4).
+
+Decoding validates everything a hostile or broken device could send: framing, metadata,
+dtypes, shapes, finiteness, and the checksum over the tensors. Rejections carry a reason
+string that the aggregator logs and publishes in the round result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+PROTOCOL_VERSION = "1"
+
+
+class PayloadRejected(ValueError):
+    """A payload that must not enter a round; str(exc) is the logged reason."""
+
+
+@dataclass(frozen=True)
+class UpdateMeta:
+    """Who sent an update, for which round and global version, and how it was privatised."""
+
+    fleet: str
+    device: str
+    round: int
+    base_version: int
+    num_examples: int
+    clip: float
+    noise_multiplier: float
+    dp_mode: str
+    update_id: str
+    encoding: str = "float32-delta"
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    """Which global student version a weights blob is, and the round it opens."""
+
+    fleet: str
+    version: int
+    round: int
+    encoding: str = "float32-weights"
+
+
+def content_hash(data: bytes) -> str:
+    """The short sha256 that names shards and student programs on the wire."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def tensor_checksum(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over names, shapes and bytes of the tensors, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def encode_update(tensors: dict[str, np.ndarray], meta: UpdateMeta) -> bytes:
+    """Serialise a device's delta and its metadata."""
+    return _encode(tensors, "update", meta)
+
+
+def encode_weights(tensors: dict[str, np.ndarray], meta: WeightsMeta) -> bytes:
+    """Serialise the global student's weights."""
+    return _encode(tensors, "weights", meta)
+
+
+def decode_update(blob: bytes) -> tuple[dict[str, np.ndarray], UpdateMeta]:
+    """Parse and check an update; raise PayloadRejected with the reason if anything is off."""
+    tensors, raw = _decode(blob, "update")
+    return tensors, _meta_from(UpdateMeta, raw)
+
+
+def decode_weights(blob: bytes) -> tuple[dict[str, np.ndarray], WeightsMeta]:
+    """Parse and check a weights blob."""
+    tensors, raw = _decode(blob, "weights")
+    return tensors, _meta_from(WeightsMeta, raw)
+
+
+def check_against_template(tensors: dict[str, np.ndarray], template: dict[str, tuple[int, ...]]) -> None:
+    """Reject tensors whose names or shapes differ from the global student's."""
+    missing = sorted(set(template) - set(tensors))
+    extra = sorted(set(tensors) - set(template))
+    if missing or extra:
+        raise PayloadRejected(f"tensor names differ from the student: missing {missing}, unexpected {extra}")
+    for name, shape in template.items():
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise PayloadRejected(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(shape)}")
+
+
+def _encode(tensors: dict[str, np.ndarray], kind: str, meta) -> bytes:
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    metadata = {k: str(v) for k, v in asdict(meta).items()}
+    metadata.update(protocol=PROTOCOL_VERSION, kind=kind, checksum=tensor_checksum(arrays))
+    return st_save(arrays, metadata=metadata)
+
+
+def _decode(blob: bytes, kind: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) < 8:
+        raise PayloadRejected("payload truncated: shorter than a safetensors header")
+    header_len = int.from_bytes(blob[:8], "little")
+    if header_len > len(blob) - 8:
+        raise PayloadRejected(f"payload truncated: header claims {header_len} bytes, {len(blob) - 8} present")
+    try:
+        tensors = st_load(bytes(blob))
+        raw = _read_metadata(bytes(blob), header_len)
+    except Exception as exc:  # safetensors raises several types for corrupt input
+        raise PayloadRejected(f"payload is not valid safetensors: {exc}") from exc
+    if raw.get("protocol") != PROTOCOL_VERSION:
+        raise PayloadRejected(f"protocol version {raw.get('protocol')!r}, this build speaks {PROTOCOL_VERSION!r}")
+    if raw.get("kind") != kind:
+        raise PayloadRejected(f"payload kind {raw.get('kind')!r} where {kind!r} was expected")
+    for name, arr in tensors.items():
+        if arr.dtype != np.float32:
+            raise PayloadRejected(f"tensor {name} has dtype {arr.dtype}, expected float32")
+        if not np.all(np.isfinite(arr)):
+            raise PayloadRejected(f"tensor {name} contains NaN or infinity")
+    if tensor_checksum(tensors) != raw.get("checksum"):
+        raise PayloadRejected("checksum mismatch: tensors were altered or corrupted in transit")
+    return tensors, raw
+
+
+def _read_metadata(blob: bytes, header_len: int) -> dict[str, str]:
+    header = json.loads(blob[8:8 + header_len].decode("utf-8"))
+    return dict(header.get("__metadata__", {}))
+
+
+def _meta_from(cls, raw: dict[str, str]):
+    values = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            if f.default is not MISSING:
+                continue
+            raise PayloadRejected(f"metadata field {f.name!r} missing")
+        try:
+            values[f.name] = {"int": int, "float": float}.get(str(f.type), str)(raw[f.name])
+        except ValueError as exc:
+            raise PayloadRejected(f"metadata field {f.name!r} unreadable: {raw[f.name]!r}") from exc
+    return cls(**values)

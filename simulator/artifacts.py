@@ -1,0 +1,80 @@
+"""The cloud side of a run: data splits, teacher, profiles, plan, exported shards and student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloud.planner import DeviceProfile, ShardAssignment, ShardCandidate, plan_shards
+from cloud.profiler import PrefixProfile, profile_teacher
+from cloud.student import build_student
+from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
+from edge.wire import content_hash
+from export.shards import ShardCheck, check_shard, export_int8_shard
+from export.student import export_trainable_student
+from simulator.config import ExperimentConfig
+from simulator.data import Dataset, FederatedSplit, federated_split, load_digits
+
+
+@dataclass
+class CloudArtifacts:
+    """Everything the aggregator publishes, plus the facts the report needs."""
+
+    split: FederatedSplit
+    teacher_params: int
+    teacher_accuracy: float
+    exit_accuracies: list[float]
+    profiles: list[PrefixProfile]
+    shards: dict[str, bytes]
+    shard_checks: dict[str, ShardCheck]
+    assignments: list[ShardAssignment]
+    student_program: bytes
+    student_weights: dict[str, np.ndarray]
+    student_flops_per_sample: int
+
+
+def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSplit) -> list[DeviceProfile]:
+    """Budgets (FLOPs per local epoch) spanning budget_span of the full teacher, a 10x range by default."""
+    lo, hi = config.budget_span
+    fractions = np.linspace(lo, hi, config.devices)
+    return [DeviceProfile(f"dev{i:03d}", float(f * full_flops * len(d)), len(d))
+            for i, (f, d) in enumerate(zip(fractions, split.devices))]
+
+
+def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudArtifacts:
+    """Train the teacher, profile and plan, export and check shards, export the student."""
+    split = federated_split(load_digits(), config.devices, config.seed, alpha=config.dirichlet_alpha)
+    n_val = len(split.cloud) // 5
+    train, val = Dataset(split.cloud.x[n_val:], split.cloud.y[n_val:]), Dataset(split.cloud.x[:n_val], split.cloud.y[:n_val])
+    progress("training the multi-exit teacher")
+    teacher = build_teacher(seed=config.seed)
+    train_teacher(teacher, train.x, train.y, epochs=config.teacher_epochs, seed=config.seed)
+    val_acc = exit_accuracies(teacher, val.x, val.y)
+    test_acc = exit_accuracies(teacher, split.test.x, split.test.y)
+    profiles = profile_teacher(teacher)
+    progress("exporting int8 shards")
+    exported = {p.k: export_int8_shard(prefix_model(teacher, p.k), train.x) for p in profiles}
+    candidates = [ShardCandidate(f"p{p.k}-{content_hash(exported[p.k])[:8]}", p.k, p.flops, len(exported[p.k]),
+                                 p.peak_activation_bytes, val_acc[p.k - 1]) for p in profiles]
+    assignments = plan_shards(device_budgets(config, profiles[-1].flops, split), candidates, config.comm_lambda)
+    used = {a.shard_id for a in assignments}
+    by_id = {c.shard_id: c for c in candidates}
+    shards = {sid: exported[by_id[sid].k] for sid in sorted(used)}
+    checks = {sid: check_shard(shards[sid], prefix_model(teacher, by_id[sid].k), split.test.x, split.test.y)
+              for sid in shards}
+    progress("exporting the trainable student")
+    input_dim = int(np.prod(split.cloud.x.shape[1:]))
+    student = build_student(input_dim, config.student_hidden, 10, seed=config.seed)
+    program = export_trainable_student(student, batch_size=config.batch_size)
+    weights = _keras_weights(student)
+    dims = [input_dim, *config.student_hidden, 10]
+    student_flops = sum(2 * a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    return CloudArtifacts(split, teacher.count_params(), test_acc[-1], test_acc, profiles, shards, checks,
+                          assignments, program, weights, student_flops)
+
+
+def _keras_weights(model) -> dict[str, np.ndarray]:
+    from cloud.student import student_weight_names
+
+    return {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(model), model.weights)}

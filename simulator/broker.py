@@ -1,0 +1,446 @@
+"""Start and stop a real MQTT broker on loopback (DESIGN.md §3, §4).
+
+Two brokers, both run as a child process listening on 127.0.0.1 only:
+
+- ``MosquittoBroker``: Debian's mosquitto (2.0.11), the broker for tests, CI and deployments.
+- ``EmbeddedBroker``: amqtt 0.12.1 (pure Python, MQTT 3.1.1 only), the default when mosquitto
+  is not installed. It runs in a child interpreter rather than a thread so that a busy
+  simulator (TensorFlow, the GIL) cannot starve it, a crash cannot take the caller down,
+  and nothing is left hanging at interpreter exit. The child exits when its stdin closes,
+  so it also goes away if the parent dies.
+
+Both are context managers with ``host``, ``port`` and ``url``::
+
+    with start_broker("auto") as broker:
+        client.connect(broker.host, broker.port)
+
+``start_broker`` returns a started broker; entering it again is a no-op, leaving it stops it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+__all__ = [
+    "BrokerError",
+    "DEFAULT_MAX_PACKET_SIZE",
+    "EmbeddedBroker",
+    "MosquittoBroker",
+    "free_port",
+    "mosquitto_binary",
+    "parse_broker_url",
+    "start_broker",
+]
+
+LOOPBACK = "127.0.0.1"
+
+# DMSKD chunks payloads at up to 128 KB (AWS IoT Core's cap); 1 MiB per MQTT packet leaves
+# ample room for topic and headers while still refusing absurd packets. mosquitto enforces
+# it (the client is disconnected); amqtt 0.12.1 has no such setting and accepts anything up
+# to the MQTT maximum (256 MiB), so receivers must enforce their own limit.
+DEFAULT_MAX_PACKET_SIZE = 1 << 20
+
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+class BrokerError(RuntimeError):
+    """A broker could not be started (the message says why, with the broker's log tail)."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free on ``host`` a moment ago (bind to port 0, then release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the mosquitto executable, or None. Debian puts it in /usr/sbin, which a
+    non-root PATH often lacks, so the sbin directories are searched as well."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for directory in _SBIN_DIRS:
+        candidate = os.path.join(directory, "mosquitto")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+_URL_RE = re.compile(
+    r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))"
+    r":(?P<port>[0-9]{1,5})/?$"
+)
+
+
+def parse_broker_url(text: str) -> tuple[str, int]:
+    """Parse ``host:port`` or ``mqtt://host:port`` (IPv6 as ``[::1]:1883``) into (host, port)."""
+    expected = "expected 'host:port' or 'mqtt://host:port' (for example 127.0.0.1:1883)"
+    if not isinstance(text, str):
+        raise ValueError(f"broker address must be a string, {expected}; got {text!r}")
+    match = _URL_RE.match(text.strip())
+    if match is None:
+        raise ValueError(f"bad broker address {text!r}: {expected}")
+    scheme = match.group("scheme")
+    if scheme is not None and scheme.lower() != "mqtt":
+        raise ValueError(f"bad broker address {text!r}: scheme {scheme!r} is not supported, {expected}")
+    host = match.group("ipv6") or match.group("host")
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"bad broker address {text!r}: port {port} is out of range 1..65535, {expected}")
+    return host, port
+
+
+# Brokers still running at interpreter exit are stopped then.
+_RUNNING: "weakref.WeakSet[_ProcessBroker]" = weakref.WeakSet()
+_RUNNING_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    with _RUNNING_LOCK:
+        brokers = list(_RUNNING)
+    for broker in brokers:
+        try:
+            broker.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+class _ProcessBroker:
+    """Common part: a broker child process on loopback, ready once a TCP connect succeeds."""
+
+    kind = "?"
+    _PORT_ATTEMPTS = 3  # retries with a new port when the auto-chosen one was taken meanwhile
+
+    def __init__(self, port: int | None = None, host: str = LOOPBACK, startup_timeout: float = 15.0) -> None:
+        self.host = host
+        self._fixed_port = port
+        self.port: int = port if port is not None else 0
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: str | None = None
+        self._log_file = None
+        self.log_path: Path | None = None
+
+    # -- to be provided by subclasses -----------------------------------------------------
+    def _command(self, workdir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        raise NotImplementedError
+
+    # -- public API -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> "_ProcessBroker":
+        if self._proc is not None:
+            return self
+        attempts = 1 if self._fixed_port is not None else self._PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            if self._fixed_port is None:
+                self.port = free_port(self.host)
+            self._workdir = tempfile.mkdtemp(prefix=f"dmskd-{self.kind}-")
+            workdir = Path(self._workdir)
+            self.log_path = workdir / "broker.log"
+            self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in _cleanup
+            cmd = self._command(workdir)
+            try:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    cwd=workdir,
+                    stdin=subprocess.PIPE,
+                    stdout=self._log_file,
+                    stderr=subprocess.STDOUT,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                self._cleanup()
+                raise BrokerError(f"could not run {self.kind} broker {cmd[0]!r}: {exc}") from exc
+            error = self._wait_ready()
+            if error is None:
+                with _RUNNING_LOCK:
+                    _RUNNING.add(self)
+                return self
+            exited = self._proc.poll() is not None
+            tail = self._log_tail()
+            self._kill()
+            self._cleanup()
+            if not (exited and attempt < attempts):
+                raise BrokerError(
+                    f"{self.kind} broker did not start on {self.host}:{self.port}: {error}\n"
+                    f"command: {' '.join(cmd)}\n--- log tail ---\n{tail}"
+                )
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
+        try:
+            if proc.poll() is None:
+                self._stop_process(proc)
+        finally:
+            self._kill()
+            self._cleanup()
+
+    def __enter__(self) -> "_ProcessBroker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.url} {state}>"
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _wait_ready(self) -> str | None:
+        """None once a TCP connect succeeds, else the reason it never did."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                return f"process exited with code {code}"
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    pass
+            except OSError:
+                pass
+            else:
+                # The port answered; make sure it is our process that answered.
+                if self._proc.poll() is None:
+                    return None
+                continue
+            if time.monotonic() > deadline:
+                return f"no TCP listener after {self.startup_timeout:.0f} s"
+            time.sleep(0.05)
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a SIGKILLed child always goes
+            pass
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    def _cleanup(self) -> None:
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        self.log_path = None
+
+
+class MosquittoBroker(_ProcessBroker):
+    """mosquitto on loopback: anonymous, no persistence, generous packet limit, log to a file."""
+
+    kind = "mosquitto"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        binary: str | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        binary = binary or mosquitto_binary()
+        if binary is None:
+            raise BrokerError(
+                "mosquitto is not installed (looked on PATH and in /usr/sbin, /usr/local/sbin): "
+                "install it with `apt-get install mosquitto`, or use the embedded amqtt broker "
+                "(start_broker('amqtt'))"
+            )
+        if max_packet_size < 20:
+            raise ValueError("mosquitto refuses max_packet_size below 20 bytes")
+        super().__init__(port=port, host=host, startup_timeout=startup_timeout)
+        self.binary = binary
+        self.max_packet_size = max_packet_size
+
+    def config_text(self) -> str:
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence false",
+            # Whole packet, all protocol versions; 0 would mean no limit.
+            f"max_packet_size {self.max_packet_size}",
+            # The parent redirects stderr to the log file: that works whatever user
+            # mosquitto runs as, unlike log_dest file.
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp true",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root mosquitto would switch to the 'mosquitto' (or 'nobody') user; a
+            # throwaway loopback broker gains nothing from that and may lack CAP_SETUID.
+            lines.insert(0, "user root")
+        return "\n".join(lines) + "\n"
+
+    def _command(self, workdir: Path) -> list[str]:
+        cfg = workdir / "mosquitto.conf"
+        cfg.write_text(self.config_text(), encoding="utf-8")
+        return [self.binary, "-c", str(cfg)]
+
+    def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass  # _kill follows
+
+
+# Runs in the child interpreter (python -c). stdin EOF or SIGTERM/SIGINT -> graceful shutdown.
+_AMQTT_CHILD = r"""
+import asyncio, json, logging, os, signal, sys
+
+settings = json.loads(sys.argv[1])
+logging.basicConfig(level=settings["log_level"], stream=sys.stderr,
+                    format="%(asctime)s %(name)s %(levelname)s %(message)s")
+logging.getLogger("transitions").setLevel(logging.WARNING)
+from amqtt.broker import Broker
+
+async def main():
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+    def on_stdin():
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop.set()
+    loop.add_reader(fd, on_stdin)
+    broker = Broker(settings["config"])
+    await broker.start()
+    logging.getLogger("dmskd.broker").warning("amqtt broker listening on %s", settings["config"]["listeners"]["default"]["bind"])
+    await stop.wait()
+    try:
+        await asyncio.wait_for(broker.shutdown(), timeout=settings["shutdown_timeout"])
+    except Exception as exc:
+        logging.getLogger("dmskd.broker").error("shutdown: %r", exc)
+
+asyncio.run(main())
+"""
+
+
+class EmbeddedBroker(_ProcessBroker):
+    """amqtt 0.12.1 on loopback in a child interpreter: anonymous, retained messages on.
+
+    amqtt keeps retained messages in memory (a dict per topic) with no switch to turn them
+    off, so "retained supported" needs no setting. It has no message-size limit.
+    """
+
+    kind = "amqtt"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        startup_timeout: float = 20.0,
+        log_level: str = "WARNING",
+        python: str | None = None,
+    ) -> None:
+        super().__init__(port=port, host=host, startup_timeout=startup_timeout)
+        self.log_level = log_level
+        self.python = python or sys.executable
+
+    def config(self) -> dict:
+        """The amqtt BrokerConfig, as the dict (YAML-equivalent) handed to amqtt.broker.Broker."""
+        return {
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"{self.host}:{self.port}"},
+            },
+            # Setting 'plugins' replaces amqtt's defaults (event/packet loggers and the $SYS
+            # plugin, which publishes every 20 s): only anonymous authentication is kept.
+            # Without an auth plugin amqtt refuses every CONNECT.
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
+        }
+
+    def _command(self, workdir: Path) -> list[str]:
+        settings = {"config": self.config(), "log_level": self.log_level, "shutdown_timeout": 8}
+        (workdir / "amqtt.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        return [self.python, "-c", _AMQTT_CHILD, json.dumps(settings)]
+
+    def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        # Closing stdin asks for a graceful shutdown; SIGTERM does too; then _kill.
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=10)
+            return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_broker(kind: str = "auto", **kwargs) -> MosquittoBroker | EmbeddedBroker:
+    """Start a loopback broker and return it (already started; use it as a context manager
+    or call ``stop()``). ``kind``: "mosquitto", "amqtt", or "auto" (mosquitto if installed,
+    else amqtt). Keyword arguments go to the broker class (``port``, ...)."""
+    choice = (kind or "auto").strip().lower()
+    if choice == "auto":
+        choice = "mosquitto" if mosquitto_binary() else "amqtt"
+    if choice == "mosquitto":
+        broker: MosquittoBroker | EmbeddedBroker = MosquittoBroker(**kwargs)
+    elif choice in ("amqtt", "embedded"):
+        broker = EmbeddedBroker(**kwargs)
+    else:
+        raise ValueError(f"unknown broker kind {kind!r}: expected 'mosquitto', 'amqtt' or 'auto'")
+    return broker.start()

@@ -1,0 +1,44 @@
+"""The knobs of one simulated federated run, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloud.strategy import DpMode
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One DMSKD run on the bundled digits: fleet, rounds, privacy, local training."""
+
+    devices: int = 10
+    rounds: int = 10
+    seed: int = 0
+    dp: DpMode = DpMode.NONE
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    clip: float = 1.0
+    delta: float = 1e-5
+    local_epochs: int = 3
+    lr: float = 0.1
+    alpha: float = 0.7
+    tau: float = 2.0
+    dirichlet_alpha: float = 1.0
+    teacher_epochs: int = 30
+    student_hidden: tuple[int, ...] = (64,)
+    batch_size: int = 16
+    budget_span: tuple[float, float] = (0.1, 1.0)  # budgets as fractions of the full teacher (paper: 0.5..5 GFLOP)
+    comm_lambda: float = 0.05
+    chunk_limit: int = 128 * 1024
+    deadline_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.devices < 1 or self.rounds < 1:
+            raise ValueError("--devices and --rounds must be at least 1")
+        if self.dp is not DpMode.NONE and self.target_epsilon is None and self.noise_multiplier is None:
+            raise ValueError(f"--dp {self.dp.value} needs --target-epsilon or --noise-multiplier")
+        if self.target_epsilon is not None and self.target_epsilon <= 0:
+            raise ValueError("--target-epsilon must be positive")
+        lo, hi = self.budget_span
+        if not 0 < lo <= hi:
+            raise ValueError("budget span must satisfy 0 < low <= high")

@@ -1,0 +1,91 @@
+"""Run a fleet over a real MQTT broker: one aggregator and N device agents, each its own client."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cloud.accounting import PrivacyLedger
+from cloud.aggregator import AggregatorService, RoundPolicy
+from cloud.strategy import DpMode, FedAvgConfig
+from edge.agent import DeviceAgent
+from edge.mqtt_session import MqttSession, TrafficRecord
+from edge.plan import DevicePlan
+from edge.student_runtime import TrainableStudent
+from edge.wire import content_hash
+from simulator.artifacts import CloudArtifacts
+from simulator.config import ExperimentConfig
+
+log = logging.getLogger("dmskd.simulator")
+
+
+@dataclass
+class FederationOutcome:
+    """What the run produced: per-round history, final weights, every device's traffic."""
+
+    history: list[dict]
+    final_weights: dict[str, np.ndarray]
+    device_traffic: dict[str, list[TrafficRecord]]
+    epsilon: float | None
+
+
+def student_evaluator(program: bytes, x: np.ndarray, y: np.ndarray) -> Callable[[dict], dict]:
+    """Accuracy of given student weights on (x, y), computed by the same LiteRT program devices run."""
+    student = TrainableStudent.from_bytes(program)
+    flat = x.reshape(len(x), -1)
+
+    def evaluate(weights: dict[str, np.ndarray]) -> dict:
+        student.set_weights(weights)
+        return {"accuracy": float(np.mean(np.argmax(student.predict_logits(flat), 1) == y))}
+
+    return evaluate
+
+
+def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, port: int, run_dir: Path,
+                   noise_multiplier: float, fleet: str = "demo",
+                   on_round_end: Callable[[dict], None] | None = None) -> FederationOutcome:
+    """Start agents and the aggregator, run all rounds, stop everything, return the outcome."""
+    student_hash = content_hash(art.student_program)
+    plans = [DevicePlan(fleet, a.device_id, a.shard_id, content_hash(art.shards[a.shard_id]), student_hash,
+                        config.rounds, config.dp.value, config.clip, noise_multiplier, config.local_epochs,
+                        config.alpha, config.tau, config.lr) for a in art.assignments]
+    agents = []
+    for i, (plan, data) in enumerate(zip(plans, art.split.devices)):
+        session = MqttSession(f"{fleet}-{plan.device}", host, port, config.chunk_limit,
+                              will=(f"dmskd/{fleet}/status/{plan.device}", b"offline"))
+        agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.y, seed=config.seed * 1000 + i,
+                                  outbox_dir=run_dir / "outbox"))
+    ledger = None
+    if config.dp is not DpMode.NONE:
+        ledger = PrivacyLedger(noise_multiplier, participation=1.0, delta=config.delta,
+                               max_epsilon=config.target_epsilon)
+    agg_session = MqttSession(f"{fleet}-aggregator", host, port, config.chunk_limit)
+    service = AggregatorService(
+        fleet, agg_session, [p.device for p in plans], art.student_weights,
+        FedAvgConfig(config.dp, config.clip, noise_multiplier if config.dp is DpMode.CENTRAL else 0.0),
+        RoundPolicy(config.rounds, quorum=len(plans), deadline_s=config.deadline_s), ledger,
+        checkpoint_dir=run_dir / "checkpoint",
+        evaluate=student_evaluator(art.student_program, art.split.test.x, art.split.test.y),
+        seed=config.seed, on_round_end=on_round_end)
+    agg_session.connect()
+    try:
+        for agent in agents:
+            agent.start()
+        service.publish_fleet(plans, art.shards, art.student_program)
+        history = service.run()
+        for agent in agents:
+            agent.finished.wait(timeout=10)
+    finally:
+        for agent in agents:
+            if agent.session is not None:
+                try:
+                    agent.stop()
+                except Exception:  # a broken agent must not hide the run's result
+                    log.exception("stopping %s failed", agent.device_id)
+        agg_session.close()
+    return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
+                             ledger.epsilon if ledger else None)

@@ -1,0 +1,66 @@
+"""metrics.json, report.md and the accuracy plot for one run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> Path:
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return path
+
+
+def plot_accuracy(run_dir: Path, history: list[dict], teacher_accuracy: float) -> Path:
+    """PNG of the global student's test accuracy per round against the teacher's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([h["round"] + 1 for h in history], [h["accuracy"] for h in history], marker="o", label="global student (DMSKD)")
+    ax.axhline(teacher_accuracy, color="grey", linestyle="--", label="teacher (cloud)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = run_dir / "accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: Path, m: dict) -> Path:
+    """A Markdown summary a person reads next to the plot."""
+    lines = [
+        f"# DMSKD run `{run_dir.name}`", "",
+        f"{m['devices']} devices, {m['rounds']} rounds, DP mode `{m['dp_mode']}`, broker `{m['broker']}`.", "",
+        "| metric | value |", "|---|---|",
+        f"| teacher accuracy (test) | {m['teacher_accuracy']:.4f} |",
+        f"| global student accuracy (test) | {m['student_accuracy']:.4f} |",
+        f"| student / teacher | {m['student_accuracy'] / m['teacher_accuracy']:.3f} |",
+        f"| bytes on the wire, total | {m['bytes_total']:,} |",
+        f"| FedAvg (full teacher) bytes, total | {m['fedavg_bytes_total']:,} |",
+        f"| DMSKD / FedAvg bytes | {m['bytes_total'] / m['fedavg_bytes_total']:.4f} |",
+        f"| shard bytes (downloaded once) | {m['shard_bytes_total']:,} |",
+        f"| noise multiplier z | {m['noise_multiplier']} |",
+        f"| epsilon (RDP accountant, delta={m['delta']}) | {m['epsilon']} |",
+        f"| wall time | {m['wall_seconds']:.1f} s |", "",
+        "![accuracy per round](accuracy.png)", "",
+        "## Shards", "", "| shard | exit | bytes | devices | LiteRT vs Keras top-1 agreement | int8 accuracy |", "|---|---|---|---|---|---|",
+    ]
+    for sid, s in m["shards"].items():
+        lines.append(f"| {sid} | {s['exit']} | {s['bytes']:,} | {s['devices']} | {s['top1_agreement']:.4f} | {s['tflite_accuracy']:.4f} |")
+    lines += ["", "## Devices", "", "| device | shard | local FLOPs / epoch |", "|---|---|---|"]
+    for dev, flops in m["local_flops_per_epoch"].items():
+        lines.append(f"| {dev} | {m['plan'][dev]} | {flops:,} |")
+    lines += ["", "## Rounds", "", "| round | accuracy | accepted | rejected | up bytes | down bytes |", "|---|---|---|---|---|---|"]
+    for h, up, down in zip(m["history"], m["bytes_up_per_round"], m["bytes_down_per_round"]):
+        lines.append(f"| {h['round']} | {h['accuracy']:.4f} | {len(h['accepted'])} | {len(h['rejected'])} | {up:,} | {down:,} |")
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
