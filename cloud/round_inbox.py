@@ -57,13 +57,13 @@ class RoundInbox:
         if meta.round != self.round_ or meta.base_version != self.base_version:
             raise PayloadRejected(f"update built for round {meta.round} on version {meta.base_version}; "
                                   f"round {self.round_} trains version {self.base_version}")
-        if meta.update_id in self._seen_ids:
-            return None  # idempotent resend of an update already counted: ignore silently but safely
-        if meta.device in self.accepted:
-            raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay)")
+        check_against_template(tensors, self.template)
         if not 0 < meta.num_examples <= MAX_EXAMPLES:
             raise PayloadRejected(f"example count {meta.num_examples} outside 1..{MAX_EXAMPLES}")
-        check_against_template(tensors, self.template)
+        if meta.update_id in self._seen_ids:
+            return None  # idempotent resend of an update already counted
+        if meta.device in self.accepted:
+            raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay)")
         if self.dp_mode is not DpMode.LOCAL:
             norm = global_l2_norm(tensors)
             if norm > self.clip * (1 + 1e-3):

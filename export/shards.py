@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge.shard_runtime import ShardRunner
+from export.converter_log import captured_native_stderr
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ def export_int8_shard(prefix: tf.keras.Model, representative_x: np.ndarray, num_
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    with captured_native_stderr():
+        return converter.convert()
 
 
 def check_shard(model_bytes: bytes, prefix: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> ShardCheck:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema_fb
 
+from export.converter_log import captured_native_stderr
+
 ALL_SIGNATURES: tuple[str, ...] = ("train", "infer", "get_weights", "set_weights")
 KEY_SEPARATOR = "__"
 
@@ -158,7 +160,8 @@ def export_trainable_student(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.experimental_enable_resource_variables = True
         try:
-            tflite_model = converter.convert()
+            with captured_native_stderr():
+                tflite_model = converter.convert()
         except Exception as exc:  # ConverterError: the message lists the offending TF ops
             raise ValueError(
                 "student training step does not convert to TFLite builtins (use dense layers, "

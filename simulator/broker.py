@@ -343,6 +343,17 @@ logging.basicConfig(level=settings["log_level"], stream=sys.stderr,
 logging.getLogger("transitions").setLevel(logging.WARNING)
 from amqtt.broker import Broker
 
+class DmskdBroker(Broker):
+    # amqtt 0.12.1, on every CONNECT, replays the retained messages matching every topic
+    # filter that any session has (or had) subscribed to, so a new client receives, say, all
+    # other devices' plans. Only replay for filters this session is itself subscribed to.
+
+    async def _publish_retained_messages_for_subscription(self, subscription, session):
+        subscribers = self._subscriptions.get(subscription[0], ())
+        if not any(sub.client_id == session.client_id for sub, _qos in subscribers):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
+
 async def main():
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -361,7 +372,8 @@ async def main():
             loop.remove_reader(fd)
             stop.set()
     loop.add_reader(fd, on_stdin)
-    broker = Broker(settings["config"])
+    patch = settings["fix_retained_replay"] and hasattr(Broker, "_publish_retained_messages_for_subscription")
+    broker = (DmskdBroker if patch else Broker)(settings["config"])
     await broker.start()
     logging.getLogger("dmskd.broker").warning("amqtt broker listening on %s", settings["config"]["listeners"]["default"]["bind"])
     await stop.wait()
@@ -378,7 +390,22 @@ class EmbeddedBroker(_ProcessBroker):
     """amqtt 0.12.1 on loopback in a child interpreter: anonymous, retained messages on.
 
     amqtt keeps retained messages in memory (a dict per topic) with no switch to turn them
-    off, so "retained supported" needs no setting. It has no message-size limit.
+    off, so "retained supported" needs no setting. Quirks of amqtt 0.12.1 (checked by hand):
+
+    - On every CONNECT it replays, at QoS 0 with the retain flag, the retained messages of
+      every topic filter any session has subscribed to (it loops over the broker-wide
+      subscription table), so a new client gets other devices' plans and shards unasked.
+      ``fix_retained_replay`` (default on) subclasses the broker in the child to replay only
+      the connecting session's own filters. Clients should still ignore topics they did not
+      subscribe to: mosquitto never sends them, stock amqtt does.
+    - It delivers at the subscription's QoS, not min(publish QoS, subscription QoS): a QoS 0
+      publish reaches a QoS 1 subscriber as QoS 1.
+    - Anonymous sessions are never persistent: with clean_session=False nothing is queued
+      while the client is away, and the session is dropped about a second after it
+      disconnects. Devices cannot rely on the broker to hold QoS 1 messages for them.
+    - No message-size limit (MQTT's 256 MiB): receivers must enforce their own.
+    - PUBACK is sent before the broker stores a retained message, so a client that
+      subscribes within the same instant may miss it.
     """
 
     kind = "amqtt"
@@ -390,10 +417,12 @@ class EmbeddedBroker(_ProcessBroker):
         startup_timeout: float = 20.0,
         log_level: str = "WARNING",
         python: str | None = None,
+        fix_retained_replay: bool = True,
     ) -> None:
         super().__init__(port=port, host=host, startup_timeout=startup_timeout)
         self.log_level = log_level
         self.python = python or sys.executable
+        self.fix_retained_replay = fix_retained_replay
 
     def config(self) -> dict:
         """The amqtt BrokerConfig, as the dict (YAML-equivalent) handed to amqtt.broker.Broker."""
@@ -410,7 +439,12 @@ class EmbeddedBroker(_ProcessBroker):
         }
 
     def _command(self, workdir: Path) -> list[str]:
-        settings = {"config": self.config(), "log_level": self.log_level, "shutdown_timeout": 8}
+        settings = {
+            "config": self.config(),
+            "log_level": self.log_level,
+            "shutdown_timeout": 8,
+            "fix_retained_replay": self.fix_retained_replay,
+        }
         (workdir / "amqtt.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         return [self.python, "-c", _AMQTT_CHILD, json.dumps(settings)]
 

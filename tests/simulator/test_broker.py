@@ -156,6 +156,22 @@ def test_retained_message_is_cleared_by_empty_publish(each_broker) -> None:
     assert [(m.payload, m.retain) for m in messages] == [(b"marker", False)]
 
 
+def test_new_client_receives_no_retained_message_it_did_not_subscribe_to(each_broker) -> None:
+    """Stock amqtt 0.12.1 replays on CONNECT the retained messages of every filter anyone
+    subscribed to; EmbeddedBroker patches that, mosquitto never does it."""
+    other_plan = fresh_topic("plan/dev-3")
+    own_plan = fresh_topic("plan/dev-4")
+    with client(each_broker, "dev-3") as other:
+        other.subscribe(other_plan, qos=1)
+        other.publish(other_plan, b"dev-3's plan", qos=1, retain=True)
+        other.wait_for(1)
+        with client(each_broker, "dev-4") as newcomer:
+            newcomer.subscribe(own_plan, qos=1)
+            newcomer.publish(own_plan, b"marker", qos=1)
+            messages = newcomer.wait_for(1)
+    assert [(m.topic, m.payload) for m in messages] == [(own_plan, b"marker")]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -221,3 +237,24 @@ def test_stopped_broker_frees_its_port(kind: str) -> None:
     assert not running.running
     with pytest.raises(OSError):
         socket.create_connection((host, port), timeout=1).close()
+
+
+def test_session_broker_fixture_serves_mqtt(broker) -> None:
+    """The conftest broker (mosquitto if installed, DMSKD_TEST_BROKER to force) works."""
+    topic = fresh_topic("status/dev-5")
+    with client(broker, "dev-5") as c:
+        c.subscribe(topic, qos=1)
+        c.publish(topic, b"online", qos=1)
+        (message,) = c.wait_for(1)
+    assert message.payload == b"online"
+
+
+def test_mosquitto_disconnects_a_client_whose_packet_exceeds_max_packet_size() -> None:
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    with MosquittoBroker(max_packet_size=64 * 1024) as small:
+        with client(small, "big") as c:
+            dropped = threading.Event()
+            c.paho.on_disconnect = lambda *args: dropped.set()
+            c.paho.publish(fresh_topic("model/2"), os.urandom(CHUNK_LIMIT), qos=1)
+            assert dropped.wait(TIMEOUT), "mosquitto accepted a packet over max_packet_size"

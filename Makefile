@@ -1,0 +1,24 @@
+# One entry point: `make demo` runs the main job, `make test` the tests. Both build .venv first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+
+.PHONY: demo test bench clean-venv
+demo: $(STAMP)
+	$(BIN)/python -m simulator run $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+$(STAMP): requirements.txt
+	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found. DMSKD pins tensorflow 2.15, which needs Python 3.11: install it (pyenv install 3.11, or apt-get install python3.11) or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "error: $(PY) is Python $$($(PY) -c 'import platform; print(platform.python_version())'); tensorflow 2.15 needs 3.11: run 'make PY=/path/to/python3.11 ...'"; exit 1; }
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,18 @@
+"""A tiny fleet's cloud artefacts, built once per session (teacher, shards, student program)."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.artifacts import prepare_cloud
+from simulator.config import ExperimentConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> ExperimentConfig:
+    return ExperimentConfig(devices=3, rounds=3, seed=1, teacher_epochs=8, local_epochs=2, deadline_s=60.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_cloud(tiny_config):
+    return prepare_cloud(tiny_config)

@@ -1,0 +1,80 @@
+"""Whole federated runs over the real broker fixture: devices and aggregator as MQTT clients."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+
+from edge.mqtt_session import MqttSession
+from edge.topics import FleetTopics
+from edge.wire import UpdateMeta, encode_update
+from simulator.federation import run_federation, student_evaluator
+
+
+def test_global_student_changes_and_improves_over_rounds(broker, tiny_config, tiny_cloud, tmp_path):
+    evaluate = student_evaluator(tiny_cloud.student_program, tiny_cloud.split.test.x, tiny_cloud.split.test.y)
+    before = evaluate(tiny_cloud.student_weights)["accuracy"]
+    out = run_federation(tiny_config, tiny_cloud, broker.host, broker.port, tmp_path, 0.0, fleet="improves")
+    assert len(out.history) == tiny_config.rounds
+    assert all(len(h["accepted"]) == tiny_config.devices for h in out.history)
+    changed = [not np.array_equal(out.final_weights[k], v) for k, v in tiny_cloud.student_weights.items()]
+    assert all(changed)
+    accs = [h["accuracy"] for h in out.history]
+    assert accs[-1] > before + 0.2
+    assert accs[-1] >= accs[0]
+    for recs in out.device_traffic.values():
+        assert sum(r.nbytes for r in recs if r.direction == "up" and "/update/" in r.topic) > 0
+
+
+def test_malformed_updates_are_rejected_while_round_completes(broker, tiny_config, tiny_cloud, tmp_path):
+    fleet = "rogue"
+    topics = FleetTopics(fleet)
+    template = tiny_cloud.student_weights
+    good = {k: np.zeros_like(v) for k, v in template.items()}
+    nan = {k: np.full_like(v, np.nan) for k, v in template.items()}
+    wrong_shape = dict(good, **{next(iter(good)): np.zeros((2, 2), np.float32)})
+    meta = UpdateMeta(fleet, "intruder", 0, 0, 10, 1.0, 0.0, "none", "intruder:0:0")
+    rogue = MqttSession("rogue-client", broker.host, broker.port)
+    sent = threading.Event()
+
+    def attack(topic: str, payload: bytes) -> None:
+        if topic.endswith("/model/0") and not sent.is_set():
+            sent.set()
+            threading.Thread(target=send_attacks).start()
+
+    def send_attacks() -> None:
+        known = [a.device_id for a in tiny_cloud.assignments]
+        rogue.publish(topics.update(0, "intruder"), encode_update(good, meta))
+        for dev, tensors in ((known[0], nan), (known[1], wrong_shape)):
+            rogue.publish(topics.update(0, dev), encode_update(tensors, dataclasses.replace(meta, device=dev)))
+        truncated = encode_update(good, dataclasses.replace(meta, device=known[2]))[:40]
+        rogue.publish(topics.update(0, known[2]), truncated)
+
+    rogue.subscribe(f"{topics.root}/model/+", attack)
+    rogue.connect()
+    try:
+        out = run_federation(dataclasses.replace(tiny_config, rounds=1), tiny_cloud, broker.host, broker.port,
+                             tmp_path, 0.0, fleet=fleet)
+    finally:
+        rogue.close()
+    assert sent.is_set()
+    first = out.history[0]
+    assert len(first["accepted"]) == tiny_config.devices
+    reasons = " | ".join(reason for _, reason in first["rejected"])
+    assert len(first["rejected"]) == 4
+    assert "unknown device 'intruder'" in reasons
+    assert "NaN or infinity" in reasons
+    assert "has shape (2, 2)" in reasons
+    assert "truncated" in reasons
+
+
+def test_aggregator_resumes_from_checkpoint_after_a_stop(broker, tiny_config, tiny_cloud, tmp_path):
+    first = run_federation(dataclasses.replace(tiny_config, rounds=1), tiny_cloud, broker.host, broker.port,
+                           tmp_path, 0.0, fleet="resume")
+    second = run_federation(dataclasses.replace(tiny_config, rounds=2), tiny_cloud, broker.host, broker.port,
+                            tmp_path, 0.0, fleet="resume")
+    assert [h["round"] for h in second.history] == [0, 1]
+    assert second.history[0] == first.history[0]
+    assert not all(np.array_equal(second.final_weights[k], first.final_weights[k]) for k in first.final_weights)
