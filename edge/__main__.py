@@ -1,0 +1,68 @@
+"""`python -m edge run`: one device agent against a real broker (numpy + LiteRT + paho only).
+
+The device's local data is a .npz file with `x` (N, H, W, C float32 images in [0, 1]) and,
+optionally, `y` (N integer labels; without it the shard's arg-max is the hard target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the device's .npz, naming the missing file or array."""
+    if not path.exists():
+        raise FileNotFoundError(f"device data {path} not found; export it with `python -m cloud prepare`")
+    with np.load(path) as z:
+        if "x" not in z:
+            raise ValueError(f"{path} has no array 'x' (images); it holds {sorted(z.files)}")
+        return z["x"].astype(np.float32), (z["y"] if "y" in z else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+    run = sub.add_parser("run", help="run one device until the round schedule ends")
+    run.add_argument("--device", required=True)
+    run.add_argument("--fleet", default="demo")
+    run.add_argument("--data", type=Path, required=True, help=".npz with x (and optionally y)")
+    run.add_argument("--broker", default="127.0.0.1:1883", help="host:port")
+    run.add_argument("--outbox", type=Path, default=Path("outbox"), help="on-disk outbox for unacknowledged updates")
+    run.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from edge.agent import DeviceAgent
+    from edge.broker_address import parse_broker_url
+    from edge.mqtt_session import MqttSession
+    from edge.topics import FleetTopics
+
+    try:
+        host, port = parse_broker_url(args.broker)
+        x, y = load_device_data(args.data)
+        session = MqttSession(f"{args.fleet}-{args.device}", host, port,
+                              will=(FleetTopics(args.fleet).status(args.device), b"offline"))
+        agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=args.seed, outbox_dir=args.outbox).start()
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and not agent.finished.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    agent.stop()
+    print(f"{args.device}: rounds done {sorted(agent.rounds_done)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Chunking: bounded chunks, bit-exact reassembly in any order, every corruption named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.chunking import MAGIC, ChunkAssembler, ChunkError, parse_chunk, split_message
+
+LIMIT = 1024
+
+
+def _payload(size: int, seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, size=size, dtype=np.uint8).tobytes()
+
+
+def _body_capacity(limit: int) -> int:
+    """Payload bytes the first chunk of a multi-chunk message carries at this limit."""
+    _, body = parse_chunk(split_message(b"\0" * (4 * limit), "cap", limit)[0])
+    return len(body)
+
+
+def _reassemble(chunks: list[bytes]) -> list[bytes]:
+    assembler = ChunkAssembler()
+    return [out for out in (assembler.add(c) for c in chunks) if out is not None]
+
+
+@pytest.mark.parametrize("size", [0, 1, LIMIT, 3 * LIMIT + 7], ids=["empty", "one-byte", "limit", "3limit+7"])
+def test_split_then_shuffled_reassembly_is_bit_exact(size: int) -> None:
+    payload = _payload(size, seed=size)
+    chunks = split_message(payload, "msg-1", LIMIT)
+    assert all(len(c) <= LIMIT for c in chunks)
+    order = np.random.default_rng(7).permutation(len(chunks))
+    assert _reassemble([chunks[i] for i in order]) == [payload]
+
+
+def test_payload_exactly_filling_one_chunk_stays_one_chunk_at_the_limit() -> None:
+    capacity = _body_capacity(LIMIT)
+    exact = _payload(capacity, seed=1)
+    one = split_message(exact, "m", LIMIT)
+    assert len(one) == 1 and len(one[0]) <= LIMIT
+    two = split_message(exact + b"x", "m", LIMIT)
+    assert len(two) == 2 and all(len(c) <= LIMIT for c in two)
+    assert _reassemble(one) == [exact]
+    assert _reassemble(two[::-1]) == [exact + b"x"]
+
+
+def test_every_chunk_fits_the_limit_even_with_many_chunks_and_wide_indices() -> None:
+    payload = _payload(2000 * 600, seed=3)  # > 1000 chunks at the minimum limit: 4-digit indices
+    chunks = split_message(payload, "wide", 512)
+    assert len(chunks) > 1000
+    assert max(len(c) for c in chunks) <= 512
+    assert _reassemble(chunks[::-1]) == [payload]
+
+
+def test_two_interleaved_shuffled_messages_both_reassemble_bit_exact() -> None:
+    a, b = _payload(5 * LIMIT + 3, seed=11), _payload(2 * LIMIT + 900, seed=12)
+    chunks = split_message(a, "a", LIMIT) + split_message(b, "b", LIMIT)
+    order = np.random.default_rng(5).permutation(len(chunks))
+    out = _reassemble([chunks[i] for i in order])
+    assert sorted(out) == sorted([a, b])
+    assert len(out) == 2
+
+
+def test_message_is_returned_only_when_its_last_chunk_arrives() -> None:
+    chunks = split_message(_payload(3 * LIMIT, seed=2), "m", LIMIT)
+    assembler = ChunkAssembler()
+    assert [assembler.add(c) for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert assembler.add(chunks[-1]) is not None
+
+
+def test_corrupted_body_fails_the_sha256_check() -> None:
+    chunks = split_message(_payload(3 * LIMIT, seed=4), "m", LIMIT)
+    bad = bytearray(chunks[1])
+    bad[-1] ^= 0xFF
+    chunks[1] = bytes(bad)
+    with pytest.raises(ChunkError, match="sha256"):
+        _reassemble(chunks)
+
+
+def test_bad_magic_is_rejected() -> None:
+    chunk = split_message(b"hello", "m", LIMIT)[0]
+    with pytest.raises(ChunkError, match="bad magic"):
+        parse_chunk(b"XXXXXXXX" + chunk[len(MAGIC):])
+
+
+@pytest.mark.parametrize("cut", [len(MAGIC) + 2, len(MAGIC) + 4 + 10], ids=["inside-length", "inside-header"])
+def test_truncated_header_is_rejected(cut: int) -> None:
+    chunk = split_message(b"hello", "m", LIMIT)[0]
+    with pytest.raises(ChunkError, match="truncated"):
+        ChunkAssembler().add(chunk[:cut])
+
+
+def _forge(message_id: str, index: int, count: int, total: int, sha: str, body: bytes) -> bytes:
+    header = json.dumps({"id": message_id, "i": index, "n": count, "len": total, "sha256": sha}).encode()
+    return MAGIC + len(header).to_bytes(4, "big") + header + body
+
+
+def test_chunk_disagreeing_with_earlier_chunks_on_count_is_rejected() -> None:
+    chunks = split_message(_payload(3 * LIMIT, seed=6), "m", LIMIT)
+    header, body = parse_chunk(chunks[1])
+    liar = _forge("m", header.index, header.count + 1, header.total_length, header.sha256, body)
+    assembler = ChunkAssembler()
+    assert assembler.add(chunks[0]) is None
+    with pytest.raises(ChunkError, match="disagrees"):
+        assembler.add(liar)
+
+
+def test_chunk_index_outside_its_count_is_rejected() -> None:
+    with pytest.raises(ChunkError, match="outside"):
+        parse_chunk(_forge("m", 3, 3, 10, "0" * 64, b"x"))
+
+
+def test_unreadable_header_json_is_rejected() -> None:
+    header = b"{not json"
+    with pytest.raises(ChunkError, match="unreadable"):
+        parse_chunk(MAGIC + len(header).to_bytes(4, "big") + header)
+
+
+def test_message_larger_than_the_assembler_allows_is_rejected() -> None:
+    chunks = split_message(_payload(3 * LIMIT, seed=8), "m", LIMIT)
+    with pytest.raises(ChunkError, match="exceeds"):
+        ChunkAssembler(max_message_bytes=LIMIT).add(chunks[0])
+
+
+def test_limit_below_512_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 512"):
+        split_message(b"x", "m", 100)
