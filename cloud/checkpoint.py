@@ -26,7 +26,7 @@ def save_checkpoint(directory: str | Path, weights: dict[str, np.ndarray], state
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / "weights.safetensors.tmp"
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp))
+    save_file({k: np.asarray(v, order="C") for k, v in weights.items()}, str(tmp))
     os.replace(tmp, d / f"weights-v{state.version}.safetensors")
     tmp = d / "state.json.tmp"
     tmp.write_text(json.dumps(asdict(state), indent=1))

@@ -27,7 +27,9 @@ def build_teacher(config: TeacherConfig = TeacherConfig(), seed: int = 0) -> tf.
         x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{k}_conv")(x)
         if pool:
             x = tf.keras.layers.MaxPooling2D(2, name=f"block{k}_pool")(x)
-        h = tf.keras.layers.GlobalAveragePooling2D(name=f"exit{k}_pool")(x)
+        side = int(x.shape[1])
+        h = tf.keras.layers.AveragePooling2D(max(1, side // 2), name=f"exit{k}_pool")(x)  # keep a 2x2 layout
+        h = tf.keras.layers.Flatten(name=f"exit{k}_flatten")(h)
         exits.append(tf.keras.layers.Dense(config.num_classes, name=f"exit{k}_logits")(h))
     return tf.keras.Model(inputs, exits, name="multi_exit_teacher")
 

@@ -44,6 +44,8 @@ class DevicePlan:
             raw = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"plan payload is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"plan payload must be a JSON object of plan fields, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

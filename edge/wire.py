@@ -57,7 +57,7 @@ def tensor_checksum(tensors: dict[str, np.ndarray]) -> str:
     """sha256 over names, shapes and bytes of the tensors, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
+        arr = np.asarray(tensors[name], order="C")  # not ascontiguousarray: it turns 0-d into (1,)
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
@@ -97,7 +97,7 @@ def check_against_template(tensors: dict[str, np.ndarray], template: dict[str, t
 
 
 def _encode(tensors: dict[str, np.ndarray], kind: str, meta) -> bytes:
-    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    arrays = {k: np.asarray(v, dtype=np.float32, order="C") for k, v in tensors.items()}
     metadata = {k: str(v) for k, v in asdict(meta).items()}
     metadata.update(protocol=PROTOCOL_VERSION, kind=kind, checksum=tensor_checksum(arrays))
     return st_save(arrays, metadata=metadata)

@@ -29,13 +29,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", help="host:port of an MQTT broker; default: start an embedded amqtt broker")
     run.add_argument("--run-dir", type=Path, help="where outputs go; default runs/<run-id>")
     run.add_argument("--verbose", action="store_true")
+    teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
+    teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
+    teacher.add_argument("--epochs", type=int, default=30)
+    teacher.add_argument("--seed", type=int, default=0)
     return p
+
+
+def save_teacher(args) -> int:
+    """`teacher` verb: train and write a teacher directory (cloud/teacher_store.py layout)."""
+    from cloud.teacher_store import save_teacher_bundle
+    from simulator.artifacts import train_cloud_teacher
+    from simulator.config import ExperimentConfig
+
+    _, bundle, test_acc = train_cloud_teacher(ExperimentConfig(seed=args.seed, teacher_epochs=args.epochs), print)
+    save_teacher_bundle(args.out, bundle)
+    print(f"wrote {args.out}: exit accuracies (held-out) {[round(a, 4) for a in bundle.exit_accuracies]}, "
+          f"test {[round(a, 4) for a in test_acc]}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.verb == "teacher":
+        return save_teacher(args)
     from tqdm import tqdm
 
     from cloud.strategy import DpMode

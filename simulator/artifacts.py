@@ -9,12 +9,13 @@ import numpy as np
 from cloud.planner import DeviceProfile, ShardAssignment, ShardCandidate, plan_shards
 from cloud.profiler import PrefixProfile, profile_teacher
 from cloud.student import build_student
+from cloud.teacher_store import TeacherBundle
 from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
 from edge.wire import content_hash
 from export.shards import ShardCheck, check_shard, export_int8_shard
 from export.student import export_trainable_student
 from simulator.config import ExperimentConfig
-from simulator.data import Dataset, FederatedSplit, federated_split, load_digits
+from simulator.data import FederatedSplit, federated_split, load_digits
 
 
 @dataclass
@@ -42,19 +43,25 @@ def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSp
             for i, (f, d) in enumerate(zip(fractions, split.devices))]
 
 
-def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudArtifacts:
-    """Train the teacher, profile and plan, export and check shards, export the student."""
+def train_cloud_teacher(config: ExperimentConfig, progress=lambda msg: None) -> tuple[FederatedSplit, TeacherBundle, list[float]]:
+    """Split the data, train the teacher on the cloud split; held-out = a fifth of the cloud split."""
     split = federated_split(load_digits(), config.devices, config.seed, alpha=config.dirichlet_alpha)
     n_val = len(split.cloud) // 5
-    train, val = Dataset(split.cloud.x[n_val:], split.cloud.y[n_val:]), Dataset(split.cloud.x[:n_val], split.cloud.y[:n_val])
+    train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))
     progress("training the multi-exit teacher")
     teacher = build_teacher(seed=config.seed)
     train_teacher(teacher, train.x, train.y, epochs=config.teacher_epochs, seed=config.seed)
-    val_acc = exit_accuracies(teacher, val.x, val.y)
-    test_acc = exit_accuracies(teacher, split.test.x, split.test.y)
+    bundle = TeacherBundle(teacher, exit_accuracies(teacher, val.x, val.y), train.x, val.x, val.y)
+    return split, bundle, exit_accuracies(teacher, split.test.x, split.test.y)
+
+
+def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudArtifacts:
+    """Train the teacher, profile and plan, export and check shards, export the student."""
+    split, bundle, test_acc = train_cloud_teacher(config, progress)
+    teacher, val_acc, train_x = bundle.model, bundle.exit_accuracies, bundle.calibration_x
     profiles = profile_teacher(teacher)
     progress("exporting int8 shards")
-    exported = {p.k: export_int8_shard(prefix_model(teacher, p.k), train.x) for p in profiles}
+    exported = {p.k: export_int8_shard(prefix_model(teacher, p.k), train_x) for p in profiles}
     candidates = [ShardCandidate(f"p{p.k}-{content_hash(exported[p.k])[:8]}", p.k, p.flops, len(exported[p.k]),
                                  p.peak_activation_bytes, val_acc[p.k - 1]) for p in profiles]
     assignments = plan_shards(device_budgets(config, profiles[-1].flops, split), candidates, config.comm_lambda)

@@ -16,9 +16,10 @@ def _payload(size: int, seed: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, size=size, dtype=np.uint8).tobytes()
 
 
-def _body_capacity(limit: int) -> int:
-    """Payload bytes the first chunk of a multi-chunk message carries at this limit."""
-    _, body = parse_chunk(split_message(b"\0" * (4 * limit), "cap", limit)[0])
+def _body_capacity(message_id: str, limit: int) -> int:
+    """Payload bytes one chunk carries at this limit (for payload lengths of 3 digits, as the header
+    includes the total length)."""
+    _, body = parse_chunk(split_message(b"\0" * 999, message_id, limit)[0])
     return len(body)
 
 
@@ -37,7 +38,8 @@ def test_split_then_shuffled_reassembly_is_bit_exact(size: int) -> None:
 
 
 def test_payload_exactly_filling_one_chunk_stays_one_chunk_at_the_limit() -> None:
-    capacity = _body_capacity(LIMIT)
+    capacity = _body_capacity("m", LIMIT)
+    assert 100 <= capacity < 999
     exact = _payload(capacity, seed=1)
     one = split_message(exact, "m", LIMIT)
     assert len(one) == 1 and len(one[0]) <= LIMIT

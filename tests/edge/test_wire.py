@@ -161,3 +161,9 @@ def test_metadata_is_plain_strings_in_the_safetensors_header() -> None:
     assert header["__metadata__"]["device"] == "dev-3"
     assert header["__metadata__"]["kind"] == "update"
     assert all(isinstance(v, str) for v in header["__metadata__"].values())
+
+
+def test_zero_dim_tensor_keeps_its_shape_and_checksum_tells_it_from_shape_one() -> None:
+    got, _ = decode_update(encode_update({"t": np.float32(0.5), "w": np.ones(2, np.float32)}, META))
+    assert got["t"].shape == ()
+    assert tensor_checksum({"t": np.array(0.5, np.float32)}) != tensor_checksum({"t": np.array([0.5], np.float32)})

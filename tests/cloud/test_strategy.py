@@ -1,0 +1,102 @@
+"""FedAvg: example-weighted without DP, plain mean with DP, TF-Privacy's Gaussian sum in central mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+
+GLOBAL = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), "b": np.array([0.5, -0.5], np.float32)}
+
+
+def _update(device: str, w: list, b: list, n: int) -> AcceptedUpdate:
+    return AcceptedUpdate(device, {"w": np.array(w, np.float32), "b": np.array(b, np.float32)}, n)
+
+
+UPDATES = [
+    _update("a", [[1.0, 0.0], [0.0, 1.0]], [1.0, 1.0], 10),
+    _update("b", [[0.0, 2.0], [2.0, 0.0]], [-2.0, 4.0], 30),
+]
+
+
+def test_fedavg_without_dp_weights_deltas_by_example_count() -> None:
+    result = aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.NONE))
+    # weights 10/40 and 30/40
+    np.testing.assert_allclose(result.weights["w"], [[1.25, 3.5], [4.5, 4.25]], rtol=1e-6)
+    np.testing.assert_allclose(result.weights["b"], [0.5 - 1.25, -0.5 + 3.25], rtol=1e-6)
+    assert result.num_updates == 2 and not result.noised and result.dp_event is None
+    assert all(v.dtype == np.float32 for v in result.weights.values())
+
+
+def test_server_learning_rate_scales_the_mean_delta() -> None:
+    result = aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.NONE, server_lr=0.5))
+    np.testing.assert_allclose(result.weights["w"], [[1.125, 2.75], [3.75, 4.125]], rtol=1e-6)
+
+
+def test_local_mode_takes_the_plain_mean_ignoring_example_counts() -> None:
+    result = aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.LOCAL, clip=1.0, noise_multiplier=1.0))
+    np.testing.assert_allclose(result.weights["w"], [[1.5, 3.0], [4.0, 4.5]], rtol=1e-6)
+    np.testing.assert_allclose(result.weights["b"], [0.0, 2.0], rtol=1e-6)
+    assert result.noised  # the devices noised; the server adds nothing
+
+
+def test_aggregate_with_no_updates_is_refused() -> None:
+    with pytest.raises(ValueError, match="no accepted updates"):
+        aggregate(GLOBAL, [], FedAvgConfig())
+
+
+@pytest.mark.parametrize("text", ["centrall", "", "NONE", "gaussian"])
+def test_dp_mode_parse_rejects_garbage_listing_the_modes(text: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown DP mode .*none, local, central"):
+        DpMode.parse(text)
+
+
+def test_dp_mode_parse_accepts_the_three_names() -> None:
+    assert [DpMode.parse(t) for t in ("none", "local", "central")] == [DpMode.NONE, DpMode.LOCAL, DpMode.CENTRAL]
+
+
+# --- central mode: TF-Privacy GaussianSumQuery (imports TensorFlow, about 5 s once) ---
+
+def test_central_mode_noise_on_the_mean_has_stddev_z_c_over_k() -> None:
+    k, z, clip, n = 4, 1.3, 0.8, 2000
+    zero = {"v": np.zeros(n, np.float32)}
+    updates = [AcceptedUpdate(f"d{i}", {"v": np.zeros(n, np.float32)}, 10) for i in range(k)]
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=clip, noise_multiplier=z)
+    result = aggregate(zero, updates, config, seed=11)
+    noise = result.weights["v"].astype(np.float64)
+    expected = z * clip / k  # 0.26
+    # sample std of 2000 normals: relative sd 1/sqrt(2n) ~ 1.6 %; 6 % is ~4 sigma
+    assert np.std(noise) == pytest.approx(expected, rel=0.06)
+    assert abs(np.mean(noise)) < 5 * expected / np.sqrt(n)
+    assert result.noised and result.dp_event is not None
+    assert "GaussianDpEvent" in type(result.dp_event).__name__
+    assert float(result.dp_event.noise_multiplier) == pytest.approx(z, rel=1e-6)
+
+
+def test_central_mode_same_seed_same_noise_other_seed_other_noise() -> None:
+    updates = [AcceptedUpdate("d", {"v": np.zeros(50, np.float32)}, 1)]
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
+    zero = {"v": np.zeros(50, np.float32)}
+    a = aggregate(zero, updates, config, seed=3).weights["v"]
+    b = aggregate(zero, updates, config, seed=3).weights["v"]
+    c = aggregate(zero, updates, config, seed=4).weights["v"]
+    assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(a, c)
+
+
+def test_central_mode_clips_records_larger_than_the_clip_norm() -> None:
+    big = np.array([3.0, 4.0], np.float32)          # norm 5, clipped to norm 1 -> [0.6, 0.8]
+    small = np.array([0.1, 0.0], np.float32)        # below the clip: kept as is
+    updates = [AcceptedUpdate("a", {"v": big}, 1), AcceptedUpdate("b", {"v": small}, 1000)]
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=0.0)
+    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config)
+    np.testing.assert_allclose(result.weights["v"], [(0.6 + 0.1) / 2, 0.8 / 2], rtol=1e-5)
+
+
+def test_central_mode_clips_the_global_norm_across_tensors() -> None:
+    update = AcceptedUpdate("a", {"x": np.array([3.0], np.float32), "y": np.array([[4.0]], np.float32)}, 1)
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=2.0, noise_multiplier=0.0)
+    result = aggregate({"x": np.zeros(1, np.float32), "y": np.zeros((1, 1), np.float32)}, [update], config)
+    np.testing.assert_allclose(result.weights["x"], [1.2], rtol=1e-5)
+    np.testing.assert_allclose(result.weights["y"], [[1.6]], rtol=1e-5)
