@@ -26,7 +26,7 @@ class RoundInbox:
     clip: float
     accepted: dict[str, AcceptedUpdate] = field(default_factory=dict)
     rejected: list[tuple[str, str]] = field(default_factory=list)
-    _seen_ids: set[str] = field(default_factory=set)
+    _seen_ids: set[tuple[str, str]] = field(default_factory=set)
 
     def offer(self, topic_device: str, topic_round: int, blob: bytes) -> AcceptedUpdate | None:
         """Admit the update or record (device, reason); returns the accepted update or None."""
@@ -60,7 +60,7 @@ class RoundInbox:
         check_against_template(tensors, self.template)
         if not 0 < meta.num_examples <= MAX_EXAMPLES:
             raise PayloadRejected(f"example count {meta.num_examples} outside 1..{MAX_EXAMPLES}")
-        if meta.update_id in self._seen_ids:
+        if (meta.device, meta.update_id) in self._seen_ids:
             return None  # idempotent resend of an update already counted
         if meta.device in self.accepted:
             raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay)")
@@ -68,5 +68,5 @@ class RoundInbox:
             norm = global_l2_norm(tensors)
             if norm > self.clip * (1 + 1e-3):
                 raise PayloadRejected(f"update norm {norm:.4f} exceeds the clip norm {self.clip}; clip on device")
-        self._seen_ids.add(meta.update_id)
+        self._seen_ids.add((meta.device, meta.update_id))
         return AcceptedUpdate(meta.device, tensors, meta.num_examples)

@@ -38,6 +38,8 @@ def split_message(payload: bytes, message_id: str, limit: int = DEFAULT_CHUNK_LI
     """Cut payload into chunks whose encoded size (header included) is at most limit bytes."""
     if limit < 512:
         raise ValueError(f"chunk limit {limit} is too small; use at least 512 bytes")
+    if not 0 < len(message_id) <= 64:
+        raise ValueError(f"message id must be 1..64 characters, got {len(message_id)}")
     digest = hashlib.sha256(payload).hexdigest()
     probe = _encode_header(ChunkHeader(message_id, 0, 1, len(payload), digest))
     body = limit - len(MAGIC) - _HEADER_LEN.size - len(probe) - 16  # room for wider numbers

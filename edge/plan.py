@@ -27,6 +27,11 @@ class DevicePlan:
     lr: float = 0.05
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            expected = {"int": int, "float": (int, float), "str": str}[str(f.type)]
+            value = getattr(self, f.name)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ValueError(f"plan for {self.device}: field {f.name!r} must be {f.type}, got {value!r}")
         if self.dp_mode not in DP_MODES:
             raise ValueError(f"plan for {self.device}: dp_mode {self.dp_mode!r} is not one of {DP_MODES}")
         if self.clip <= 0 or self.noise_multiplier < 0 or self.local_epochs < 1 or self.rounds < 1:

@@ -33,7 +33,37 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
     teacher.add_argument("--epochs", type=int, default=30)
     teacher.add_argument("--seed", type=int, default=0)
+    scaling = sub.add_parser("dp-scaling", help="accuracy against fleet size at a fixed epsilon (in-process)")
+    scaling.add_argument("--fleet-sizes", default="10,100,1000", help="comma-separated device counts")
+    scaling.add_argument("--rounds", type=int, default=10)
+    scaling.add_argument("--target-epsilon", type=float, default=8.0)
+    scaling.add_argument("--delta", type=float, default=1e-5)
+    scaling.add_argument("--clip", type=float, default=1.0)
+    scaling.add_argument("--samples-per-device", type=int, default=32)
+    scaling.add_argument("--seed", type=int, default=0)
+    scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"))
     return p
+
+
+def dp_scaling(args) -> int:
+    """`dp-scaling` verb: accuracy against fleet size for none / central / local DP."""
+    from simulator.artifacts import prepare_cloud
+    from simulator.config import ExperimentConfig
+    from simulator.dp_scaling import run_scaling
+
+    try:
+        sizes = [int(s) for s in args.fleet_sizes.split(",")]
+    except ValueError:
+        print(f"error: --fleet-sizes {args.fleet_sizes!r} is not a comma-separated list of integers", file=sys.stderr)
+        return 2
+    art = prepare_cloud(ExperimentConfig(seed=args.seed), progress=print)
+    points = run_scaling(art, sizes, args.rounds, args.target_epsilon, args.delta, args.clip,
+                         args.samples_per_device, args.seed, args.out)
+    for p in points:
+        print(f"  {p.dp_mode:8s} {p.fleet_size:6d} devices  z={p.noise_multiplier:.3f}  "
+              f"epsilon={p.epsilon:.2f}  accuracy={p.accuracy:.4f}")
+    print(f"wrote {args.out}/dp_scaling.md, dp_scaling.png")
+    return 0
 
 
 def save_teacher(args) -> int:
@@ -55,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.verb == "teacher":
         return save_teacher(args)
+    if args.verb == "dp-scaling":
+        return dp_scaling(args)
     from tqdm import tqdm
 
     from cloud.strategy import DpMode
