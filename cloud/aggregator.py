@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from cloud.accounting import PrivacyLedger
+from cloud.fleet_bundle import FleetBundle
 from cloud.checkpoint import AggregatorState, load_checkpoint, save_checkpoint
 from cloud.round_inbox import RoundInbox
 from cloud.strategy import DpMode, FedAvgConfig, aggregate
@@ -61,6 +62,22 @@ class AggregatorService:
         self._model_chunks: dict[int, int] = {}
         session.subscribe(self.topics.all_updates, self._on_update)
         session.on_error(self._on_chunk_error)
+
+    @classmethod
+    def from_bundle(cls, bundle: FleetBundle, session: MqttSession, checkpoint_dir: str | Path | None = None,
+                    evaluate: Evaluate | None = None, seed: int = 0,
+                    on_round_end: Callable[[dict], None] | None = None) -> "AggregatorService":
+        """The service a bundle describes (DP mode, clip, noise, epsilon budget, quorum, deadline)."""
+        st = bundle.settings
+        mode = DpMode.parse(st.dp_mode)
+        ledger = None
+        if mode is not DpMode.NONE:
+            participation = min(1.0, st.quorum / max(1, len(bundle.plans)))
+            ledger = PrivacyLedger(st.noise_multiplier, participation, st.delta, st.max_epsilon)
+        config = FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is DpMode.CENTRAL else 0.0)
+        return cls(st.fleet, session, [p.device for p in bundle.plans], bundle.initial_weights, config,
+                   RoundPolicy(st.rounds, st.quorum, st.deadline_s), ledger, checkpoint_dir, evaluate, seed,
+                   on_round_end)
 
     def publish_fleet(self, plans: list[DevicePlan], shards: dict[str, bytes], student_program: bytes) -> None:
         """Retain the student program, every shard and every device's plan on the broker."""

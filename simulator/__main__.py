@@ -42,7 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--samples-per-device", type=int, default=32)
     scaling.add_argument("--seed", type=int, default=0)
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"))
+    prep = sub.add_parser("prepare", help="write a fleet bundle and per-device data for separate processes")
+    prep.add_argument("--out", type=Path, required=True)
+    prep.add_argument("--devices", type=int, default=10)
+    prep.add_argument("--rounds", type=int, default=10)
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--fleet", default="demo")
     return p
+
+
+def prepare(args) -> int:
+    """`prepare` verb: bundle for `python -m cloud aggregate`, .npz per device for `python -m edge run`."""
+    import numpy as np
+
+    from cloud.fleet_bundle import save_bundle
+    from simulator.artifacts import prepare_cloud
+    from simulator.config import ExperimentConfig
+    from simulator.federation import fleet_bundle
+
+    config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed)
+    art = prepare_cloud(config, progress=print)
+    bundle = fleet_bundle(config, art, 0.0, args.fleet)
+    save_bundle(args.out / "bundle", bundle)
+    (args.out / "devices").mkdir(parents=True, exist_ok=True)
+    for plan, data in zip(bundle.plans, art.split.devices):
+        np.savez(args.out / "devices" / f"{plan.device}.npz", x=data.x, y=data.y)
+    np.savez(args.out / "test.npz", x=art.split.test.x, y=art.split.test.y)
+    print(f"wrote {args.out}/bundle, {args.out}/devices/*.npz, {args.out}/test.npz")
+    return 0
 
 
 def dp_scaling(args) -> int:
@@ -85,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.verb == "teacher":
         return save_teacher(args)
+    if args.verb == "prepare":
+        return prepare(args)
     if args.verb == "dp-scaling":
         return dp_scaling(args)
     from tqdm import tqdm
