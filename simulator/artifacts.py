@@ -12,6 +12,7 @@ from cloud.student import build_student
 from cloud.teacher_store import TeacherBundle
 from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
 from edge.wire import content_hash
+from export.op_support import model_ops
 from export.shards import ShardCheck, check_shard, export_int8_shard
 from export.student import export_trainable_student
 from simulator.config import ExperimentConfig
@@ -63,7 +64,7 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     progress("exporting int8 shards")
     exported = {p.k: export_int8_shard(prefix_model(teacher, p.k), train_x) for p in profiles}
     candidates = [ShardCandidate(f"p{p.k}-{content_hash(exported[p.k])[:8]}", p.k, p.flops, len(exported[p.k]),
-                                 p.peak_activation_bytes, val_acc[p.k - 1]) for p in profiles]
+                                 p.arena_bytes, val_acc[p.k - 1], model_ops(exported[p.k])) for p in profiles]
     assignments = plan_shards(device_budgets(config, profiles[-1].flops, split), candidates, config.comm_lambda)
     used = {a.shard_id for a in assignments}
     by_id = {c.shard_id: c for c in candidates}

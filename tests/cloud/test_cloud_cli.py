@@ -1,0 +1,115 @@
+"""`python -m cloud plan` end to end: the example fleet file and a small teacher in, a table and plan.json out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FLEET = REPO / "examples" / "fleet.toml"
+PLAN_KEYS = {"teacher_dir", "lambda", "solver", "shards", "devices"}
+SHARD_KEYS = {"k", "targets", "flops_per_sample", "int8_bytes_estimate", "arena_bytes_estimate", "expected_accuracy"}
+DEVICE_KEYS = {"device_id", "shard_id", "k", "target", "flops_per_epoch", "model_bytes", "arena_bytes",
+               "expected_accuracy"}
+
+
+def cloud(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "cloud", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+@pytest.fixture(scope="module")
+def planned(small_teacher_dir: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path_factory.mktemp("plan") / "sub" / "plan.json"
+    run = cloud("plan", "--fleet", str(FLEET), "--teacher", str(small_teacher_dir), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    return run, json.loads(out.read_text())
+
+
+def test_plan_json_has_the_schema_the_exporter_reads(planned, small_teacher_dir: Path) -> None:
+    _, plan = planned
+    assert PLAN_KEYS <= set(plan)
+    assert plan["teacher_dir"] == str(small_teacher_dir.resolve())
+    assert plan["lambda"] == 0.05 and plan["solver"] == "exact"
+    assert plan["shards"] and all(SHARD_KEYS <= set(s) for s in plan["shards"].values())
+    for sid, s in plan["shards"].items():
+        assert sid == f"p{s['k']}" and s["targets"] and set(s["targets"]) <= {"linux", "edgetpu", "mcu"}
+        assert isinstance(s["flops_per_sample"], int) and s["arena_bytes_estimate"] > 0
+    assert len(plan["devices"]) == 278
+    for d in plan["devices"]:
+        assert DEVICE_KEYS <= set(d)
+        shard = plan["shards"][d["shard_id"]]
+        assert d["k"] == shard["k"] and d["target"] in shard["targets"]
+        assert d["flops_per_epoch"] <= d["flops_budget"]
+        assert d["arena_limit"] is None or d["arena_bytes"] <= d["arena_limit"]
+        assert d["flash_limit"] is None or d["model_bytes"] <= d["flash_limit"]
+
+
+def test_plan_json_is_what_the_exporter_accepts(planned, tmp_path: Path) -> None:
+    from export.plan_file import read_plan
+
+    _, plan = planned
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    jobs = read_plan(path).jobs
+    assert {j.shard_id for j in jobs} == set(plan["shards"])
+
+
+def test_the_table_groups_devices_by_class_and_shows_the_columns(planned) -> None:
+    run, plan = planned
+    text = run.stdout
+    for header in ("device", "shard", "FLOPs/epoch", "arena B", "model B", "exp. acc"):
+        assert header in text
+    assert "meter-000..meter-199" in text and "gw-lab" in text and "coral-000..coral-009" in text
+    assert "278 devices on" in text and "wrote " in text
+    assert len(text.splitlines()) < 40  # a summary, not 278 rows
+
+
+def test_greedy_solver_and_per_device_table(small_teacher_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "greedy.json"
+    run = cloud("plan", "--fleet", str(REPO / "examples" / "fleet.yaml"), "--teacher", str(small_teacher_dir),
+                "--solver", "greedy", "--lambda", "0", "--per-device", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    plan = json.loads(out.read_text())
+    assert plan["solver"] == "greedy" and plan["lambda"] == 0.0
+    assert "meter-199" in run.stdout and "meter-bench" in run.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["plan", "--fleet", "missing.toml", "--teacher", "{teacher}"], "no such file; pass the path of a fleet"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "/nonexistent/teacher"], "python -m simulator teacher --out"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--solver", "fast"], "invalid choice: 'fast'"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--lambda", "-1"], "--lambda must be >= 0"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--max-shards", "0"], "--max-shards must be at least 1"),
+    (["plan", "--teacher", "{teacher}"], "the following arguments are required: --fleet"),
+    (["plan", "--fleet", "{bad}", "--teacher", "{teacher}"], "bad.toml:3: device 'x' field 'target'"),
+], ids=["missing-fleet", "missing-teacher", "bad-solver", "negative-lambda", "zero-cap", "no-fleet-flag",
+        "malformed-fleet"])
+def test_bad_input_is_one_line_naming_the_fix_with_exit_code_2(args, words, small_teacher_dir: Path,
+                                                               tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[device]]\nid = "x"\ntarget = "gpu"\nsamples = 1\nflops_per_epoch = 1\n')
+    subs = {"{teacher}": str(small_teacher_dir), "{fleet}": str(FLEET), "{bad}": str(bad)}
+    run = cloud(*[subs.get(a, a) for a in args], cwd=tmp_path)
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    lines = [l for l in run.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_fleet_nothing_fits_names_the_device_and_the_limit_to_raise(small_teacher_dir: Path, tmp_path: Path) -> None:
+    fleet = tmp_path / "tiny.toml"
+    fleet.write_text('[[class]]\nname = "m"\ncount = 2\ntarget = "mcu"\nsamples = 100\n'
+                     'flops_per_sample = "10 kFLOP"\narena_kb = 1\nflash_kb = 64\n')
+    run = cloud("plan", "--fleet", str(fleet), "--teacher", str(small_teacher_dir), "--out", str(tmp_path / "p.json"))
+    assert run.returncode == 2
+    assert "device m-000" in run.stderr and "tiny.toml:1" in run.stderr
+    assert "the cheapest shard it could run, p1" in run.stderr
+    assert "flops_per_epoch >= 2,279,400" in run.stderr and "arena_kb >=" in run.stderr
+    assert not (tmp_path / "p.json").exists()
