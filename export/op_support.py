@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from export.student import assert_builtins_only
-
 TARGETS = ("linux", "edgetpu", "mcu")
 
 # Edge TPU compiler's supported operations (coral.ai "TensorFlow models on the Edge TPU", int8 only).
@@ -42,4 +40,6 @@ def supported_ops(target: str) -> frozenset[str] | None:
 
 def model_ops(tflite_bytes: bytes) -> frozenset[str]:
     """Builtin operator names used by a TFLite flatbuffer (raises on Flex/custom ops)."""
+    from export.student import assert_builtins_only  # imports TensorFlow: keep `python -m export` errors fast
+
     return frozenset(assert_builtins_only(tflite_bytes))

@@ -1,0 +1,114 @@
+"""`python -m export --plan plan.json --out DIR [--float16]`: every planned (shard, target) artefact,
+verified in its interpreter, listed with hashes and agreement in DIR/manifest.json.
+
+Exit codes: 0 done; 1 a target cannot run a layer (the message names layer, operation, target);
+2 bad flags or missing/malformed input (one line naming the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"error: {message}; see `python -m export --help`\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--plan", type=Path, required=True, help="plan.json written by `python -m cloud plan`")
+    p.add_argument("--out", type=Path, required=True, help="directory for the artefacts and manifest.json")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher directory (default: the plan's teacher_dir)")
+    p.add_argument("--float16", action="store_true", help="linux: also write a float16 model")
+    p.add_argument("--qat", choices=("auto", "always", "never"), default="auto",
+                   help="quantisation-aware training: auto = when PTQ loses more than 1 accuracy point")
+    p.add_argument("--qat-epochs", type=int, default=5, help="QAT fine-tuning epochs on the calibration set")
+    p.add_argument("--allow-cpu-fallback", action="store_true",
+                   help="edgetpu: export even if some operators would run on the host CPU (listed in the report)")
+    p.add_argument("--arena-headroom", type=float, default=0.25,
+                   help="mcu: declared arena = measured * (1 + this), rounded up to 1 KiB (default 0.25)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.qat_epochs < 1:
+        return _usage("--qat-epochs must be >= 1")
+    if not 0 <= args.arena_headroom <= 10:
+        return _usage("--arena-headroom must be between 0 and 10 (0.25 = 25%)")
+    if args.out.exists() and not args.out.is_dir():
+        return _usage(f"--out {args.out} is a file; pass a directory")
+
+    from export.plan_file import PlanError, read_plan
+    from export.teacher_dir import missing_teacher_files
+
+    try:
+        plan = read_plan(args.plan, args.teacher)
+    except PlanError as exc:
+        return _usage(str(exc))
+    missing = missing_teacher_files(plan.teacher_dir)
+    if missing:
+        return _usage(f"teacher directory {plan.teacher_dir} lacks {', '.join(missing)}; create it with "
+                      f"`python -m simulator teacher --out {plan.teacher_dir}` or pass --teacher DIR")
+
+    from export.errors import InputError, UnsupportedOnTarget
+    from export.manifest import build_manifest, write_manifest
+    from export.pipeline import export_plan
+    from export.qat import QatConfig
+    from export.targets import ExportOptions
+    from export.teacher_dir import load_teacher_dir
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    try:
+        teacher = load_teacher_dir(plan.teacher_dir)
+        options = ExportOptions(args.float16, args.allow_cpu_fallback, args.arena_headroom)
+        results = export_plan(plan, teacher, args.out, options, args.qat, QatConfig(epochs=args.qat_epochs), say)
+    except UnsupportedOnTarget as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, InputError) as exc:
+        return _usage(str(exc))
+    manifest = build_manifest(plan, teacher, results)
+    path = write_manifest(args.out, manifest)
+    print(summary_table(manifest))
+    print(f"wrote {len(manifest['artefacts'])} artefacts and {path}")
+    return 0
+
+
+def summary_table(manifest: dict) -> str:
+    """Per artefact: bytes, arena, accuracy against float, agreement, quantisation."""
+    head = ("shard", "target", "kind", "bytes", "arena B (+headroom)", "float acc", "acc", "drop pts",
+            "agree", "quant", "CPU ops")
+    rows = [head]
+    for a in manifest["artefacts"]:
+        arena = f"{a['arena_bytes']} ({a['arena_bytes_with_headroom']})" if "arena_bytes" in a else "-"
+        cpu = str(len(a["cpu_fallback_ops"])) if "cpu_fallback_ops" in a else "-"
+        rows.append((a["shard_id"], a["target"], a["kind"], f"{a['bytes']:,}", arena, f"{a['float_accuracy']:.4f}",
+                     f"{a['accuracy']:.4f}", f"{a['accuracy_drop'] * 100:+.1f}", f"{a['top1_agreement']:.4f}",
+                     a["quantisation"] or "-", cpu))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    qat_lines = []
+    for sid, s in manifest["shards"].items():
+        q = s["qat"]
+        qat = (f"QAT {q['accuracy']:.4f} (agreement {q['top1_agreement']:.4f})" if q else
+               f"QAT failed: {s['qat_error']}" if s["qat_error"] else "QAT not run")
+        qat_lines.append(f"{sid}: PTQ {s['ptq']['accuracy']:.4f} (agreement {s['ptq']['top1_agreement']:.4f}); "
+                         f"{qat}; {s['qat_trigger']}; exported {s['exported'].upper()}")
+    return "\n".join([*lines, "", *qat_lines])
+
+
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
