@@ -130,21 +130,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
-    bar = tqdm(total=config.rounds, desc="rounds", unit="round")
+    bars: list[tqdm] = []
 
     def on_round(record: dict) -> None:
-        bar.update(1)
-        bar.set_postfix(acc=f"{record['accuracy']:.3f}", accepted=len(record["accepted"]),
-                        rejected=len(record["rejected"]))
+        if not bars:
+            bars.append(tqdm(total=config.rounds, desc="rounds", unit="round"))
+        bars[0].update(1)
+        bars[0].set_postfix(acc=f"{record['accuracy']:.3f}", accepted=len(record["accepted"]),
+                            rejected=len(record["rejected"]))
 
     try:
-        m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: tqdm.write(f"· {s}"),
+        m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
                            on_round_end=on_round)
     except (ConnectionError, ValueError, FileNotFoundError) as exc:
-        bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    bar.close()
+    finally:
+        for bar in bars:
+            bar.close()
     print_summary(m, run_dir)
     return 0
 
@@ -162,6 +165,10 @@ def print_summary(m: dict, run_dir: Path) -> None:
         ("wall time", f"{m['wall_seconds']:.1f} s"),
     ]
     width = max(len(r[0]) for r in rows)
+    print("\n  round  accuracy  accepted  rejected    up bytes  down bytes")
+    for h, up, down in zip(m["history"], m["bytes_up_per_round"], m["bytes_down_per_round"]):
+        print(f"  {h['round']:5d}  {h['accuracy']:8.4f}  {len(h['accepted']):8d}  {len(h['rejected']):8d}"
+              f"  {up:10,d}  {down:10,d}")
     print()
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")

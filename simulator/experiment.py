@@ -30,12 +30,14 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None =
     from simulator.broker import EmbeddedBroker, parse_broker_url
 
     started = time.monotonic()
+    if broker:
+        host, port = parse_broker_url(broker)
+        _probe_broker(host, port)  # fail before minutes of training, not after
     run_dir.mkdir(parents=True, exist_ok=True)
     z = resolve_noise_multiplier(config)
     art = prepare_cloud(config, progress=status)
     with contextlib.ExitStack() as stack:
         if broker:
-            host, port = parse_broker_url(broker)
             broker_name = f"{host}:{port}"
         else:
             embedded = stack.enter_context(EmbeddedBroker())
@@ -48,6 +50,16 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None =
         plot_accuracy(run_dir, outcome.history, art.teacher_accuracy)
     write_report(run_dir, metrics)
     return metrics
+
+
+def _probe_broker(host: str, port: int) -> None:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        raise ConnectionError(f"no MQTT broker answers at {host}:{port} ({exc}); start one "
+                              f"(mosquitto -p {port}) or omit --broker to use the embedded amqtt broker") from exc
 
 
 def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: FederationOutcome, z: float,
