@@ -159,8 +159,9 @@ def explain_no_fit(device: DeviceProfile, shards: list[ShardCandidate]) -> str:
     needs = []
     cost = s.flops_per_sample * device.num_samples
     if cost > device.flops_per_epoch:
-        needs.append(f"flops_per_epoch >= {cost:,} (flops_per_sample >= {s.flops_per_sample:,}, "
-                     f"or at most {int(device.flops_per_epoch // s.flops_per_sample):,} samples)")
+        fewer = int(device.flops_per_epoch // s.flops_per_sample)
+        alternative = f", or at most {fewer:,} samples" if fewer >= 1 else ""
+        needs.append(f"flops_per_epoch >= {cost:,} (flops_per_sample >= {s.flops_per_sample:,}{alternative})")
     if device.arena_bytes is not None and s.arena_bytes > device.arena_bytes:
         needs.append(f"arena >= {s.arena_bytes:,} B (arena_kb >= {math.ceil(s.arena_bytes / 1024):,})")
     if device.flash_bytes is not None and s.model_bytes > device.flash_bytes:
