@@ -78,3 +78,26 @@ def test_aggregator_resumes_from_checkpoint_after_a_stop(broker, tiny_config, ti
     assert [h["round"] for h in second.history] == [0, 1]
     assert second.history[0] == first.history[0]
     assert not all(np.array_equal(second.final_weights[k], first.final_weights[k]) for k in first.final_weights)
+
+
+def test_central_dp_run_reports_the_accountants_epsilon(broker, tiny_config, tiny_cloud, tmp_path):
+    from cloud.accounting import compute_epsilon
+    from cloud.strategy import DpMode
+
+    config = dataclasses.replace(tiny_config, rounds=2, dp=DpMode.CENTRAL, noise_multiplier=1.5, target_epsilon=None)
+    out = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, 1.5, fleet="central")
+    assert len(out.history) == 2
+    assert out.epsilon == compute_epsilon(1.5, 1.0, 2, config.delta)
+    assert [h["epsilon"] for h in out.history] == [compute_epsilon(1.5, 1.0, r, config.delta) for r in (1, 2)]
+
+
+def test_aggregator_refuses_rounds_beyond_the_epsilon_budget(broker, tiny_config, tiny_cloud, tmp_path):
+    from cloud.accounting import compute_epsilon
+    from cloud.strategy import DpMode
+
+    z = 1.5
+    budget = (compute_epsilon(z, 1.0, 1, 1e-5) + compute_epsilon(z, 1.0, 2, 1e-5)) / 2  # room for 1 round only
+    config = dataclasses.replace(tiny_config, rounds=3, dp=DpMode.LOCAL, noise_multiplier=z, target_epsilon=budget)
+    out = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, z, fleet="budget")
+    assert len(out.history) == 1
+    assert out.epsilon <= budget
