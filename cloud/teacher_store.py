@@ -46,13 +46,14 @@ def save_teacher_bundle(directory: str | Path, bundle: TeacherBundle) -> Path:
 
 
 def load_teacher_bundle(directory: str | Path) -> TeacherBundle:
-    """Read a teacher directory, naming any missing file and how to make it."""
+    """Read a teacher directory (export.teacher_dir does the loading and checks; this adds teacher.json)."""
+    from export.teacher_dir import load_teacher_dir
+
     d = Path(directory)
-    for name in ("teacher.keras", "teacher.json", "calibration.npz", "holdout.npz"):
-        if not (d / name).exists():
-            raise FileNotFoundError(f"teacher directory {d} lacks {name}; create it with "
-                                    f"`python -m simulator teacher --out {d}`")
-    model = tf.keras.models.load_model(d / "teacher.keras", compile=False)
+    if not (d / "teacher.json").exists():
+        raise FileNotFoundError(f"teacher directory {d} lacks teacher.json; create it with "
+                                f"`python -m simulator teacher --out {d}`")
+    data = load_teacher_dir(d)
     meta = json.loads((d / "teacher.json").read_text())
-    with np.load(d / "calibration.npz") as c, np.load(d / "holdout.npz") as h:
-        return TeacherBundle(model, list(meta["exit_accuracies"]), c["x"], h["x"], h["y"])
+    return TeacherBundle(data.model, list(meta["exit_accuracies"]), data.calibration_x, data.holdout_x,
+                         data.holdout_y)
