@@ -18,6 +18,8 @@ def interpreter_class():
 
 def load_interpreter(model_bytes: bytes):
     """An allocated interpreter for a flatbuffer held in memory."""
+    if not isinstance(model_bytes, (bytes, bytearray)) or len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
+        raise ValueError("model_bytes must be a TFLite flatbuffer (bytes with the TFL3 identifier)")
     interp = interpreter_class()(model_content=bytes(model_bytes))
     interp.allocate_tensors()
     return interp

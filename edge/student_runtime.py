@@ -18,13 +18,6 @@ KEY_SEPARATOR = "__"
 TRAIN_INPUTS = ("x", "y", "teacher_logits", "alpha", "tau", "lr")
 
 
-def load_interpreter(model_bytes: bytes) -> Any:
-    """A LiteRT interpreter for the flatbuffer (ai_edge_litert, else tflite_runtime; see edge.litert)."""
-    if not isinstance(model_bytes, (bytes, bytearray)) or len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
-        raise ValueError("model_bytes must be a TFLite flatbuffer (bytes with the TFL3 identifier)")
-    return litert.load_interpreter(bytes(model_bytes))
-
-
 def _as_2d(name: str, a: Any, cols: int) -> np.ndarray:
     """Validate a finite float matrix with `cols` columns and return it as float32."""
     arr = np.asarray(a, dtype=np.float32)
@@ -76,7 +69,7 @@ class TrainableStudent:
     @classmethod
     def from_bytes(cls, model_bytes: bytes) -> "TrainableStudent":
         """Load a trainable student from TFLite flatbuffer bytes."""
-        return cls(load_interpreter(model_bytes))
+        return cls(litert.load_interpreter(model_bytes))
 
     def _runner(self, key: str) -> Any:
         """The signature runner for `key`, or a ValueError naming the export option."""
