@@ -16,6 +16,12 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 PROTOCOL_VERSION = "1"
+FLOAT32_DELTA = "float32-delta"
+FLOAT32_WEIGHTS = "float32-weights"
+# FedCompress baseline (simulator/baselines): uint8 codes per tensor plus a float32 "<name>.qparams"
+# tensor [scale, offset]; the DMSKD aggregator does not accept it (decode_update's default encodings).
+UINT8_AFFINE_DELTA = "uint8-affine-delta"
+_ENCODING_DTYPES = {UINT8_AFFINE_DELTA: (np.dtype(np.float32), np.dtype(np.uint8))}
 
 
 class PayloadRejected(ValueError):
@@ -35,7 +41,7 @@ class UpdateMeta:
     noise_multiplier: float
     dp_mode: str
     update_id: str
-    encoding: str = "float32-delta"
+    encoding: str = FLOAT32_DELTA
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class WeightsMeta:
     fleet: str
     version: int
     round: int
-    encoding: str = "float32-weights"
+    encoding: str = FLOAT32_WEIGHTS
 
 
 def content_hash(data: bytes) -> str:
@@ -73,10 +79,16 @@ def encode_weights(tensors: dict[str, np.ndarray], meta: WeightsMeta) -> bytes:
     return _encode(tensors, "weights", meta)
 
 
-def decode_update(blob: bytes) -> tuple[dict[str, np.ndarray], UpdateMeta]:
-    """Parse and check an update; raise PayloadRejected with the reason if anything is off."""
+def decode_update(blob: bytes,
+                  encodings: tuple[str, ...] = (FLOAT32_DELTA,)) -> tuple[dict[str, np.ndarray], UpdateMeta]:
+    """Parse and check an update; raise PayloadRejected with the reason if anything is off.
+
+    encodings: the update encodings this receiver understands (the aggregator: float32 deltas only)."""
     tensors, raw = _decode(blob, "update")
-    return tensors, _meta_from(UpdateMeta, raw)
+    meta = _meta_from(UpdateMeta, raw)
+    if meta.encoding not in encodings:
+        raise PayloadRejected(f"update encoding {meta.encoding!r} not accepted here; expected one of {list(encodings)}")
+    return tensors, meta
 
 
 def decode_weights(blob: bytes) -> tuple[dict[str, np.ndarray], WeightsMeta]:
@@ -96,8 +108,19 @@ def check_against_template(tensors: dict[str, np.ndarray], template: dict[str, t
             raise PayloadRejected(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(shape)}")
 
 
+def _allowed_dtypes(encoding: str | None) -> tuple[np.dtype, ...]:
+    return _ENCODING_DTYPES.get(encoding or "", (np.dtype(np.float32),))
+
+
+def _wire_array(value, allowed: tuple[np.dtype, ...]) -> np.ndarray:
+    """The tensor in its dtype when the encoding carries that dtype, else as float32 (C order)."""
+    arr = np.asarray(value)
+    return np.asarray(arr, dtype=arr.dtype if arr.dtype in allowed else np.float32, order="C")
+
+
 def _encode(tensors: dict[str, np.ndarray], kind: str, meta) -> bytes:
-    arrays = {k: np.asarray(v, dtype=np.float32, order="C") for k, v in tensors.items()}
+    allowed = _allowed_dtypes(meta.encoding)
+    arrays = {k: _wire_array(v, allowed) for k, v in tensors.items()}
     metadata = {k: str(v) for k, v in asdict(meta).items()}
     metadata.update(protocol=PROTOCOL_VERSION, kind=kind, checksum=tensor_checksum(arrays))
     return st_save(arrays, metadata=metadata)
@@ -118,9 +141,10 @@ def _decode(blob: bytes, kind: str) -> tuple[dict[str, np.ndarray], dict[str, st
         raise PayloadRejected(f"protocol version {raw.get('protocol')!r}, this build speaks {PROTOCOL_VERSION!r}")
     if raw.get("kind") != kind:
         raise PayloadRejected(f"payload kind {raw.get('kind')!r} where {kind!r} was expected")
+    allowed = _allowed_dtypes(raw.get("encoding"))
     for name, arr in tensors.items():
-        if arr.dtype != np.float32:
-            raise PayloadRejected(f"tensor {name} has dtype {arr.dtype}, expected float32")
+        if arr.dtype not in allowed:
+            raise PayloadRejected(f"tensor {name} has dtype {arr.dtype}, expected {' or '.join(map(str, allowed))}")
         if not np.all(np.isfinite(arr)):
             raise PayloadRejected(f"tensor {name} contains NaN or infinity")
     if tensor_checksum(tensors) != raw.get("checksum"):

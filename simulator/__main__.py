@@ -42,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--samples-per-device", type=int, default=32)
     scaling.add_argument("--seed", type=int, default=0)
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"))
+    comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
+    comp.add_argument("--devices", type=int, default=10)
+    comp.add_argument("--rounds", type=int, default=10)
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--target-epsilon", type=float, default=8.0, help="epsilon of the DP rows (RDP, q = 1)")
+    comp.add_argument("--delta", type=float, default=1e-5)
+    comp.add_argument("--clip", type=float, default=1.0, help="L2 clip norm C of a device update")
+    comp.add_argument("--local-epochs", type=int, default=3)
+    comp.add_argument("--out", type=Path, default=Path("runs/compare"))
     prep = sub.add_parser("prepare", help="write a fleet bundle and per-device data for separate processes")
     prep.add_argument("--out", type=Path, required=True)
     prep.add_argument("--devices", type=int, default=10)
@@ -93,6 +102,37 @@ def dp_scaling(args) -> int:
     return 0
 
 
+def compare(args) -> int:
+    """`compare` verb: the five methods of Table 1 on one split; compare.json, .md, .png in --out."""
+    from simulator.artifacts import prepare_cloud
+    from simulator.compare import CompareSettings, run_compare
+    from simulator.compare_report import markdown_table
+    from simulator.config import ExperimentConfig
+
+    started = time.monotonic()
+    try:
+        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, clip=args.clip,
+                                  delta=args.delta, local_epochs=args.local_epochs)
+        settings = CompareSettings(rounds=args.rounds, seed=args.seed, target_epsilon=args.target_epsilon,
+                                   delta=args.delta, clip=args.clip, local_epochs=args.local_epochs,
+                                   batch_size=config.batch_size, student_lr=config.lr, alpha=config.alpha,
+                                   tau=config.tau)
+        art = prepare_cloud(config, progress=print)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prepared = time.monotonic() - started
+    command = (f"python -m simulator compare --devices {args.devices} --rounds {args.rounds} --seed {args.seed} "
+               f"--target-epsilon {args.target_epsilon:g} --delta {args.delta:g} --clip {args.clip:g} "
+               f"--local-epochs {args.local_epochs} --out {args.out}")
+    results = run_compare(art, settings, args.out, context={"command": command, "prepare_seconds": round(prepared, 1)})
+    print()
+    print(markdown_table(results))
+    print(f"\n  cloud preparation {prepared:.1f} s, total {time.monotonic() - started:.1f} s")
+    print(f"  wrote {args.out}/compare.json, compare.md, compare.png")
+    return 0
+
+
 def save_teacher(args) -> int:
     """`teacher` verb: train and write a teacher directory (cloud/teacher_store.py layout)."""
     from cloud.teacher_store import save_teacher_bundle
@@ -116,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return prepare(args)
     if args.verb == "dp-scaling":
         return dp_scaling(args)
+    if args.verb == "compare":
+        return compare(args)
     from tqdm import tqdm
 
     from cloud.strategy import DpMode

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class CloudArtifacts:
     student_program: bytes
     student_weights: dict[str, np.ndarray]
     student_flops_per_sample: int
+    prefix_shards: dict[int, bytes] = field(default_factory=dict)  # every prefix's int8 shard, by exit k
 
 
 def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSplit) -> list[DeviceProfile]:
@@ -79,7 +80,7 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     dims = [input_dim, *config.student_hidden, 10]
     student_flops = sum(2 * a * b + b for a, b in zip(dims[:-1], dims[1:]))
     return CloudArtifacts(split, teacher.count_params(), test_acc[-1], test_acc, profiles, shards, checks,
-                          assignments, program, weights, student_flops)
+                          assignments, program, weights, student_flops, exported)
 
 
 def _keras_weights(model) -> dict[str, np.ndarray]:

@@ -1,0 +1,71 @@
+"""FedCompress's 8-bit update quantisation: per-tensor affine uint8, pure numpy.
+
+A tensor x becomes codes q = round((x - offset) / scale) in 0..255 with offset = min(x) and
+scale = (max(x) - min(x)) / 255, so dequantising, offset + q * scale, is within scale / 2 of x
+(plus float32 rounding). On the wire (edge.wire encoding UINT8_AFFINE_DELTA) every tensor travels
+as its uint8 codes plus a float32 "<name>.qparams" tensor [scale, offset]: 1 byte per value
+instead of 4, i.e. about 4x fewer bytes for any tensor much larger than its 8-byte qparams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVELS = 255  # uint8 codes 0..255
+QPARAMS_SUFFIX = ".qparams"
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """uint8 codes of one tensor and the affine map back: value = offset + code * scale."""
+
+    codes: np.ndarray
+    scale: float
+    offset: float
+
+
+def quantize_tensor(x: np.ndarray) -> QuantizedTensor:
+    """Per-tensor affine uint8 quantisation of a finite float tensor (min maps to 0, max to 255)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x64)):
+        raise ValueError("cannot quantise a tensor containing NaN or infinity")
+    if x64.size == 0:
+        return QuantizedTensor(np.zeros(x64.shape, np.uint8), 1.0, 0.0)
+    lo, hi = float(np.float32(x64.min())), float(np.float32(x64.max()))
+    scale = float(np.float32((hi - lo) / LEVELS)) if hi > lo else 1.0
+    codes = np.clip(np.rint((x64 - lo) / scale), 0, LEVELS).astype(np.uint8)
+    return QuantizedTensor(codes, scale, lo)
+
+
+def dequantize_tensor(q: QuantizedTensor) -> np.ndarray:
+    """float32 values offset + codes * scale."""
+    return (q.offset + q.codes.astype(np.float64) * q.scale).astype(np.float32)
+
+
+def quantize_update(delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Wire tensors for a delta: "<name>" uint8 codes and "<name>.qparams" float32 [scale, offset]."""
+    out: dict[str, np.ndarray] = {}
+    for name, value in delta.items():
+        if name.endswith(QPARAMS_SUFFIX):
+            raise ValueError(f"tensor name {name!r} ends with the reserved suffix {QPARAMS_SUFFIX!r}")
+        q = quantize_tensor(value)
+        out[name] = q.codes
+        out[name + QPARAMS_SUFFIX] = np.array([q.scale, q.offset], dtype=np.float32)
+    return out
+
+
+def dequantize_update(wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inverse of quantize_update (server side); ValueError names a tensor lacking its qparams."""
+    out: dict[str, np.ndarray] = {}
+    for name, codes in wire.items():
+        if name.endswith(QPARAMS_SUFFIX):
+            continue
+        params = wire.get(name + QPARAMS_SUFFIX)
+        if params is None or np.asarray(params).shape != (2,):
+            raise ValueError(f"tensor {name!r} has no {name + QPARAMS_SUFFIX!r} [scale, offset] beside it")
+        if np.asarray(codes).dtype != np.uint8:
+            raise ValueError(f"tensor {name!r} has dtype {np.asarray(codes).dtype}, expected uint8 codes")
+        out[name] = dequantize_tensor(QuantizedTensor(np.asarray(codes), float(params[0]), float(params[1])))
+    return out
