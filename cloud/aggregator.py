@@ -42,7 +42,9 @@ class RoundPolicy:
 
 
 class AggregatorService:
-    """Subscribes to updates, averages them and publishes the next global student."""
+    """Subscribes to updates, averages them and publishes the next global student.
+
+    ledger: the privacy accountant of a DP run (None without DP); rounds are spent against it."""
 
     def __init__(self, fleet: str, session: MqttSession, devices: list[str], initial_weights: dict[str, np.ndarray],
                  config: FedAvgConfig, policy: RoundPolicy, ledger: PrivacyLedger | None = None,
@@ -59,7 +61,7 @@ class AggregatorService:
         self._resume()
         self._inbox: RoundInbox | None = None
         self._cond = threading.Condition()
-        self._model_chunks: dict[int, int] = {}
+        self._retained_model: tuple[int, int] | None = None  # (version, chunks) of the model left on the broker
         session.subscribe(self.topics.all_updates, self._on_update)
         session.on_error(self._on_chunk_error)
 
@@ -115,13 +117,13 @@ class AggregatorService:
         if updates:
             result = aggregate(self.weights, updates, self.config, seed=self.seed * 100_003 + r)
             self.weights = result.weights
-            if self.ledger is not None and self.config.dp_mode is not DpMode.NONE:
+            if self.ledger is not None:
                 self.ledger.spend_round()
         else:
             log.error("round %d closed with no valid update; the global student is unchanged", r)
         record = {"round": r, "accepted": sorted(inbox.accepted), "rejected": inbox.rejected,
                   "seconds": time.monotonic() - started}
-        if self.ledger is not None and self.config.dp_mode is not DpMode.NONE:
+        if self.ledger is not None:
             record["epsilon"] = self.ledger.epsilon
         if self.evaluate is not None:
             record.update(self.evaluate(self.weights))
@@ -136,9 +138,10 @@ class AggregatorService:
     def _publish_model(self, round_: int) -> None:
         v = self.state.version
         blob = encode_weights(self.weights, WeightsMeta(self.fleet, v, round_))
-        self._model_chunks[v] = self.session.publish(self.topics.model(v), blob, retain=True)
-        if v - 1 in self._model_chunks:
-            self.session.clear_retained(self.topics.model(v - 1), self._model_chunks.pop(v - 1))
+        chunks = self.session.publish(self.topics.model(v), blob, retain=True)
+        previous, self._retained_model = self._retained_model, (v, chunks)
+        if previous is not None and previous[0] == v - 1:
+            self.session.clear_retained(self.topics.model(previous[0]), previous[1])
 
     def _on_update(self, topic: str, payload: bytes) -> None:
         device, round_ = _parse_update_topic(topic)

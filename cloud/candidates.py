@@ -17,19 +17,20 @@ from cloud.planner import ShardCandidate
 from cloud.profiler import PrefixProfile, profile_teacher
 from cloud.teacher import prefix_model
 from cloud.teacher_store import TeacherBundle
+from export.op_support import model_ops
+from export.shards import export_int8_shard
+from export.tflm_arena import ArenaMeasurementError, minimum_arena_bytes
 
 
 @dataclass(frozen=True)
 class PrefixFacts:
-    """Everything known about prefix P_k before export: profile, accuracy, converted size and ops."""
+    """Everything known about prefix P_k before export: profile, accuracy, the converted shard and its ops."""
 
     profile: PrefixProfile
     accuracy: float
-    tflite_bytes: int | None = None
-    ops: frozenset[str] | None = None
-    arena_measured: int | None = None
-    tflm_error: str | None = None
-    model: bytes | None = field(default=None, repr=False, compare=False)
+    model: bytes = field(repr=False, compare=False)  # the full-int8 TFLite shard
+    ops: frozenset[str]
+    arena_measured: int | None = None  # None when TFLite-Micro could not run the shard
 
     @property
     def k(self) -> int:
@@ -39,13 +40,16 @@ class PrefixFacts:
     def shard_id(self) -> str:
         return shard_id(self.profile.k)
 
+    @property
+    def tflite_bytes(self) -> int:
+        return len(self.model)
+
     def candidate(self) -> ShardCandidate:
-        """The planner's view: measured size/arena/ops when known, the profiler's estimates otherwise."""
+        """The planner's view: converted size and ops; the measured arena, else the profiler's estimate."""
         p = self.profile
-        return ShardCandidate(self.shard_id, p.k, p.flops,
-                              self.tflite_bytes if self.tflite_bytes is not None else p.int8_bytes,
+        return ShardCandidate(self.shard_id, p.k, p.flops, self.tflite_bytes,
                               self.arena_measured if self.arena_measured is not None else p.arena_bytes,
-                              self.accuracy, self.ops if self.ops is not None else p.ops)
+                              self.accuracy, self.ops)
 
 
 def shard_id(k: int) -> str:
@@ -53,22 +57,14 @@ def shard_id(k: int) -> str:
     return f"p{k}"
 
 
-def teacher_candidates(bundle: TeacherBundle, convert: bool = True) -> list[PrefixFacts]:
-    """Profile every prefix; with convert, export it to full-int8 once and measure it in TFLite-Micro."""
+def teacher_candidates(bundle: TeacherBundle) -> list[PrefixFacts]:
+    """Profile every prefix, export it to full-int8 once and measure it in TFLite-Micro."""
     out = []
     for p in profile_teacher(bundle.model):
-        acc = float(bundle.exit_accuracies[p.k - 1])
-        if not convert:
-            out.append(PrefixFacts(p, acc))
-            continue
-        from export.op_support import model_ops
-        from export.shards import export_int8_shard
-        from export.tflm_arena import ArenaMeasurementError, minimum_arena_bytes
-
         model = export_int8_shard(prefix_model(bundle.model, p.k), np.asarray(bundle.calibration_x))
         try:
-            arena, error = minimum_arena_bytes(model), None
-        except ArenaMeasurementError as exc:
-            arena, error = None, str(exc)
-        out.append(PrefixFacts(p, acc, len(model), model_ops(model), arena, error, model))
+            arena = minimum_arena_bytes(model)
+        except ArenaMeasurementError:
+            arena = None
+        out.append(PrefixFacts(p, float(bundle.exit_accuracies[p.k - 1]), model, model_ops(model), arena))
     return out

@@ -150,25 +150,30 @@ def _toml_key_lines(text: str) -> dict[tuple, int]:
         if not s or s.startswith("#"):
             continue
         if s.startswith("[["):
-            name = tuple(p.strip().strip("\"'") for p in s[2:s.find("]]")].split("."))
+            name = _dotted(s[2:s.find("]]")])
             index = counts.get(name, 0)
             counts[name] = index + 1
             table = (*name, index)
             lines.setdefault(table, no)
             continue
         if s.startswith("["):
-            table = tuple(p.strip().strip("\"'") for p in s[1:s.find("]")].split("."))
+            table = _dotted(s[1:s.find("]")])
             lines.setdefault(table, no)
             continue
         m = re.match(r"""("[^"]*"|'[^']*'|[A-Za-z0-9_\-.]+)\s*=\s*(.*)""", s)
         if m:
-            key = tuple(p.strip().strip("\"'") for p in m.group(1).split("."))
+            key = _dotted(m.group(1))
             lines.setdefault((*table, *key), no)
             rest = m.group(2)
             for quote in ('"""', "'''"):
                 if rest.startswith(quote) and rest.count(quote) == 1:
                     in_multiline = quote
     return lines
+
+
+def _dotted(key: str) -> tuple[str, ...]:
+    """A TOML (dotted, maybe quoted) key or table name as a key path: 'a."b".c' -> ('a', 'b', 'c')."""
+    return tuple(p.strip().strip("\"'") for p in key.split("."))
 
 
 def _read_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
@@ -354,33 +359,30 @@ class _Builder:
         return value
 
     def flops(self, fields: dict, name: str, what: str) -> float:
-        value, path = fields[name]
-        n = _number_with_unit(value, _FLOP_UNITS, 1.0, case_sensitive=True)
-        if n is None or not n > 0 or not math.isfinite(n):
-            raise self.fail(path, name, f"{what} field '{name}': expected a positive FLOP count such as 5e9 or "
-                                        f"\"5 GFLOP\" (prefixes k, M, G, T), got {value!r}")
-        return n
+        return self.quantity(fields, name, what, _FLOP_UNITS, 1.0, "a positive FLOP count such as 5e9 or "
+                             "\"5 GFLOP\" (prefixes k, M, G, T)", case_sensitive=True)
 
     def memory(self, fields: dict, group: str, what: str) -> int | None:
         for name, bare in ((f"{group}_kb", 1024), (f"{group}_bytes", 1)):
             if name in fields:
-                value, path = fields[name]
-                n = _number_with_unit(value, _BYTE_UNITS, bare)
-                if n is None or n < 0 or not math.isfinite(n):
-                    raise self.fail(path, name, f"{what} field '{name}': expected a size in "
-                                                f"{'KB' if bare == 1024 else 'bytes'} or a string with a unit "
-                                                f"such as \"256 KB\" or \"1.5 MB\" (KB = 1024 B), got {value!r}")
-                return int(n)
+                return int(self.quantity(fields, name, what, _BYTE_UNITS, bare,
+                                         f"a size in {'KB' if bare == 1024 else 'bytes'} or a string with a unit "
+                                         f"such as \"256 KB\" or \"1.5 MB\" (KB = 1024 B)", zero_ok=True))
         return None
 
     def rate(self, fields: dict, name: str, what: str) -> float | None:
         if name not in fields:
             return None
+        return self.quantity(fields, name, what, _RATE_UNITS, 1.0, "a positive rate in kbit/s (a number) or a "
+                             "string such as \"250 kbps\" or \"1 Mbps\"")
+
+    def quantity(self, fields: dict, name: str, what: str, units: dict[str, float], bare: float, expected: str,
+                 case_sensitive: bool = False, zero_ok: bool = False) -> float:
+        """A finite number > 0 (>= 0 with zero_ok), bare or with a unit from units; else the field's error."""
         value, path = fields[name]
-        n = _number_with_unit(value, _RATE_UNITS, 1.0)
-        if n is None or not n > 0 or not math.isfinite(n):
-            raise self.fail(path, name, f"{what} field '{name}': expected a positive rate in kbit/s (a number) or "
-                                        f"a string such as \"250 kbps\" or \"1 Mbps\", got {value!r}")
+        n = _number_with_unit(value, units, bare, case_sensitive)
+        if n is None or not math.isfinite(n) or n < 0 or (n == 0 and not zero_ok):
+            raise self.fail(path, name, f"{what} field '{name}': expected {expected}, got {value!r}")
         return n
 
 

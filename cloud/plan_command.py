@@ -53,6 +53,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate inputs, plan, print, write. User mistakes: one line on stderr, exit code 2."""
     from cloud.fleet_file import FleetFileError, load_fleet_file
+    from cloud.teacher_store import check_teacher_dir
 
     if not args.lam >= 0:
         return _fail(f"--lambda must be >= 0, got {args.lam}; pass e.g. --lambda 0.05")
@@ -62,11 +63,10 @@ def run(args: argparse.Namespace) -> int:
         fleet = load_fleet_file(args.fleet)
     except FleetFileError as exc:
         return _fail(f"{exc}")
-    missing = [n for n in ("teacher.keras", "teacher.json", "calibration.npz", "holdout.npz")
-               if not (args.teacher / n).is_file()]
-    if missing:
-        return _fail(f"teacher directory {args.teacher} lacks {', '.join(missing)}; create it with "
-                     f"`python -m simulator teacher --out {args.teacher}`")
+    try:
+        check_teacher_dir(args.teacher)
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
     if args.out.exists() and args.out.is_dir():
         return _fail(f"--out {args.out} is a directory; pass a file path such as {args.out / 'plan.json'}")
 
@@ -119,10 +119,9 @@ def plan_document(fleet, facts, assignments, teacher_dir: Path, lam: float, solv
             continue
         shards[f.shard_id] = {
             "k": f.k, "targets": [t for t in TARGETS if t in used[f.shard_id]["targets"]],
-            "flops_per_sample": int(f.profile.flops),
-            "int8_bytes_estimate": int(f.tflite_bytes if f.tflite_bytes is not None else f.profile.int8_bytes),
+            "flops_per_sample": int(f.profile.flops), "int8_bytes_estimate": f.tflite_bytes,
             "arena_bytes_estimate": int(f.profile.arena_bytes), "arena_bytes_measured": f.arena_measured,
-            "expected_accuracy": float(f.accuracy), "ops": sorted(f.candidate().ops),
+            "expected_accuracy": float(f.accuracy), "ops": sorted(f.ops),
             "devices": used[f.shard_id]["devices"]}
     return {
         "teacher_dir": str(Path(teacher_dir).resolve()), "lambda": float(lam), "solver": solver,
@@ -134,7 +133,7 @@ def plan_document(fleet, facts, assignments, teacher_dir: Path, lam: float, solv
                         "float_bytes": f.profile.float_bytes, "tflite_bytes": f.tflite_bytes,
                         "peak_activation_bytes": f.profile.peak_activation_bytes,
                         "arena_bytes_estimate": f.profile.arena_bytes, "arena_bytes_measured": f.arena_measured,
-                        "ops": sorted(f.candidate().ops), "expected_accuracy": f.accuracy} for f in facts],
+                        "ops": sorted(f.ops), "expected_accuracy": f.accuracy} for f in facts],
     }
 
 
@@ -147,19 +146,18 @@ def render_plan(fleet, facts, assignments, args, solve_seconds: float, total_sec
     rows = [("shard", "FLOPs", "params", "int8 B", "arena est", "arena TFLM", "held-out acc", "devices")]
     counts = {sid: s["devices"] for sid, s in doc["shards"].items()}
     for f in facts:
-        rows.append((f.shard_id, _si(f.profile.flops), f"{f.profile.params:,}",
-                     f"{f.tflite_bytes:,}" if f.tflite_bytes is not None else f"~{f.profile.int8_bytes:,}",
+        rows.append((f.shard_id, _si(f.profile.flops), f"{f.profile.params:,}", f"{f.tflite_bytes:,}",
                      f"{f.profile.arena_bytes:,}",
                      f"{f.arena_measured:,}" if f.arena_measured is not None else "fails",
                      f"{f.accuracy:.4f}", str(counts.get(f.shard_id, 0))))
     out += _table(rows)
-    out += ["", "plan" + (" (one row per device)" if args.per_device or len(assignments) <= MAX_ROWS
+    per_device = args.per_device or len(assignments) <= MAX_ROWS
+    out += ["", "plan" + (" (one row per device)" if per_device
                           else " (devices grouped by class; --per-device lists each)")]
     rows = [("device", "n", "target", "shard", "FLOPs/epoch", "budget", "arena B", "model B", "exp. acc",
              "download")]
     devices = {d.device_id: d for d in fleet.devices}
     groups: OrderedDict[tuple, list] = OrderedDict()
-    per_device = args.per_device or len(assignments) <= MAX_ROWS
     for a in assignments:
         d = devices[a.device_id]
         key = (a.device_id,) if per_device or d.device_class is None else (d.device_class, a.shard_id, a.target)

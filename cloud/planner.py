@@ -184,8 +184,7 @@ def plan_shards(devices: list[DeviceProfile], shards: list[ShardCandidate], lam:
         return t.assignments(t.best_each())
     _check_cap(max_shards, t)
     best_total, best_choice = -math.inf, None
-    subsets = _subsets(len(t.shards), max_shards)
-    for subset in subsets:
+    for subset in itertools.combinations(range(len(t.shards)), min(max_shards, len(t.shards))):
         sub = t.value[:, subset]
         row_best = sub.max(axis=1)
         if not np.all(np.isfinite(row_best)):
@@ -235,8 +234,7 @@ def total_objective(assignments: list[ShardAssignment]) -> float:
 @dataclass
 class _Tables:
     devices: list[DeviceProfile]
-    shards: list[ShardCandidate]  # sorted by (flops, model bytes, k): ties go to the cheaper shard
-    lam: float
+    shards: list[ShardCandidate]  # sorted by (flops, model bytes, arena bytes, k): ties go to the cheaper shard
     feasible: np.ndarray  # bool [N, L]
     value: np.ndarray  # float [N, L], -inf where infeasible
 
@@ -272,7 +270,7 @@ class _Tables:
         if stuck.size:
             raise NoShardFits(explain_no_fit(devices[stuck[0]], ordered)
                               + (f" ({stuck.size - 1} more device(s) fit no shard either)" if stuck.size > 1 else ""))
-        return cls(devices, ordered, lam, feasible, value)
+        return cls(devices, ordered, feasible, value)
 
     def best_each(self) -> np.ndarray:
         return self.value.argmax(axis=1)  # first maximum = cheapest among equal objectives
@@ -300,10 +298,6 @@ class _Tables:
 
 def _cost_key(s: ShardCandidate) -> tuple:
     return (s.flops_per_sample, s.model_bytes, s.arena_bytes, s.k)
-
-
-def _subsets(n: int, m: int) -> list[tuple[int, ...]]:
-    return list(itertools.combinations(range(n), min(m, n)))
 
 
 def _check_cap(max_shards: int, t: _Tables) -> None:

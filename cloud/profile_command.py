@@ -22,20 +22,19 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [n for n in ("teacher.keras", "teacher.json", "calibration.npz", "holdout.npz")
-               if not (args.teacher / n).is_file()]
-    if missing:
-        print(f"error: teacher directory {args.teacher} lacks {', '.join(missing)}; create it with "
-              f"`python -m simulator teacher --out {args.teacher}`", file=sys.stderr)
+    from cloud.teacher_store import check_teacher_dir, load_teacher_bundle
+
+    try:
+        check_teacher_dir(args.teacher)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     from cloud.candidates import teacher_candidates
     from cloud.plan_command import _table
-    from cloud.profiler import arena_report
-    from cloud.teacher_store import load_teacher_bundle
+    from cloud.profiler import arena_check
 
-    bundle = load_teacher_bundle(args.teacher)
-    facts = teacher_candidates(bundle)
-    checks = {c.k: c for c in arena_report(bundle.model, bundle.calibration_x, {f.k: f.model for f in facts})}
+    facts = teacher_candidates(load_teacher_bundle(args.teacher))  # converts and measures every prefix once
+    checks = {f.k: arena_check(f.profile, f.model, f.arena_measured) for f in facts}
     rows = [("prefix", "FLOPs", "params", "int8 B (weights)", "float B", "TFLite B", "activations B",
              "arena est B", "TFLM recorded B", "TFLM needed B", "rel. error")]
     for f in facts:

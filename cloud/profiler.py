@@ -138,15 +138,24 @@ def arena_report(teacher: tf.keras.Model, calibration_x: np.ndarray,
 
     exported: {k: tflite bytes} already converted; missing prefixes are exported here."""
     from export.shards import export_int8_shard
-    from export.tflm_arena import measure_arena, minimum_arena_bytes
 
     out = []
     for p in profile_teacher(teacher):
         model = (exported or {}).get(p.k) or export_int8_shard(prefix_model(teacher, p.k), calibration_x)
-        used = measure_arena(model)
-        out.append(ArenaCheck(p.k, p.arena_bytes, minimum_arena_bytes(model), used.total_bytes, used.head_bytes,
-                              p.peak_activation_bytes))
+        out.append(arena_check(p, model))
     return out
+
+
+def arena_check(profile: PrefixProfile, model: bytes, minimum_bytes: int | None = None) -> ArenaCheck:
+    """The profile's arena estimate against TFLite-Micro running the converted shard.
+
+    minimum_bytes: export.tflm_arena.minimum_arena_bytes(model) if already known; searched here otherwise."""
+    from export.tflm_arena import measure_arena, minimum_arena_bytes
+
+    used = measure_arena(model)
+    minimum = minimum_arena_bytes(model) if minimum_bytes is None else minimum_bytes
+    return ArenaCheck(profile.k, profile.arena_bytes, minimum, used.total_bytes, used.head_bytes,
+                      profile.peak_activation_bytes)
 
 
 # -- the TFLM view of a Keras model --

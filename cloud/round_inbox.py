@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from cloud.strategy import AcceptedUpdate, DpMode
 from edge.privacy import global_l2_norm
 from edge.wire import PayloadRejected, check_against_template, decode_update

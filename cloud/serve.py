@@ -7,24 +7,29 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.aggregator import AggregatorService
+from cloud.aggregator import AggregatorService, Evaluate
 from cloud.fleet_bundle import load_bundle
 from edge.broker_address import parse_broker_url
 from edge.mqtt_session import MqttSession
 from edge.student_runtime import TrainableStudent
 
 
-def holdout_evaluator(program: bytes, npz: Path):
-    """Accuracy of the global student on a held-out .npz (x, y), run by the LiteRT student program."""
-    with np.load(npz) as z:
-        x, y = z["x"].reshape(len(z["x"]), -1).astype(np.float32), z["y"]
+def student_evaluator(program: bytes, x: np.ndarray, y: np.ndarray) -> Evaluate:
+    """Accuracy of given student weights on (x, y), computed by the same LiteRT program devices run."""
     student = TrainableStudent.from_bytes(program)
+    flat = x.reshape(len(x), -1)
 
-    def evaluate(weights):
+    def evaluate(weights: dict[str, np.ndarray]) -> dict:
         student.set_weights(weights)
-        return {"accuracy": float(np.mean(np.argmax(student.predict_logits(x), 1) == y))}
+        return {"accuracy": float(np.mean(np.argmax(student.predict_logits(flat), 1) == y))}
 
     return evaluate
+
+
+def holdout_evaluator(program: bytes, npz: Path) -> Evaluate:
+    """student_evaluator on a held-out .npz with arrays x, y."""
+    with np.load(npz) as z:
+        return student_evaluator(program, z["x"].astype(np.float32), z["y"])
 
 
 def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | None = None) -> list[dict]:

@@ -7,7 +7,7 @@ simulator call the same `aggregate`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,7 +54,6 @@ class AggregateResult:
     num_updates: int
     noised: bool
     dp_event: object | None = None
-    info: dict = field(default_factory=dict)
 
 
 def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,

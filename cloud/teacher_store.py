@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # the commands check a directory before paying for TensorFlow
+    import tensorflow as tf
+
+TEACHER_FILES = ("teacher.keras", "teacher.json", "calibration.npz", "holdout.npz")
 
 
 @dataclass
@@ -45,14 +50,21 @@ def save_teacher_bundle(directory: str | Path, bundle: TeacherBundle) -> Path:
     return d
 
 
+def check_teacher_dir(directory: str | Path) -> None:
+    """FileNotFoundError naming every missing file of TEACHER_FILES and the command that writes them."""
+    d = Path(directory)
+    missing = [n for n in TEACHER_FILES if not (d / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"teacher directory {d} lacks {', '.join(missing)}; create it with "
+                                f"`python -m simulator teacher --out {d}`")
+
+
 def load_teacher_bundle(directory: str | Path) -> TeacherBundle:
     """Read a teacher directory (export.teacher_dir does the loading and checks; this adds teacher.json)."""
     from export.teacher_dir import load_teacher_dir
 
     d = Path(directory)
-    if not (d / "teacher.json").exists():
-        raise FileNotFoundError(f"teacher directory {d} lacks teacher.json; create it with "
-                                f"`python -m simulator teacher --out {d}`")
+    check_teacher_dir(d)
     data = load_teacher_dir(d)
     meta = json.loads((d / "teacher.json").read_text())
     return TeacherBundle(data.model, list(meta["exit_accuracies"]), data.calibration_x, data.holdout_x,

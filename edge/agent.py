@@ -20,7 +20,7 @@ from edge.plan import DevicePlan
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
-from edge.wire import PayloadRejected, UpdateMeta, content_hash, decode_weights, encode_update
+from edge.wire import PayloadRejected, UpdateMeta, content_hash, decode_weights, encode_update, update_id
 
 log = logging.getLogger("dmskd.edge")
 
@@ -56,7 +56,7 @@ class DeviceAgent:
     def start(self) -> "DeviceAgent":
         """Subscribe to this device's plan and the global model, connect, resend the outbox."""
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
-        self.session.subscribe(f"{self.topics.root}/model/+", self._on_model)
+        self.session.subscribe(self.topics.all_models, self._on_model)
         self.session.connect()
         self.session.publish(self.topics.status(self.device_id), b"online", retain=True)
         self._thread.start()
@@ -145,7 +145,7 @@ class DeviceAgent:
         result = train_round(self._student, weights, self.x_flat, targets, logits, plan, self.rng)
         meta = UpdateMeta(self.fleet, self.device_id, round_, version, result.num_examples, plan.clip,
                           plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
-                          update_id=f"{self.device_id}:{round_}:{version}")
+                          update_id=update_id(self.device_id, round_, version))
         blob = encode_update(result.delta, meta)
         self.losses[round_] = result.losses
         self._send(round_, blob)

@@ -12,11 +12,10 @@ from edge.privacy import add_gaussian_noise, clip_update
 
 @dataclass(frozen=True)
 class LocalResult:
-    """The privatised delta and what producing it looked like."""
+    """The privatised delta, how many examples it came from, and the per-epoch training loss."""
 
     delta: dict[str, np.ndarray]
     num_examples: int
-    norm_before_clip: float
     losses: list[float]
 
 
@@ -34,7 +33,7 @@ def train_round(student, global_weights: dict[str, np.ndarray], x_flat: np.ndarr
                          alpha=plan.alpha, tau=plan.tau, lr=plan.lr)
     local = student.get_weights()
     delta = {k: (local[k] - global_weights[k]).astype(np.float32) for k in global_weights}
-    clipped, norm = clip_update(delta, plan.clip)
+    clipped, _ = clip_update(delta, plan.clip)
     if plan.dp_mode == "local":
         clipped = add_gaussian_noise(clipped, plan.noise_multiplier * plan.clip, rng)
-    return LocalResult(clipped, len(x_flat), norm, [float(l) for l in losses])
+    return LocalResult(clipped, len(x_flat), losses)

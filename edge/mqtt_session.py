@@ -32,7 +32,6 @@ class TrafficRecord:
     direction: str  # "up" (published) or "down" (received)
     topic: str
     nbytes: int
-    at: float
 
 
 class MqttSession:
@@ -109,14 +108,9 @@ class MqttSession:
         for i in range(num_chunks):
             self._client.publish(f"{topic}/{i}", b"", qos=1, retain=True)
 
-    def bytes_by(self, direction: str, predicate: Callable[[str], bool] = lambda t: True) -> int:
-        """Payload bytes sent ("up") or received ("down") on logical topics matching predicate."""
-        with self._lock:
-            return sum(r.nbytes for r in self.traffic if r.direction == direction and predicate(r.topic))
-
     def _record(self, direction: str, topic: str, nbytes: int) -> None:
         with self._lock:
-            self.traffic.append(TrafficRecord(direction, topic, nbytes, time.monotonic()))
+            self.traffic.append(TrafficRecord(direction, topic, nbytes))
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

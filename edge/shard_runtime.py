@@ -27,12 +27,13 @@ class ShardRunner:
         """Exit logits for every row of x (float, shape (N, *input_shape))."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"shard expects inputs of shape {self.input_shape}, got {tuple(x.shape[1:])}")
-        out = np.empty((len(x), int(self._out["shape"][-1])), dtype=np.float32)
-        for i, row in enumerate(x):
-            self._interp.set_tensor(self._in["index"], self._quantise(row[None, ...]))
+        q = self._quantise(x)  # elementwise, so once for all rows; the shard takes one row per invoke
+        raw = np.empty((len(x), int(self._out["shape"][-1])), dtype=self._out["dtype"])
+        for i in range(len(q)):
+            self._interp.set_tensor(self._in["index"], q[i:i + 1])
             self._interp.invoke()
-            out[i] = self._dequantise(self._interp.get_tensor(self._out["index"]))[0]
-        return out
+            raw[i] = self._interp.get_tensor(self._out["index"])[0]
+        return self._dequantise(raw).astype(np.float32, copy=False)
 
     def _quantise(self, x: np.ndarray) -> np.ndarray:
         dtype = self._in["dtype"]

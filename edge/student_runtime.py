@@ -38,6 +38,11 @@ def _check_hparams(alpha: float, tau: float, lr: float) -> None:
         raise ValueError(f"lr must be > 0, got {lr}")
 
 
+def _stable_name(key: str) -> str:
+    """The weight name (dense_0/kernel) of a signature key (dense_0__kernel)."""
+    return key.replace(KEY_SEPARATOR, "/")
+
+
 def _layer_order(name: str) -> tuple[int, bool, str]:
     """Sort key putting dense_<i>/kernel before dense_<i>/bias, layers by index."""
     layer, _, kind = name.partition("/")
@@ -92,6 +97,10 @@ class TrainableStudent:
                 f"y {y.shape[0]}, teacher_logits {t.shape[0]} (use fit for any size)"
             )
         _check_hparams(alpha, tau, lr)
+        return self._step(x, y, t, alpha, tau, lr)
+
+    def _step(self, x: np.ndarray, y: np.ndarray, t: np.ndarray, alpha: float, tau: float, lr: float) -> float:
+        """train_step without its checks, for callers that validated everything once (fit)."""
         out = self._runner("train")(
             x=x, y=y, teacher_logits=t,
             alpha=np.float32(alpha), tau=np.float32(tau), lr=np.float32(lr),
@@ -133,10 +142,7 @@ class TrainableStudent:
             short = (-n) % b
             if short:
                 order = np.concatenate([order, rng.choice(n, size=short, replace=True)])
-            losses = [
-                self.train_step(x[idx], y[idx], t[idx], alpha, tau, lr)
-                for idx in order.reshape(-1, b)
-            ]
+            losses = [self._step(x[idx], y[idx], t[idx], alpha, tau, lr) for idx in order.reshape(-1, b)]
             history.append(float(np.mean(losses)))
         return history
 
@@ -152,17 +158,21 @@ class TrainableStudent:
             out[start:start + len(chunk)] = runner(x=batch)["logits"][: len(chunk)]
         return out
 
+    def accuracy(self, x: Any, y: Any) -> float:
+        """Top-1 accuracy of the current weights on rows x (n, input_dim) with integer labels y."""
+        return float(np.mean(np.argmax(self.predict_logits(x), axis=1) == np.asarray(y)))
+
     def weight_names(self) -> list[str]:
         """Stable weight names (dense_0/kernel, dense_0/bias, ...) in layer order; [] if train-only."""
         sigs = self._interp.get_signature_list()
         keys = sigs.get("get_weights", {}).get("outputs") or sigs.get("set_weights", {}).get("inputs") or []
-        return sorted((k.replace(KEY_SEPARATOR, "/") for k in keys), key=_layer_order)
+        return sorted(map(_stable_name, keys), key=_layer_order)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Current weights keyed by stable names (dense_0/kernel, ...), as float32 copies."""
         out = self._runner("get_weights")()
-        named = {k.replace(KEY_SEPARATOR, "/"): np.array(v, dtype=np.float32) for k, v in out.items()}
-        return {name: named[name] for name in self.weight_names()}
+        named = {_stable_name(k): np.array(v, dtype=np.float32) for k, v in out.items()}
+        return {name: named[name] for name in sorted(named, key=_layer_order)}
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         """Replace all weights; keys must be exactly the stable names, shapes must match."""
@@ -170,7 +180,7 @@ class TrainableStudent:
         if not isinstance(weights, dict):
             raise ValueError("weights must be a dict {name: array} keyed like dense_0/kernel")
         details = runner.get_input_details()
-        expected = {k.replace(KEY_SEPARATOR, "/"): k for k in details}
+        expected = {_stable_name(k): k for k in details}
         if set(weights) != set(expected):
             raise ValueError(
                 f"weights must have exactly the keys {sorted(expected)}; missing "

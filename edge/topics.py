@@ -37,6 +37,10 @@ class FleetTopics:
         return f"{self.root}/status/{device}"
 
     @property
+    def all_models(self) -> str:
+        return f"{self.root}/model/+"
+
+    @property
     def all_updates(self) -> str:
         return f"{self.root}/round/+/update/+"
 

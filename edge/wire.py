@@ -54,6 +54,11 @@ class WeightsMeta:
     encoding: str = FLOAT32_WEIGHTS
 
 
+def update_id(device: str, round_: int, base_version: int) -> str:
+    """The idempotent id of a device's update for a round and global version (the aggregator dedupes on it)."""
+    return f"{device}:{round_}:{base_version}"
+
+
 def content_hash(data: bytes) -> str:
     """The short sha256 that names shards and student programs on the wire."""
     return hashlib.sha256(data).hexdigest()[:16]
@@ -132,9 +137,10 @@ def _decode(blob: bytes, kind: str) -> tuple[dict[str, np.ndarray], dict[str, st
     header_len = int.from_bytes(blob[:8], "little")
     if header_len > len(blob) - 8:
         raise PayloadRejected(f"payload truncated: header claims {header_len} bytes, {len(blob) - 8} present")
+    data = bytes(blob)
     try:
-        tensors = st_load(bytes(blob))
-        raw = _read_metadata(bytes(blob), header_len)
+        tensors = st_load(data)
+        raw = _read_metadata(data, header_len)
     except Exception as exc:  # safetensors raises several types for corrupt input
         raise PayloadRejected(f"payload is not valid safetensors: {exc}") from exc
     if raw.get("protocol") != PROTOCOL_VERSION:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
+from export.c_array import c_identifier
 from export.verify import Agreement
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -26,12 +30,11 @@ class ShardSource:
     holdout_x: np.ndarray
     holdout_y: np.ndarray
     float_logits: np.ndarray
+    int8_batch1: bytes | None = None  # int8_model already converted (int8 I/O, batch 1), if it was
 
     @property
     def name(self) -> str:
         """Base name of the shard's files and C symbols: shard_<id> (e.g. shard_p2)."""
-        from export.c_array import c_identifier
-
         return c_identifier(f"shard_{self.shard_id}")
 
     @property

@@ -48,11 +48,11 @@ def export_shard(teacher: TeacherData, job: ShardJob, out: Path, options: Export
     float_logits = prefix.predict(teacher.holdout_x, verbose=0)
     first_target = job.targets[0]
 
-    def int8_agreement(model) -> Agreement:
+    def int8_agreement(model) -> tuple[bytes, Agreement]:
         tflite = convert_int8(model, teacher.calibration_x, target=first_target, batch=1)
-        return compare(litert_logits(tflite, teacher.holdout_x), float_logits, teacher.holdout_y)
+        return tflite, compare(litert_logits(tflite, teacher.holdout_x), float_logits, teacher.holdout_y)
 
-    ptq = int8_agreement(prefix)
+    int8_batch1, ptq = int8_agreement(prefix)
     progress(f"{job.shard_id}: float accuracy {ptq.float_accuracy:.4f}, PTQ int8 {ptq.accuracy:.4f} "
              f"(agreement {ptq.top1_agreement:.4f})")
     run_qat = qat_mode == "always" or (qat_mode == "auto" and ptq.accuracy_drop > QAT_TRIGGER)
@@ -63,15 +63,15 @@ def export_shard(teacher: TeacherData, job: ShardJob, out: Path, options: Export
         progress(f"{job.shard_id}: quantisation-aware training ({qat_config.epochs} epochs)")
         try:
             qat_model = quantization_aware_model(prefix, teacher.calibration_x, qat_config)
-            qat = int8_agreement(qat_model)
+            qat_batch1, qat = int8_agreement(qat_model)
             progress(f"{job.shard_id}: QAT int8 {qat.accuracy:.4f} (agreement {qat.top1_agreement:.4f})")
             if (qat.accuracy, qat.top1_agreement) > (ptq.accuracy, ptq.top1_agreement):
-                int8_model, chosen = qat_model, "qat"
+                int8_model, int8_batch1, chosen = qat_model, qat_batch1, "qat"
         except QatUnsupported as exc:
             qat_error = str(exc)
             progress(f"{job.shard_id}: {qat_error}; keeping PTQ")
     source = ShardSource(job.shard_id, job.k, prefix, int8_model, chosen, teacher.calibration_x,
-                         teacher.holdout_x, teacher.holdout_y, float_logits)
+                         teacher.holdout_x, teacher.holdout_y, float_logits, int8_batch1)
     artefacts = []
     for target in job.targets:
         progress(f"{job.shard_id}: exporting for {target}")

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema_fb
 
 from export.converter_log import captured_native_stderr
+from export.tflite_graph import operator_names
 
 ALL_SIGNATURES: tuple[str, ...] = ("train", "infer", "get_weights", "set_weights")
 KEY_SEPARATOR = "__"
@@ -171,29 +172,11 @@ def export_trainable_student(
     return bytes(tflite_model)
 
 
-_BUILTIN_NAMES = {v: k for k, v in vars(schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def assert_builtins_only(tflite_bytes: bytes) -> list[str]:
-    """Sorted op names used by the model; ValueError naming any Flex/custom op."""
-    if len(tflite_bytes) < 8 or bytes(tflite_bytes[4:8]) != b"TFL3":
-        raise ValueError("not a TFLite flatbuffer (missing the TFL3 identifier)")
-    model = schema_fb.Model.GetRootAsModel(bytearray(tflite_bytes), 0)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        if code == schema_fb.BuiltinOperator.CUSTOM:
-            custom = (oc.CustomCode() or b"").decode()
-            codes.append(custom if custom.startswith("Flex") else f"CUSTOM:{custom}")
-        else:
-            codes.append(_BUILTIN_NAMES.get(code, f"UNKNOWN_{code}"))
-    used: set[str] = set()
-    for g in range(model.SubgraphsLength()):
-        sub = model.Subgraphs(g)
-        for j in range(sub.OperatorsLength()):
-            used.add(codes[sub.Operators(j).OpcodeIndex()])
-    bad = sorted(op for op in set(codes) if op.startswith(("Flex", "CUSTOM:", "UNKNOWN_")))
+    """Sorted op names used by the model (all subgraphs); ValueError naming any Flex/custom op it declares."""
+    declared, used = operator_names(tflite_bytes)
+    bad = sorted({op.removeprefix("CUSTOM:") if op.startswith("CUSTOM:Flex") else op
+                  for op in declared if op.startswith(("CUSTOM:", "UNKNOWN_"))})
     if bad:
         raise ValueError(
             f"model uses non-builtin ops {bad}: keep shapes static, use dense layers and "

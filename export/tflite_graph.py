@@ -53,11 +53,39 @@ class OpInfo:
         return None
 
 
-def _main_graph(tflite_bytes: bytes):
+def _model(tflite_bytes: bytes):
     if len(tflite_bytes) < 8 or bytes(tflite_bytes[4:8]) != b"TFL3":
         raise ValueError("not a TFLite flatbuffer (missing the TFL3 identifier)")
-    model = schema_fb.Model.GetRootAsModel(bytearray(tflite_bytes), 0)
+    return schema_fb.Model.GetRootAsModel(bytearray(tflite_bytes), 0)
+
+
+def _main_graph(tflite_bytes: bytes):
+    model = _model(tflite_bytes)
     return model, model.Subgraphs(0)
+
+
+def _op_code_names(model) -> list[str]:
+    """Name of each operator code: the builtin's name, CUSTOM:<custom code> or UNKNOWN_<code>."""
+    names = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema_fb.BuiltinOperator.CUSTOM:
+            names.append(f"CUSTOM:{(code.CustomCode() or b'').decode()}")
+        else:
+            names.append(_OP_NAMES.get(builtin, f"UNKNOWN_{builtin}"))
+    return names
+
+
+def operator_names(tflite_bytes: bytes) -> tuple[list[str], set[str]]:
+    """Every operator code the model declares, and the names used by the operators of all its subgraphs."""
+    model = _model(tflite_bytes)
+    declared = _op_code_names(model)
+    used = set()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        used.update(declared[graph.Operators(j).OpcodeIndex()] for j in range(graph.OperatorsLength()))
+    return declared, used
 
 
 def _tensor(model, graph, i: int) -> TensorInfo:
@@ -74,17 +102,13 @@ def _tensor(model, graph, i: int) -> TensorInfo:
 def read_ops(tflite_bytes: bytes) -> list[OpInfo]:
     """Operators of the model's first subgraph (the one interpreters run) with their tensors."""
     model, graph = _main_graph(tflite_bytes)
+    names = _op_code_names(model)
     ops = []
     for j in range(graph.OperatorsLength()):
         op = graph.Operators(j)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = _OP_NAMES.get(builtin, f"UNKNOWN_{builtin}")
-        if builtin == schema_fb.BuiltinOperator.CUSTOM:
-            name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
         ins = tuple(_tensor(model, graph, int(i)) for i in op.InputsAsNumpy() if i >= 0) if op.InputsLength() else ()
         outs = tuple(_tensor(model, graph, int(i)) for i in op.OutputsAsNumpy() if i >= 0) if op.OutputsLength() else ()
-        ops.append(OpInfo(j, name, int(code.Version()), ins, outs))
+        ops.append(OpInfo(j, names[op.OpcodeIndex()], int(model.OperatorCodes(op.OpcodeIndex()).Version()), ins, outs))
     return ops
 
 

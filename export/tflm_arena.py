@@ -16,16 +16,12 @@ too small, so no probing with small arenas happens here.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from export.converter_log import captured_native_stderr
 
 _LINE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation (total|head|tail) (\d+) bytes")
 
@@ -51,7 +47,7 @@ def measure_arena(tflite_bytes: bytes, arena_size: int | None = None) -> ArenaUs
     size = arena_size if arena_size is not None else _generous_arena(tflite_bytes)
     with _captured_fd2() as captured:
         ok = _allocate_and_invoke(tflite_bytes, size, print_allocations=True)
-    text = captured.getvalue()
+    text = captured.text
     if not ok:
         raise ArenaMeasurementError(
             f"TFLite-Micro could not allocate or run the model with a {size:,} B arena: "
@@ -68,14 +64,15 @@ def measure_arena_bytes(tflite_bytes: bytes) -> int:
     return measure_arena(tflite_bytes).total_bytes
 
 
-def minimum_arena_bytes(tflite_bytes: bytes, step: int = 16) -> int:
+def minimum_arena_bytes(tflite_bytes: bytes, step: int = 16, recorded_total: int | None = None) -> int:
     """Smallest multiple of step, not below the recorded total, with which TFLite-Micro allocates and invokes.
 
     The recorded total can fall short of what allocation needs (temporary allocations during
     kernel Prepare are not in it), so this searches upward from it, doubling the distance until an
     arena works, then bisects. Only arenas >= the recorded total are tried (see the module
-    docstring on why far smaller ones are never probed)."""
-    total = measure_arena(tflite_bytes).total_bytes
+    docstring on why far smaller ones are never probed). Pass recorded_total (measure_arena_bytes)
+    if it is already known, so the model is not measured twice."""
+    total = recorded_total if recorded_total is not None else measure_arena(tflite_bytes).total_bytes
     first = -(-total // step) * step
     with _captured_fd2():
         if _allocate_and_invoke(tflite_bytes, first):
@@ -136,37 +133,9 @@ def _num_inputs(tflite_bytes: bytes) -> int:
     return len(runtime.convert_bytearray_to_object(bytearray(tflite_bytes)).subgraphs[0].inputs)
 
 
-class _Captured:
-    def __init__(self) -> None:
-        self._text = ""
-
-    def getvalue(self) -> str:
-        return self._text
-
-
-@contextlib.contextmanager
-def _captured_fd2() -> Iterator[_Captured]:
+def _captured_fd2():
     """Collect what native code writes to fd 2 during the block (TFLM's MicroPrintf goes there)."""
-    out = _Captured()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield out
-        finally:
-            _flush_c_stdio()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            out._text = sink.read().decode("utf-8", "replace")
-
-
-def _flush_c_stdio() -> None:
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass
+    return captured_native_stderr(replay_on_error=False)
 
 
 def _last_lines(text: str, n: int = 3) -> str:

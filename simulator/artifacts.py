@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow as tf
 
 from cloud.planner import DeviceProfile, ShardAssignment, ShardCandidate, plan_shards
-from cloud.profiler import PrefixProfile, profile_teacher
-from cloud.student import build_student
+from cloud.profiler import PrefixProfile, layer_flops, profile_teacher
+from cloud.student import build_student, student_weight_names
 from cloud.teacher_store import TeacherBundle
 from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
 from edge.wire import content_hash
@@ -25,8 +26,7 @@ class CloudArtifacts:
 
     split: FederatedSplit
     teacher_params: int
-    teacher_accuracy: float
-    exit_accuracies: list[float]
+    exit_accuracies: list[float]  # on the test split, shallowest exit first
     profiles: list[PrefixProfile]
     shards: dict[str, bytes]
     shard_checks: dict[str, ShardCheck]
@@ -35,6 +35,16 @@ class CloudArtifacts:
     student_weights: dict[str, np.ndarray]
     student_flops_per_sample: int
     prefix_shards: dict[int, bytes] = field(default_factory=dict)  # every prefix's int8 shard, by exit k
+
+    @property
+    def teacher_accuracy(self) -> float:
+        """The full teacher's (final exit's) test accuracy."""
+        return self.exit_accuracies[-1]
+
+
+def forward_flops(model: tf.keras.Model) -> int:
+    """Forward FLOPs per sample of every layer of the model (all exits), by cloud.profiler.layer_flops."""
+    return int(sum(layer_flops(l) for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)))
 
 
 def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSplit) -> list[DeviceProfile]:
@@ -76,14 +86,6 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     input_dim = int(np.prod(split.cloud.x.shape[1:]))
     student = build_student(input_dim, config.student_hidden, 10, seed=config.seed)
     program = export_trainable_student(student, batch_size=config.batch_size)
-    weights = _keras_weights(student)
-    dims = [input_dim, *config.student_hidden, 10]
-    student_flops = sum(2 * a * b + b for a, b in zip(dims[:-1], dims[1:]))
-    return CloudArtifacts(split, teacher.count_params(), test_acc[-1], test_acc, profiles, shards, checks,
-                          assignments, program, weights, student_flops, exported)
-
-
-def _keras_weights(model) -> dict[str, np.ndarray]:
-    from cloud.student import student_weight_names
-
-    return {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(model), model.weights)}
+    weights = {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(student), student.weights)}
+    return CloudArtifacts(split, teacher.count_params(), test_acc, profiles, shards, checks,
+                          assignments, program, weights, forward_flops(student), exported)

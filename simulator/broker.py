@@ -421,7 +421,6 @@ class EmbeddedBroker(_ProcessBroker):
             "shutdown_timeout": 8,
             "fix_retained_replay": self.fix_retained_replay,
         }
-        (workdir / "amqtt.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         return [self.python, "-c", _AMQTT_CHILD, json.dumps(settings)]
 
     def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloud.strategy import DpMode
+from edge.chunking import DEFAULT_CHUNK_LIMIT
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ExperimentConfig:
     batch_size: int = 16
     budget_span: tuple[float, float] = (0.1, 1.0)  # budgets as fractions of the full teacher (paper: 0.5..5 GFLOP)
     comm_lambda: float = 0.05
-    chunk_limit: int = 128 * 1024
+    chunk_limit: int = DEFAULT_CHUNK_LIMIT
     deadline_s: float = 120.0
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ it does not claim more data than digits has.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,31 +36,48 @@ class ScalingPoint:
     accuracy: float
 
 
+@dataclass(frozen=True)
+class DevicePool:
+    """The devices' data pooled, with the largest shard's logits and the hard targets, computed once."""
+
+    shard_id: str
+    flat: np.ndarray
+    logits: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def from_artifacts(cls, art: CloudArtifacts, num_classes: int) -> "DevicePool":
+        x = np.concatenate([d.x for d in art.split.devices])
+        y = np.concatenate([d.y for d in art.split.devices])
+        shard_id = max(art.shards, key=lambda s: len(art.shards[s]))
+        logits = ShardRunner.from_bytes(art.shards[shard_id]).logits(x)
+        return cls(shard_id, x.reshape(len(x), -1), logits, distillation_targets(logits, y, num_classes))
+
+
 def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, target_epsilon: float,
-              delta: float, clip: float, samples_per_device: int, seed: int) -> ScalingPoint:
-    """Federate `rounds` rounds over `fleet_size` virtual devices (all participate) and evaluate."""
+              delta: float, clip: float, samples_per_device: int, seed: int,
+              student: TrainableStudent | None = None, pool: DevicePool | None = None) -> ScalingPoint:
+    """Federate `rounds` rounds over `fleet_size` virtual devices (all participate) and evaluate.
+
+    student, pool: the LiteRT student and the pooled data, to share them between points."""
     rng = np.random.default_rng(seed)
     z = 0.0 if mode is DpMode.NONE else calibrate_noise_multiplier(target_epsilon, 1.0, rounds, delta)
-    pool_x = np.concatenate([d.x for d in art.split.devices])
-    pool_y = np.concatenate([d.y for d in art.split.devices])
-    shard_id = max(art.shards, key=lambda s: len(art.shards[s]))
-    pool_logits = ShardRunner.from_bytes(art.shards[shard_id]).logits(pool_x)
-    student = TrainableStudent.from_bytes(art.student_program)
-    plan = DevicePlan("scaling", "virtual", shard_id, "-", "-", rounds, mode.value, clip, z, local_epochs=3, lr=0.1)
+    if student is None:
+        student = TrainableStudent.from_bytes(art.student_program)
+    if pool is None:
+        pool = DevicePool.from_artifacts(art, student.num_classes)
+    plan = DevicePlan("scaling", "virtual", pool.shard_id, "-", "-", rounds, mode.value, clip, z, local_epochs=3, lr=0.1)
     config = FedAvgConfig(mode, clip, z if mode is DpMode.CENTRAL else 0.0)
     weights = dict(art.student_weights)
-    flat = pool_x.reshape(len(pool_x), -1)
     for r in range(rounds):
         updates = []
         for i in range(fleet_size):
-            idx = rng.integers(0, len(pool_x), samples_per_device)
-            targets = distillation_targets(pool_logits[idx], pool_y[idx], student.num_classes)
-            res = train_round(student, weights, flat[idx], targets, pool_logits[idx], plan, rng)
+            idx = rng.integers(0, len(pool.flat), samples_per_device)
+            res = train_round(student, weights, pool.flat[idx], pool.targets[idx], pool.logits[idx], plan, rng)
             updates.append(AcceptedUpdate(f"v{i}", res.delta, res.num_examples))
         weights = aggregate(weights, updates, config, seed=seed * 1000 + r).weights
     student.set_weights(weights)
-    test_flat = art.split.test.x.reshape(len(art.split.test.x), -1)
-    acc = float(np.mean(np.argmax(student.predict_logits(test_flat), 1) == art.split.test.y))
+    acc = student.accuracy(art.split.test.x.reshape(len(art.split.test), -1), art.split.test.y)
     eps = 0.0 if mode is DpMode.NONE else compute_epsilon(z, 1.0, rounds, delta)
     return ScalingPoint(mode.value, fleet_size, z, eps, acc)
 
@@ -70,7 +87,9 @@ def run_scaling(art: CloudArtifacts, fleet_sizes: list[int], rounds: int, target
     """All modes x fleet sizes; writes dp_scaling.json, dp_scaling.md and dp_scaling.png into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = [(m, k) for m in (DpMode.NONE, DpMode.CENTRAL, DpMode.LOCAL) for k in fleet_sizes]
-    points = [run_point(art, m, k, rounds, target_epsilon, delta, clip, samples_per_device, seed)
+    student = TrainableStudent.from_bytes(art.student_program)
+    pool = DevicePool.from_artifacts(art, student.num_classes)
+    points = [run_point(art, m, k, rounds, target_epsilon, delta, clip, samples_per_device, seed, student, pool)
               for m, k in tqdm(grid, desc="dp scaling", unit="fleet")]
     (out_dir / "dp_scaling.json").write_text(json.dumps([p.__dict__ for p in points], indent=2))
     _plot(points, target_epsilon, out_dir / "dp_scaling.png")

@@ -67,7 +67,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
     """The metrics.json contents (issue 2's list, plus per-shard and per-round detail)."""
     by_device = {a.device_id: a for a in art.assignments}
     train_flops = 3 * art.student_flops_per_sample  # forward + backward ~ 3x forward
-    local_flops = {d: int(a.flops_per_epoch + train_flops * len(data) * 1)
+    local_flops = {d: int(a.flops_per_epoch + train_flops * len(data))
                    for (d, a), data in zip(by_device.items(), art.split.devices)}
     shards = {}
     for sid, blob in art.shards.items():

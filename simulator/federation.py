@@ -11,10 +11,11 @@ import numpy as np
 
 from cloud.aggregator import AggregatorService
 from cloud.fleet_bundle import FleetBundle, RoundSettings
+from cloud.serve import student_evaluator
 from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
-from edge.student_runtime import TrainableStudent
+from edge.topics import FleetTopics
 from edge.wire import content_hash
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
@@ -30,18 +31,6 @@ class FederationOutcome:
     final_weights: dict[str, np.ndarray]
     device_traffic: dict[str, list[TrafficRecord]]
     epsilon: float | None
-
-
-def student_evaluator(program: bytes, x: np.ndarray, y: np.ndarray) -> Callable[[dict], dict]:
-    """Accuracy of given student weights on (x, y), computed by the same LiteRT program devices run."""
-    student = TrainableStudent.from_bytes(program)
-    flat = x.reshape(len(x), -1)
-
-    def evaluate(weights: dict[str, np.ndarray]) -> dict:
-        student.set_weights(weights)
-        return {"accuracy": float(np.mean(np.argmax(student.predict_logits(flat), 1) == y))}
-
-    return evaluate
 
 
 def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str) -> FleetBundle:
@@ -60,10 +49,11 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                    on_round_end: Callable[[dict], None] | None = None) -> FederationOutcome:
     """Start agents and the aggregator, run all rounds, stop everything, return the outcome."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
+    topics = FleetTopics(fleet)
     agents = []
     for i, (plan, data) in enumerate(zip(bundle.plans, art.split.devices)):
         session = MqttSession(f"{fleet}-{plan.device}", host, port, config.chunk_limit,
-                              will=(f"dmskd/{fleet}/status/{plan.device}", b"offline"))
+                              will=(topics.status(plan.device), b"offline"))
         agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.y, seed=config.seed * 1000 + i,
                                   outbox_dir=run_dir / "outbox"))
     agg_session = MqttSession(f"{fleet}-aggregator", host, port, config.chunk_limit)
@@ -81,11 +71,10 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
             agent.finished.wait(timeout=10)
     finally:
         for agent in agents:
-            if agent.session is not None:
-                try:
-                    agent.stop()
-                except Exception:  # a broken agent must not hide the run's result
-                    log.exception("stopping %s failed", agent.device_id)
+            try:
+                agent.stop()
+            except Exception:  # a broken agent must not hide the run's result
+                log.exception("stopping %s failed", agent.device_id)
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
                              service.ledger.epsilon if service.ledger else None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from export.op_support import TARGETS
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -30,4 +32,4 @@ def exporter(target: str):
     if target == "mcu":
         from export.targets.mcu import export_mcu
         return export_mcu
-    raise ValueError(f"unknown target {target!r}; choose one of linux, edgetpu, mcu")
+    raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")

@@ -70,7 +70,10 @@ def cpu_fallbacks(model: bytes, layer_names) -> list[CpuFallback]:
 
 def check_edgetpu(model: bytes, layer_names) -> None:
     """UnsupportedOnTarget naming layer, operation and target for every CPU fallback."""
-    fallbacks = cpu_fallbacks(model, layer_names)
+    _refuse(cpu_fallbacks(model, layer_names))
+
+
+def _refuse(fallbacks: list[CpuFallback]) -> None:
     if fallbacks:
         raise UnsupportedOnTarget(
             [Unsupported(TARGET, f.layer, f.operation, "; ".join(f.reasons)) for f in fallbacks],
@@ -81,8 +84,8 @@ def export_edgetpu(source: ShardSource, out: Path, options: ExportOptions) -> li
     """Write edgetpu/<name>_int8.tflite and its report; verify it in LiteRT (CPU kernels)."""
     model = convert_int8(source.int8_model, source.calibration_x, target=TARGET, io_type="uint8", batch=1)
     fallbacks = cpu_fallbacks(model, source.layer_names)
-    if fallbacks and not options.allow_cpu_fallback:
-        check_edgetpu(model, source.layer_names)
+    if not options.allow_cpu_fallback:
+        _refuse(fallbacks)
     rel = f"{TARGET}/{source.name}_int8.tflite"
     command = compile_command(rel, f"{TARGET}/compiled")
     entry = write_file(out, rel, model)

@@ -62,12 +62,6 @@ def device_plan(settings: DistillSettings, device: str, shard: DeviceShard, stud
                       settings.alpha, settings.tau, settings.lr)
 
 
-def student_accuracy(student: TrainableStudent, weights: dict[str, np.ndarray], test: Dataset) -> float:
-    student.set_weights(weights)
-    logits = student.predict_logits(test.x.reshape(len(test.x), -1))
-    return float(np.mean(np.argmax(logits, axis=1) == test.y))
-
-
 def run_distillation(method: str, student_program: bytes, initial_weights: dict[str, np.ndarray],
                      devices: list[Dataset], shards: list[DeviceShard], test: Dataset, settings: DistillSettings,
                      student_flops_per_sample: int,
@@ -80,12 +74,19 @@ def run_distillation(method: str, student_program: bytes, initial_weights: dict[
     student = TrainableStudent.from_bytes(student_program)
     plans = [device_plan(settings, f"dev{i:03d}", s, content_hash(student_program)) for i, s in enumerate(shards)]
     rngs = [np.random.default_rng(settings.seed * 1000 + i) for i in range(len(devices))]
-    logits = [ShardRunner.from_bytes(s.model).logits(d.x) for s, d in zip(shards, devices)]
+    runners = {sid: ShardRunner.from_bytes(model) for sid, model in {s.shard_id: s.model for s in shards}.items()}
+    logits = [runners[s.shard_id].logits(d.x) for s, d in zip(shards, devices)]
     targets = [distillation_targets(z, d.y, student.num_classes) for z, d in zip(logits, devices)]
     flats = [d.x.reshape(len(d), -1) for d in devices]
+    test_flat = test.x.reshape(len(test), -1)
+
+    def accuracy(weights: dict[str, np.ndarray]) -> float:
+        student.set_weights(weights)
+        return student.accuracy(test_flat, test.y)
+
     global_w = dict(initial_weights)
     result = MethodResult(
-        method, student_accuracy(student, global_w, test),
+        method, accuracy(global_w),
         one_off_bytes=sum(len(s.model) + len(student_program) for s in shards),
         flops_per_epoch_mean=float(np.mean([(s.flops_per_sample + 3 * student_flops_per_sample) * len(d)
                                             for s, d in zip(shards, devices)])),
@@ -95,7 +96,7 @@ def run_distillation(method: str, student_program: bytes, initial_weights: dict[
         down = global_model_payload(global_w, settings.fleet, r)
         received = received_global_model(down)
         updates, up_bytes = [], 0
-        for plan, rng, x, t, z, data in zip(plans, rngs, flats, targets, logits, devices):
+        for plan, rng, x, t, z in zip(plans, rngs, flats, targets, logits):
             local = train_round(student, received, x, t, z, plan, rng)
             blob = update_payload(local.delta, update_meta(settings.fleet, plan.device, r, local.num_examples,
                                                            clip=plan.clip, dp_mode=plan.dp_mode))
@@ -103,7 +104,7 @@ def run_distillation(method: str, student_program: bytes, initial_weights: dict[
             tensors, meta = received_update(blob)
             updates.append(AcceptedUpdate(meta.device, tensors, meta.num_examples))
         global_w = aggregate(global_w, updates, agg, seed=settings.seed * 100_003 + r).weights
-        result.record_round(student_accuracy(student, global_w, test), up_bytes, len(down) * len(devices))
+        result.record_round(accuracy(global_w), up_bytes, len(down) * len(devices))
         if on_round:
             on_round(r, result.accuracy_per_round[-1])
     if agg.dp_mode is DpMode.CENTRAL:

@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from cloud.accounting import compute_epsilon
-from cloud.profiler import layer_flops
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
 from edge.privacy import clip_update
 from edge.wire import FLOAT32_DELTA
+from simulator.artifacts import forward_flops
 from simulator.baselines.payloads import (global_model_payload, received_global_model, received_update,
                                           update_meta, update_payload)
 from simulator.baselines.result import MethodResult
@@ -60,11 +60,6 @@ def keras_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
 
 def set_keras_weights(model: tf.keras.Model, weights: dict[str, np.ndarray]) -> None:
     model.set_weights([weights[w.name.removesuffix(":0")] for w in model.weights])
-
-
-def forward_flops(model: tf.keras.Model) -> int:
-    """Forward FLOPs per sample of every layer of the model (all exits), by cloud.profiler.layer_flops."""
-    return int(sum(layer_flops(l) for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)))
 
 
 def final_exit_accuracy(model: tf.keras.Model, data: Dataset) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.wire import (FLOAT32_DELTA, UINT8_AFFINE_DELTA, UpdateMeta, WeightsMeta, decode_update, decode_weights,
-                       encode_update, encode_weights)
+                       encode_update, encode_weights, update_id)
 from simulator.baselines.quantization import dequantize_update, quantize_update
 
 ENCODINGS = (FLOAT32_DELTA, UINT8_AFFINE_DELTA)
@@ -44,6 +44,6 @@ def received_update(blob: bytes) -> tuple[dict[str, np.ndarray], UpdateMeta]:
 
 def update_meta(fleet: str, device: str, round_: int, num_examples: int, encoding: str = FLOAT32_DELTA,
                 clip: float = 0.0, noise_multiplier: float = 0.0, dp_mode: str = "none") -> UpdateMeta:
-    """Metadata of one update, with an idempotent id like the device agent's (device:round:version)."""
+    """Metadata of one update (global version = round), with the device agent's idempotent id."""
     return UpdateMeta(fleet, device, round_, round_, num_examples, clip, noise_multiplier, dp_mode,
-                      f"{device}:{round_}:{round_}", encoding)
+                      update_id(device, round_, round_), encoding)

@@ -26,7 +26,6 @@ def test_every_edge_module_imports_where_tensorflow_cannot_be_imported():
         "    raise SystemExit('tensorflow was importable')\n"
         "except ImportError:\n"
         "    pass\n"
-        "ours = {'edge'}\n"
         "top = {n.split('.')[0] for n, m in sys.modules.items() if m is not None and getattr(m, '__file__', None)\n"
         "       and 'site-packages' in (m.__file__ or '')}\n"
         "print(' '.join(sorted(top)))\n"

@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.chunking import DEFAULT_CHUNK_LIMIT as CHUNK_LIMIT  # DMSKD's largest chunk (AWS IoT Core's cap)
 from simulator.broker import (
     BrokerError,
     EmbeddedBroker,
@@ -23,7 +24,6 @@ from simulator.broker import (
 )
 
 TIMEOUT = 5.0  # seconds for any single wait
-CHUNK_LIMIT = 128 * 1024  # DMSKD's largest chunk (AWS IoT Core's cap)
 
 
 @pytest.fixture(scope="module", params=["mosquitto", "amqtt"])

@@ -7,10 +7,11 @@ import threading
 
 import numpy as np
 
+from cloud.serve import student_evaluator
 from edge.mqtt_session import MqttSession
 from edge.topics import FleetTopics
 from edge.wire import UpdateMeta, encode_update
-from simulator.federation import run_federation, student_evaluator
+from simulator.federation import run_federation
 
 
 def test_global_student_changes_and_improves_over_rounds(broker, tiny_config, tiny_cloud, tmp_path):
@@ -52,7 +53,7 @@ def test_malformed_updates_are_rejected_while_round_completes(broker, tiny_confi
         truncated = encode_update(good, dataclasses.replace(meta, device=known[2]))[:40]
         rogue.publish(topics.update(0, known[2]), truncated)
 
-    rogue.subscribe(f"{topics.root}/model/+", attack)
+    rogue.subscribe(topics.all_models, attack)
     rogue.connect()
     try:
         out = run_federation(dataclasses.replace(tiny_config, rounds=1), tiny_cloud, broker.host, broker.port,
