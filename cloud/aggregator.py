@@ -176,7 +176,7 @@ class AggregatorService:
         weights, state = found
         if {k: tuple(v.shape) for k, v in weights.items()} != self.template:
             raise ValueError(f"checkpoint in {self.checkpoint_dir} is for another student architecture; "
-                             f"use a fresh --run-dir")
+                             f"point --checkpoint (or the simulator's --run-dir) at a fresh directory")
         self.weights, self.state = weights, state
         if self.ledger is not None:
             self.ledger.rounds_spent = state.rounds_spent

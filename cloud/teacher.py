@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from export.teacher_dir import prefix_model  # noqa: F401  (P_k lives with the exporter; cloud re-exports it)
+
 
 @dataclass(frozen=True)
 class TeacherConfig:
@@ -37,13 +39,6 @@ def build_teacher(config: TeacherConfig = TeacherConfig(), seed: int = 0) -> tf.
 def num_exits(teacher: tf.keras.Model) -> int:
     """How many exits (prefixes) the teacher has."""
     return len(teacher.outputs)
-
-
-def prefix_model(teacher: tf.keras.Model, k: int) -> tf.keras.Model:
-    """Prefix P_k = B1..Bk + Hk as a standalone classifier sharing the teacher's weights."""
-    if not 1 <= k <= num_exits(teacher):
-        raise ValueError(f"prefix {k} does not exist; the teacher has exits 1..{num_exits(teacher)}")
-    return tf.keras.Model(teacher.inputs, teacher.outputs[k - 1], name=f"prefix_{k}")
 
 
 def train_teacher(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 30,

@@ -38,12 +38,18 @@ class TeacherData:
         return len(self.model.outputs)
 
     def prefix(self, k: int) -> tf.keras.Model:
-        """P_k = B1..Bk + Hk as a standalone classifier (same one-liner as cloud.teacher.prefix_model)."""
-        import tensorflow as tf
+        """P_k = B1..Bk + Hk as a standalone classifier."""
+        return prefix_model(self.model, k, where=f" in {self.directory}")
 
-        if not 1 <= k <= self.num_exits:
-            raise InputError(f"prefix p{k} does not exist: the teacher in {self.directory} has exits 1..{self.num_exits}")
-        return tf.keras.Model(self.model.inputs, self.model.outputs[k - 1], name=f"prefix_{k}")
+
+def prefix_model(teacher: tf.keras.Model, k: int, where: str = "") -> tf.keras.Model:
+    """Prefix P_k = B1..Bk + Hk as a standalone classifier sharing the teacher's weights."""
+    import tensorflow as tf
+
+    exits = len(teacher.outputs)
+    if not 1 <= k <= exits:
+        raise InputError(f"prefix p{k} does not exist: the teacher{where} has exits 1..{exits}")
+    return tf.keras.Model(teacher.inputs, teacher.outputs[k - 1], name=f"prefix_{k}")
 
 
 def missing_teacher_files(directory: Path) -> list[str]:

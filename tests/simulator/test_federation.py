@@ -40,18 +40,19 @@ def test_malformed_updates_are_rejected_while_round_completes(broker, tiny_confi
     rogue = MqttSession("rogue-client", broker.host, broker.port)
     sent = threading.Event()
 
+    known = [a.device_id for a in tiny_cloud.assignments]
+    attacks = [  # encoded up front, so they leave the moment round 0 opens, before any device has trained
+        (topics.update(0, "intruder"), encode_update(good, meta)),
+        (topics.update(0, known[0]), encode_update(nan, dataclasses.replace(meta, device=known[0]))),
+        (topics.update(0, known[1]), encode_update(wrong_shape, dataclasses.replace(meta, device=known[1]))),
+        (topics.update(0, known[2]), encode_update(good, dataclasses.replace(meta, device=known[2]))[:40]),
+    ]
+
     def attack(topic: str, payload: bytes) -> None:
         if topic.endswith("/model/0") and not sent.is_set():
             sent.set()
-            threading.Thread(target=send_attacks).start()
-
-    def send_attacks() -> None:
-        known = [a.device_id for a in tiny_cloud.assignments]
-        rogue.publish(topics.update(0, "intruder"), encode_update(good, meta))
-        for dev, tensors in ((known[0], nan), (known[1], wrong_shape)):
-            rogue.publish(topics.update(0, dev), encode_update(tensors, dataclasses.replace(meta, device=dev)))
-        truncated = encode_update(good, dataclasses.replace(meta, device=known[2]))[:40]
-        rogue.publish(topics.update(0, known[2]), truncated)
+            for attack_topic, blob in attacks:
+                rogue.publish(attack_topic, blob, wait=False)
 
     rogue.subscribe(topics.all_models, attack)
     rogue.connect()
