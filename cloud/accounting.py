@@ -46,29 +46,66 @@ def calibrate_noise_multiplier(target_epsilon: float, participation: float, roun
         bracket_interval=dp_accounting.LowerEndpointAndGuess(0.05, 1.0)))
 
 
-@dataclass
-class PrivacyLedger:
-    """Rounds spent so far against an epsilon budget; refuses a round that would exceed it."""
+def epsilon_of(events: tuple[dp_accounting.DpEvent, ...], delta: float) -> float:
+    """Epsilon at delta of the composition of `events`, by the RDP accountant (runs of equal events grouped)."""
+    if not events:
+        return 0.0
+    groups: list[list] = []
+    for e in events:
+        if groups and groups[-1][0] == e:
+            groups[-1][1] += 1
+        else:
+            groups.append([e, 1])
+    accountant = dp_accounting.rdp.RdpAccountant(DEFAULT_ORDERS)
+    accountant.compose(dp_accounting.ComposedDpEvent([dp_accounting.SelfComposedDpEvent(e, n) for e, n in groups]))
+    return float(accountant.get_epsilon(delta))
 
-    noise_multiplier: float
-    participation: float
+
+def event_to_json(event: dp_accounting.DpEvent) -> dict:
+    """A round's DpEvent as JSON (Gaussian, optionally Poisson-sampled), for checkpoints."""
+    if isinstance(event, dp_accounting.PoissonSampledDpEvent):
+        return {"poisson_q": float(event.sampling_probability), **event_to_json(event.event)}
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        return {"gaussian_z": float(event.noise_multiplier)}
+    raise ValueError(f"cannot store privacy event {event!r}; only (Poisson-sampled) Gaussian events are used")
+
+
+def event_from_json(raw: dict) -> dp_accounting.DpEvent:
+    """Inverse of event_to_json."""
+    try:
+        gaussian = dp_accounting.GaussianDpEvent(float(raw["gaussian_z"]))
+        return dp_accounting.PoissonSampledDpEvent(float(raw["poisson_q"]), gaussian) if "poisson_q" in raw \
+            else gaussian
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable privacy event {raw!r} in the checkpoint; delete the checkpoint to start over") \
+            from exc
+
+
+@dataclass(frozen=True)
+class PrivacyLedger:
+    """The privacy events of the rounds released so far against an epsilon budget (None: no limit)."""
+
     delta: float
     max_epsilon: float | None = None
-    rounds_spent: int = 0
+    events: tuple[dp_accounting.DpEvent, ...] = ()
 
     @property
     def epsilon(self) -> float:
-        return compute_epsilon(self.noise_multiplier, self.participation, self.rounds_spent, self.delta)
+        return epsilon_of(self.events, self.delta)
 
-    def can_spend_round(self) -> bool:
-        """Whether one more round stays within max_epsilon."""
+    @property
+    def rounds_spent(self) -> int:
+        return len(self.events)
+
+    def allows(self, event: dp_accounting.DpEvent) -> bool:
+        """Whether releasing one more round with `event` stays within max_epsilon."""
         if self.max_epsilon is None:
             return True
-        nxt = compute_epsilon(self.noise_multiplier, self.participation, self.rounds_spent + 1, self.delta)
-        return nxt <= self.max_epsilon * (1 + 1e-9)
+        return epsilon_of((*self.events, event), self.delta) <= self.max_epsilon * (1 + 1e-9)
 
-    def spend_round(self) -> None:
-        if not self.can_spend_round():
+    def spend(self, event: dp_accounting.DpEvent) -> PrivacyLedger:
+        """The ledger after one more release; refuses one that would exceed the budget."""
+        if not self.allows(event):
             raise RuntimeError(f"round {self.rounds_spent + 1} would exceed the privacy budget "
                                f"epsilon={self.max_epsilon} at delta={self.delta}")
-        self.rounds_spent += 1
+        return PrivacyLedger(self.delta, self.max_epsilon, (*self.events, event))

@@ -1,8 +1,10 @@
-"""The aggregator as an MQTT service: publish the fleet, run rounds, FedAvg, checkpoint.
+"""The aggregator as an MQTT adapter of the round engine: receive, wait, apply, publish, checkpoint.
 
-Rounds close on a quorum of accepted updates or a deadline, whichever comes first. Every
-rejection is logged and published in round/<r>/result. After each round the global weights
-and state are checkpointed, so a restarted aggregator resumes where it stopped.
+All round logic (cohort, admission, aggregation, privacy, seeding, records) is the engine's
+(cloud/round_engine.py). This service only moves bytes: it publishes the fleet and each round's
+global model, offers every arriving update to the open round's inbox, closes the round on a quorum
+of accepted updates or a deadline, publishes round/<r>/result and checkpoints, so a restarted
+aggregator resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -11,80 +13,67 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from cloud.accounting import PrivacyLedger
-from cloud.fleet_bundle import FleetBundle
-from cloud.checkpoint import AggregatorState, load_checkpoint, save_checkpoint
-from cloud.round_inbox import RoundInbox
-from cloud.strategy import DpMode, FedAvgConfig, aggregate
+from cloud.checkpoint import load_checkpoint, save_checkpoint
+from cloud.fleet_bundle import FleetBundle, engine_config
+from cloud.round_engine import Evaluate, OpenRound, RoundEngine, RoundRecord, RoundState, state_from_json, state_to_json
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.topics import FleetTopics
-from edge.wire import WeightsMeta, encode_weights
 
 log = logging.getLogger("dmskd.aggregator")
-
-Evaluate = Callable[[dict[str, np.ndarray]], dict]
 
 
 @dataclass(frozen=True)
 class RoundPolicy:
-    """When a round closes: enough accepted updates, or the deadline."""
+    """When a round closes: `quorum` accepted updates, or `deadline_s` seconds after it opened."""
 
-    rounds: int
     quorum: int
     deadline_s: float = 120.0
 
 
 class AggregatorService:
-    """Subscribes to updates, averages them and publishes the next global student.
+    """Subscribes to updates and drives `engine` round by round over `session`."""
 
-    ledger: the privacy accountant of a DP run (None without DP); rounds are spent against it."""
-
-    def __init__(self, fleet: str, session: MqttSession, devices: list[str], initial_weights: dict[str, np.ndarray],
-                 config: FedAvgConfig, policy: RoundPolicy, ledger: PrivacyLedger | None = None,
-                 checkpoint_dir: str | Path | None = None, evaluate: Evaluate | None = None, seed: int = 0,
-                 on_round_end: Callable[[dict], None] | None = None) -> None:
-        self.fleet, self.session, self.devices = fleet, session, frozenset(devices)
-        self.topics = FleetTopics(fleet)
-        self.config, self.policy, self.ledger = config, policy, ledger
+    def __init__(self, session: MqttSession, engine: RoundEngine, initial_weights: dict[str, np.ndarray],
+                 seed: np.random.SeedSequence, policy: RoundPolicy, checkpoint_dir: str | Path | None = None,
+                 on_round_end: Callable[[RoundRecord], None] | None = None) -> None:
+        self.session, self.engine, self.policy = session, engine, policy
+        self.topics = FleetTopics(engine.config.fleet)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.evaluate, self.seed, self.on_round_end = evaluate, seed, on_round_end
-        self.weights = {k: np.asarray(v, np.float32) for k, v in initial_weights.items()}
-        self.template = {k: tuple(v.shape) for k, v in self.weights.items()}
-        self.state = AggregatorState(next_round=0, version=0, rounds_spent=0)
-        self._resume()
-        self._inbox: RoundInbox | None = None
+        self.on_round_end = on_round_end
+        self.state: RoundState = self._resume(engine.init(initial_weights, seed))
+        self._open: OpenRound | None = None
         self._cond = threading.Condition()
         self._retained_model: tuple[int, int] | None = None  # (version, chunks) of the model left on the broker
         session.subscribe(self.topics.all_updates, self._on_update)
         session.on_error(self._on_chunk_error)
 
     @classmethod
-    def from_bundle(cls, bundle: FleetBundle, session: MqttSession, checkpoint_dir: str | Path | None = None,
-                    evaluate: Evaluate | None = None, seed: int = 0,
-                    on_round_end: Callable[[dict], None] | None = None) -> "AggregatorService":
-        """The service a bundle describes (DP mode, clip, noise, epsilon budget, quorum, deadline)."""
+    def from_bundle(cls, bundle: FleetBundle, session: MqttSession, seed: np.random.SeedSequence,
+                    checkpoint_dir: str | Path | None = None, evaluate: Evaluate | None = None,
+                    on_round_end: Callable[[RoundRecord], None] | None = None) -> AggregatorService:
+        """The service a bundle describes; seed is the server's SeedSequence (edge.seeding.FleetSeeds)."""
         st = bundle.settings
-        mode = DpMode.parse(st.dp_mode)
-        ledger = None
-        if mode is not DpMode.NONE:
-            participation = min(1.0, st.quorum / max(1, len(bundle.plans)))
-            ledger = PrivacyLedger(st.noise_multiplier, participation, st.delta, st.max_epsilon)
-        config = FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is DpMode.CENTRAL else 0.0)
-        return cls(st.fleet, session, [p.device for p in bundle.plans], bundle.initial_weights, config,
-                   RoundPolicy(st.rounds, st.quorum, st.deadline_s), ledger, checkpoint_dir, evaluate, seed,
-                   on_round_end)
+        return cls(session, RoundEngine(engine_config(bundle), evaluate), bundle.initial_weights, seed,
+                   RoundPolicy(st.quorum, st.deadline_s), checkpoint_dir, on_round_end)
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.state.weights
+
+    @property
+    def epsilon(self) -> float | None:
+        return self.state.ledger.epsilon if self.state.ledger is not None else None
 
     def publish_fleet(self, plans: list[DevicePlan], shards: dict[str, bytes], student_program: bytes) -> None:
         """Retain the student program, every shard and every device's plan on the broker."""
-        hashes = {p.student_hash for p in plans}
-        for h in hashes:
+        for h in {p.student_hash for p in plans}:
             self.session.publish(self.topics.student_program(h), student_program, retain=True)
         for shard_id, blob in shards.items():
             self.session.publish(self.topics.shard(shard_id), blob, retain=True)
@@ -92,52 +81,35 @@ class AggregatorService:
             self.session.publish(self.topics.plan(p.device), p.to_json(), retain=True)
 
     def run(self) -> list[dict]:
-        """Run the remaining rounds; return the per-round history."""
-        while self.state.next_round < self.policy.rounds:
-            if self.ledger is not None and not self.ledger.can_spend_round():
-                log.error("stopping before round %d: it would exceed epsilon=%s", self.state.next_round,
-                          self.ledger.max_epsilon)
-                break
-            self._run_round(self.state.next_round)
-        self._publish_model(round_=self.policy.rounds)  # tells devices the schedule is over
-        return self.state.history
+        """Run rounds until the engine stops (schedule done or budget spent); return the history."""
+        while (reason := self.engine.stop_reason(self.state)) is None:
+            self._run_round()
+        level = logging.INFO if self.state.round >= self.engine.config.rounds else logging.ERROR
+        log.log(level, "stopping before round %d: %s", self.state.round, reason)
+        self._publish_model(self.engine.model_payload(self.state, round_=self.engine.config.rounds))
+        return list(self.state.history)
 
-    def _run_round(self, r: int) -> None:
-        started = time.monotonic()
+    def _run_round(self) -> None:
+        opened = self.engine.open_round(self.state)
         with self._cond:
-            self._inbox = RoundInbox(r, self.state.version, self.fleet, self.devices, self.template,
-                                     self.config.dp_mode, self.config.clip)
-        self._publish_model(round_=r)
-        deadline = started + self.policy.deadline_s
+            self._open = opened
+        self._publish_model(opened.model_payload)
+        deadline = opened.opened_at + self.policy.deadline_s
         with self._cond:
-            while len(self._inbox.accepted) < self.policy.quorum and time.monotonic() < deadline:
+            while len(opened.inbox.accepted) < self.policy.quorum and time.monotonic() < deadline:
                 self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
-            inbox, self._inbox = self._inbox, None
-        updates = [inbox.accepted[d] for d in sorted(inbox.accepted)]
-        if updates:
-            result = aggregate(self.weights, updates, self.config, seed=self.seed * 100_003 + r)
-            self.weights = result.weights
-            if self.ledger is not None:
-                self.ledger.spend_round()
-        else:
-            log.error("round %d closed with no valid update; the global student is unchanged", r)
-        record = {"round": r, "accepted": sorted(inbox.accepted), "rejected": inbox.rejected,
-                  "seconds": time.monotonic() - started}
-        if self.ledger is not None:
-            record["epsilon"] = self.ledger.epsilon
-        if self.evaluate is not None:
-            record.update(self.evaluate(self.weights))
-        self.state = AggregatorState(r + 1, self.state.version + 1,
-                                     self.ledger.rounds_spent if self.ledger else 0, self.state.history + [record])
-        self.session.publish(self.topics.result(r), json.dumps(record).encode(), qos=1)
+            self._open = None
+        if not opened.inbox.accepted:
+            log.error("round %d closed with no valid update; the global student is unchanged", opened.round)
+        self.state, record = self.engine.apply(self.state, opened)
+        self.session.publish(self.topics.result(record.round), json.dumps(record.to_dict()).encode(), qos=1)
         if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir, self.weights, self.state)
+            save_checkpoint(self.checkpoint_dir, self.state.weights, state_to_json(self.state))
         if self.on_round_end is not None:
             self.on_round_end(record)
 
-    def _publish_model(self, round_: int) -> None:
+    def _publish_model(self, blob: bytes) -> None:
         v = self.state.version
-        blob = encode_weights(self.weights, WeightsMeta(self.fleet, v, round_))
         chunks = self.session.publish(self.topics.model(v), blob, retain=True)
         previous, self._retained_model = self._retained_model, (v, chunks)
         if previous is not None and previous[0] == v - 1:
@@ -146,10 +118,11 @@ class AggregatorService:
     def _on_update(self, topic: str, payload: bytes) -> None:
         device, round_ = _parse_update_topic(topic)
         with self._cond:
-            inbox = self._inbox
-            if inbox is None:
+            opened = self._open
+            if opened is None:
                 log.warning("update from %s for round %s arrived between rounds; rejected", device, round_)
                 return
+            inbox = opened.inbox
             before = len(inbox.rejected)
             accepted = inbox.offer(device, round_, payload)
             if len(inbox.rejected) > before:
@@ -163,24 +136,23 @@ class AggregatorService:
             return
         device, _ = _parse_update_topic(topic)
         with self._cond:
-            if self._inbox is not None:
-                self._inbox.reject(device, f"chunk rejected: {reason}")
-                log.warning("round %d: rejected chunk from %s: %s", self._inbox.round_, device, reason)
+            if self._open is not None:
+                self._open.inbox.reject(device, f"chunk rejected: {reason}")
+                log.warning("round %d: rejected chunk from %s: %s", self._open.round, device, reason)
 
-    def _resume(self) -> None:
+    def _resume(self, fresh: RoundState) -> RoundState:
         if self.checkpoint_dir is None:
-            return
+            return fresh
         found = load_checkpoint(self.checkpoint_dir)
         if found is None:
-            return
-        weights, state = found
-        if {k: tuple(v.shape) for k, v in weights.items()} != self.template:
+            return fresh
+        weights, raw = found
+        if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in fresh.weights.items()}:
             raise ValueError(f"checkpoint in {self.checkpoint_dir} is for another student architecture; "
                              f"point --checkpoint (or the simulator's --run-dir) at a fresh directory")
-        self.weights, self.state = weights, state
-        if self.ledger is not None:
-            self.ledger.rounds_spent = state.rounds_spent
-        log.info("resumed from checkpoint: round %d, version %d", state.next_round, state.version)
+        state = state_from_json(raw, weights, self.engine)
+        log.info("resumed from checkpoint: round %d, version %d", state.round, state.version)
+        return state
 
 
 def _parse_update_topic(topic: str) -> tuple[str, int]:

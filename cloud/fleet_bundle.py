@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from cloud.round_engine import EngineConfig
+from cloud.strategy import DpMode, FedAvgConfig
 from edge.plan import DevicePlan
 
 
@@ -44,6 +46,15 @@ class FleetBundle:
     student_program: bytes
     initial_weights: dict[str, np.ndarray]
     shards: dict[str, bytes]
+
+
+def engine_config(bundle: FleetBundle) -> EngineConfig:
+    """The engine a bundle describes (DP mode, clip, noise, epsilon budget)."""
+    st = bundle.settings
+    mode = DpMode.parse(st.dp_mode)
+    return EngineConfig(st.fleet, tuple(p.device for p in bundle.plans), st.rounds,
+                        FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is not DpMode.NONE else 0.0),
+                        st.delta, st.max_epsilon)
 
 
 def save_bundle(directory: str | Path, bundle: FleetBundle) -> Path:

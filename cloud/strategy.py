@@ -1,7 +1,10 @@
-"""FedAvg over clipped student deltas, with TF-Privacy's GaussianSumQuery in `central` mode.
+"""FedAvg over clipped student deltas, and the Gaussian sum mechanism of `central` DP mode.
 
-Pure values in and out: the MQTT service (cloud/aggregator.py) and the in-process
-simulator call the same `aggregate`.
+Pure values in and out; the round engine (cloud/round_engine.py) is the only caller on every path.
+`GaussianSumMechanism` has TF-Privacy's `GaussianSumQuery` semantics (clip every record to C, sum,
+add N(0, (zC)^2) per coordinate, emit `GaussianDpEvent(z)`) and its verbs, but draws its noise
+from the numpy Generator it is given: TF-Privacy's query draws from TensorFlow's global seed, which
+the engine's SeedSequence cannot reach (tests/cloud/test_strategy.py checks both agree).
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import dp_accounting
 import numpy as np
+
+from edge.privacy import clip_update
 
 
 class DpMode(str, enum.Enum):
@@ -20,7 +26,7 @@ class DpMode(str, enum.Enum):
     CENTRAL = "central"
 
     @classmethod
-    def parse(cls, text: str) -> "DpMode":
+    def parse(cls, text: str) -> DpMode:
         try:
             return cls(text)
         except ValueError:
@@ -38,7 +44,8 @@ class AcceptedUpdate:
 
 @dataclass(frozen=True)
 class FedAvgConfig:
-    """How to combine updates: DP mode, clip C, noise multiplier z, server learning rate."""
+    """How to combine updates: DP mode, clip C, noise multiplier z (added by the server in central
+    mode, by the devices in local mode), server learning rate."""
 
     dp_mode: DpMode = DpMode.NONE
     clip: float = 1.0
@@ -46,48 +53,61 @@ class FedAvgConfig:
     server_lr: float = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class AggregateResult:
-    """New global weights and what the round did."""
+    """New global weights, how many updates made them, and the privacy event of the release (or None)."""
 
     weights: dict[str, np.ndarray]
     num_updates: int
-    noised: bool
-    dp_event: object | None = None
+    dp_event: dp_accounting.DpEvent | None = None
+
+    @property
+    def noised(self) -> bool:
+        return self.dp_event is not None
+
+
+@dataclass(frozen=True)
+class GaussianSumMechanism:
+    """Sum of records clipped to L2 norm `clip`, plus N(0, (noise_multiplier * clip)^2) noise."""
+
+    clip: float
+    noise_multiplier: float
+
+    def initial_sample_state(self, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: np.zeros(np.shape(v), np.float64) for n, v in template.items()}
+
+    def accumulate_record(self, state: dict[str, np.ndarray], record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        clipped, _ = clip_update(record, self.clip)
+        return {n: state[n] + clipped[n] for n in state}
+
+    def get_noised_result(self, state: dict[str, np.ndarray], rng: np.random.Generator
+                          ) -> tuple[dict[str, np.ndarray], dp_accounting.DpEvent]:
+        stddev = self.noise_multiplier * self.clip
+        noised = {n: state[n] + rng.normal(0.0, stddev, size=np.shape(state[n])) for n in sorted(state)}
+        return noised, dp_accounting.GaussianDpEvent(self.noise_multiplier)
 
 
 def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,
-              seed: int = 0) -> AggregateResult:
-    """theta + server_lr * mean of deltas (example-weighted only when DP is off)."""
+              rng: np.random.Generator | None = None) -> AggregateResult:
+    """theta + server_lr * mean of deltas (example-weighted only when DP is off); rng draws central noise."""
     if not updates:
         raise ValueError("cannot aggregate a round with no accepted updates")
     names = sorted(global_weights)
+    event: dp_accounting.DpEvent | None = None
     if config.dp_mode is DpMode.CENTRAL:
-        mean, event = _central_dp_mean(names, updates, config, seed)
+        if rng is None:
+            raise ValueError("central DP needs the round's Generator (rng) for its noise")
+        mechanism = GaussianSumMechanism(config.clip, config.noise_multiplier)
+        state = mechanism.initial_sample_state(global_weights)
+        for u in updates:
+            state = mechanism.accumulate_record(state, u.delta)
+        noised_sum, event = mechanism.get_noised_result(state, rng)
+        mean = {n: noised_sum[n] / len(updates) for n in names}
     elif config.dp_mode is DpMode.LOCAL:
         mean = {n: np.mean([u.delta[n] for u in updates], axis=0) for n in names}
-        event = None
+        event = dp_accounting.GaussianDpEvent(config.noise_multiplier)  # each device noised its own release
     else:
         total = sum(u.num_examples for u in updates)
         mean = {n: sum(u.delta[n] * (u.num_examples / total) for u in updates) for n in names}
-        event = None
     new = {n: (global_weights[n] + config.server_lr * mean[n]).astype(np.float32) for n in names}
-    return AggregateResult(new, len(updates), config.dp_mode is not DpMode.NONE, event)
-
-
-def _central_dp_mean(names, updates, config, seed):
-    """Sum through GaussianSumQuery (clip C, stddev z*C), divide by the count K."""
-    import tensorflow as tf
-    from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
-
-    tf.random.set_seed(seed)
-    query = GaussianSumQuery(l2_norm_clip=config.clip, stddev=config.noise_multiplier * config.clip)
-    global_state = query.initial_global_state()
-    params = query.derive_sample_params(global_state)
-    template = [tf.zeros_like(updates[0].delta[n]) for n in names]
-    sample_state = query.initial_sample_state(template)
-    for u in updates:
-        record = [tf.constant(u.delta[n]) for n in names]
-        sample_state = query.accumulate_record(params, sample_state, record)
-    noised_sum, _, event = query.get_noised_result(sample_state, global_state)
-    return {n: noised_sum[i].numpy() / len(updates) for i, n in enumerate(names)}, event
+    return AggregateResult(new, len(updates), event)

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data", type=Path, required=True, help=".npz with x (and optionally y)")
     run.add_argument("--broker", default="127.0.0.1:1883", help="host:port")
     run.add_argument("--outbox", type=Path, default=Path("outbox"), help="on-disk outbox for unacknowledged updates")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=None,
+                     help="INSECURE, for reproducible simulations: seed the device's training and noise "
+                          "(default: OS entropy)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from edge.agent import DeviceAgent
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         x, y = load_device_data(args.data)
         session = MqttSession(f"{args.fleet}-{args.device}", host, port,
                               will=(FleetTopics(args.fleet).status(args.device), b"offline"))
-        agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=args.seed, outbox_dir=args.outbox).start()
+        agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=None if args.seed is None else np.random.SeedSequence(args.seed), outbox_dir=args.outbox).start()
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

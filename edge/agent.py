@@ -14,35 +14,39 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.local_training import distillation_targets, train_round
+from edge.local_training import distillation_targets, train_round, update_payload
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.shard_runtime import ShardRunner
+from edge.seeding import round_generator
 from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
-from edge.wire import PayloadRejected, UpdateMeta, content_hash, decode_weights, encode_update, update_id
+from edge.wire import PayloadRejected, content_hash, decode_weights
 
 log = logging.getLogger("dmskd.edge")
 
 
 class DeviceAgent:
-    """One device's runtime; `start()` connects and returns, `stop()` ends it."""
+    """One device's runtime; `start()` connects and returns, `stop()` ends it.
+
+    seed: the device's SeedSequence (edge.seeding.FleetSeeds in simulations; None draws OS entropy);
+    round r trains and noises with edge.seeding.round_generator(seed, r)."""
 
     def __init__(self, device_id: str, fleet: str, session: MqttSession, x: np.ndarray,
-                 y: np.ndarray | None, seed: int, outbox_dir: str | Path | None = None) -> None:
+                 y: np.ndarray | None, seed: np.random.SeedSequence | None = None,
+                 outbox_dir: str | Path | None = None) -> None:
         self.device_id, self.fleet, self.session = device_id, fleet, session
         self.topics = FleetTopics(fleet)
         self.x_images = np.asarray(x, dtype=np.float32)
         self.x_flat = self.x_images.reshape(len(self.x_images), -1)
         self.labels = None if y is None else np.asarray(y)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed if seed is not None else np.random.SeedSequence()
         self.outbox = Path(outbox_dir) / device_id if outbox_dir else None
         self.plan: DevicePlan | None = None
         self.shard_bytes: bytes | None = None
         self.student_bytes: bytes | None = None
         self.latest_model: tuple[int, int, dict] | None = None  # (version, round, weights)
         self.rounds_done: set[int] = set()
-        self.losses: dict[int, list[float]] = {}
         self._student: TrainableStudent | None = None
         self._student_hash = ""
         self._shard_logits: tuple[str, np.ndarray] | None = None
@@ -142,13 +146,9 @@ class DeviceAgent:
             self._student_hash = plan.student_hash
         logits = self._logits_for(plan.shard_hash)
         targets = distillation_targets(logits, self.labels, self._student.num_classes)
-        result = train_round(self._student, weights, self.x_flat, targets, logits, plan, self.rng)
-        meta = UpdateMeta(self.fleet, self.device_id, round_, version, result.num_examples, plan.clip,
-                          plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
-                          update_id=update_id(self.device_id, round_, version))
-        blob = encode_update(result.delta, meta)
-        self.losses[round_] = result.losses
-        self._send(round_, blob)
+        result = train_round(self._student, weights, self.x_flat, targets, logits, plan,
+                             round_generator(self.seed, round_))
+        self._send(round_, update_payload(result, plan, round_, version))
         self.rounds_done.add(round_)
 
     def _logits_for(self, shard_hash: str) -> np.ndarray:

@@ -1,13 +1,28 @@
-"""One device round without I/O: distil from the shard, train the student, clip and noise."""
+"""One device round without I/O: distil from the shard, train the student, clip, noise, encode."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from edge.plan import DevicePlan
 from edge.privacy import add_gaussian_noise, clip_update
+from edge.wire import UpdateMeta, encode_update, update_id
+
+
+class Student(Protocol):
+    """What local training needs of a student runtime (edge.student_runtime.TrainableStudent)."""
+
+    batch_size: int
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
+
+    def get_weights(self) -> dict[str, np.ndarray]: ...
+
+    def fit(self, x: np.ndarray, y_onehot: np.ndarray, teacher_logits: np.ndarray, epochs: int,
+            rng: np.random.Generator, alpha: float, tau: float, lr: float) -> list[float]: ...
 
 
 @dataclass(frozen=True)
@@ -25,15 +40,27 @@ def distillation_targets(shard_logits: np.ndarray, labels: np.ndarray | None, nu
     return np.eye(num_classes, dtype=np.float32)[hard]
 
 
-def train_round(student, global_weights: dict[str, np.ndarray], x_flat: np.ndarray, targets: np.ndarray,
+def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat: np.ndarray, targets: np.ndarray,
                 shard_logits: np.ndarray, plan: DevicePlan, rng: np.random.Generator) -> LocalResult:
     """Start from the global student, run local epochs of KD, return the clipped (noised) delta."""
+    t = plan.training
+    if student.batch_size != t.batch_size:
+        raise ValueError(f"plan for {plan.device} trains with batch_size {t.batch_size} but the student program "
+                         f"has a fixed batch of {student.batch_size}; re-export the student or fix the plan")
     student.set_weights(global_weights)
-    losses = student.fit(x_flat, targets, shard_logits, epochs=plan.local_epochs, rng=rng,
-                         alpha=plan.alpha, tau=plan.tau, lr=plan.lr)
+    losses = student.fit(x_flat, targets, shard_logits, epochs=t.local_epochs, rng=rng,
+                         alpha=t.alpha, tau=t.tau, lr=t.lr)
     local = student.get_weights()
     delta = {k: (local[k] - global_weights[k]).astype(np.float32) for k in global_weights}
-    clipped, _ = clip_update(delta, plan.clip)
+    clipped, _ = clip_update(delta, t.clip)
     if plan.dp_mode == "local":
-        clipped = add_gaussian_noise(clipped, plan.noise_multiplier * plan.clip, rng)
+        clipped = add_gaussian_noise(clipped, plan.noise_multiplier * t.clip, rng)
     return LocalResult(clipped, len(x_flat), losses)
+
+
+def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_version: int) -> bytes:
+    """The wire blob of a device's update: its delta and the metadata the aggregator verifies."""
+    meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, result.num_examples, plan.clip,
+                      plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
+                      update_id=update_id(plan.device, round_, base_version))
+    return encode_update(result.delta, meta)

@@ -1,16 +1,66 @@
-"""The per-device plan the aggregator publishes (retained) on plan/<device>, as JSON."""
+"""The per-device plan the aggregator publishes (retained) on plan/<device>, as JSON, and the
+local training settings it carries: one `TrainingSettings` value for edge, cloud and simulator."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 DP_MODES = ("none", "local", "central")
 
 
+def _check_types(owner: str, value: Any) -> None:
+    """Raise ValueError naming the first field whose value is not of its declared int/float/str type."""
+    for f in fields(value):
+        expected = {"int": int, "float": (int, float), "str": str}.get(str(f.type))
+        got = getattr(value, f.name)
+        if expected is not None and (not isinstance(got, expected) or isinstance(got, bool)):
+            raise ValueError(f"{owner}: field {f.name!r} must be {f.type}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Local distillation training and update clipping; the defaults here are the project's defaults.
+
+    alpha weighs hard-target cross-entropy against the KL to the shard (tau: temperature); lr is the
+    student program's SGD step; batch_size must equal the exported student program's fixed batch;
+    clip is the L2 bound C on a device's update."""
+
+    alpha: float = 0.7
+    tau: float = 2.0
+    lr: float = 0.1
+    local_epochs: int = 3
+    batch_size: int = 16
+    clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_types("training settings", self)
+        if not (0.0 <= self.alpha <= 1.0 and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be in [0, 1] (--alpha), got {self.alpha}")
+        for name in ("tau", "lr", "clip"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number (--{name.replace('_', '-')}), got {value}")
+        if self.local_epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"local_epochs and batch_size must be at least 1 (--local-epochs, --batch-size), "
+                             f"got {self.local_epochs} and {self.batch_size}")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> TrainingSettings:
+        """Parse the plan's `training` object, naming unknown fields."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"plan field 'training' must be an object of {[f.name for f in fields(cls)]}")
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"plan's training settings have unknown fields {unknown}; upgrade the device runtime")
+        return cls(**raw)
+
+
 @dataclass(frozen=True)
 class DevicePlan:
-    """What a device runs: its shard, the student program, DP settings and local training."""
+    """What a device runs: its shard, the student program, DP mode and noise, local training."""
 
     fleet: str
     device: str
@@ -19,31 +69,28 @@ class DevicePlan:
     student_hash: str
     rounds: int
     dp_mode: str = "none"
-    clip: float = 1.0
     noise_multiplier: float = 0.0
-    local_epochs: int = 2
-    alpha: float = 0.7
-    tau: float = 2.0
-    lr: float = 0.05
+    training: TrainingSettings = TrainingSettings()
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            expected = {"int": int, "float": (int, float), "str": str}[str(f.type)]
-            value = getattr(self, f.name)
-            if not isinstance(value, expected) or isinstance(value, bool):
-                raise ValueError(f"plan for {self.device}: field {f.name!r} must be {f.type}, got {value!r}")
+        _check_types(f"plan for {self.device}", self)
+        if not isinstance(self.training, TrainingSettings):
+            raise ValueError(f"plan for {self.device}: field 'training' must be TrainingSettings")
         if self.dp_mode not in DP_MODES:
             raise ValueError(f"plan for {self.device}: dp_mode {self.dp_mode!r} is not one of {DP_MODES}")
-        if self.clip <= 0 or self.noise_multiplier < 0 or self.local_epochs < 1 or self.rounds < 1:
-            raise ValueError(f"plan for {self.device}: clip must be > 0, noise >= 0, epochs and rounds >= 1")
-        if not 0.0 <= self.alpha <= 1.0 or self.tau <= 0 or self.lr <= 0:
-            raise ValueError(f"plan for {self.device}: need 0 <= alpha <= 1, tau > 0, lr > 0")
+        if self.noise_multiplier < 0 or self.rounds < 1:
+            raise ValueError(f"plan for {self.device}: need noise_multiplier >= 0 and rounds >= 1")
+
+    @property
+    def clip(self) -> float:
+        """The L2 bound C the device clips its update to."""
+        return self.training.clip
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_json(cls, payload: bytes) -> "DevicePlan":
+    def from_json(cls, payload: bytes) -> DevicePlan:
         """Parse a plan, naming the missing or unknown field on error."""
         try:
             raw = json.loads(payload.decode("utf-8"))
@@ -55,6 +102,11 @@ class DevicePlan:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"plan has unknown fields {unknown}; upgrade the device runtime")
+        if "training" in raw:
+            try:
+                raw = {**raw, "training": TrainingSettings.from_dict(raw["training"])}
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"plan for {raw.get('device', '?')}: {exc}") from exc
         try:
             return cls(**raw)
         except TypeError as exc:

@@ -83,6 +83,7 @@ def prepare(args) -> int:
 
 def dp_scaling(args) -> int:
     """`dp-scaling` verb: accuracy against fleet size for none / central / local DP."""
+    from edge.plan import TrainingSettings
     from simulator.artifacts import prepare_cloud
     from simulator.config import ExperimentConfig
     from simulator.dp_scaling import run_scaling
@@ -93,8 +94,8 @@ def dp_scaling(args) -> int:
         print(f"error: --fleet-sizes {args.fleet_sizes!r} is not a comma-separated list of integers", file=sys.stderr)
         return 2
     art = prepare_cloud(ExperimentConfig(seed=args.seed), progress=print)
-    points = run_scaling(art, sizes, args.rounds, args.target_epsilon, args.delta, args.clip,
-                         args.samples_per_device, args.seed, args.out)
+    points = run_scaling(art, sizes, args.rounds, args.target_epsilon, args.delta,
+                         TrainingSettings(clip=args.clip), args.samples_per_device, args.seed, args.out)
     for p in points:
         print(f"  {p.dp_mode:8s} {p.fleet_size:6d} devices  z={p.noise_multiplier:.3f}  "
               f"epsilon={p.epsilon:.2f}  accuracy={p.accuracy:.4f}")
@@ -106,17 +107,17 @@ def compare(args) -> int:
     """`compare` verb: the five methods of Table 1 on one split; compare.json, .md, .png in --out."""
     from simulator.artifacts import prepare_cloud
     from simulator.compare import CompareSettings, run_compare
+    from edge.plan import TrainingSettings
     from simulator.compare_report import markdown_table
     from simulator.config import ExperimentConfig
 
     started = time.monotonic()
     try:
-        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, clip=args.clip,
-                                  delta=args.delta, local_epochs=args.local_epochs)
+        training = TrainingSettings(clip=args.clip, local_epochs=args.local_epochs)
+        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, delta=args.delta,
+                                  training=training)
         settings = CompareSettings(rounds=args.rounds, seed=args.seed, target_epsilon=args.target_epsilon,
-                                   delta=args.delta, clip=args.clip, local_epochs=args.local_epochs,
-                                   batch_size=config.batch_size, student_lr=config.lr, alpha=config.alpha,
-                                   tau=config.tau)
+                                   delta=args.delta, training=training)
         art = prepare_cloud(config, progress=print)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -161,25 +162,27 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from cloud.strategy import DpMode
+    from edge.plan import TrainingSettings
     from simulator.config import ExperimentConfig
     from simulator.experiment import run_experiment
 
     try:
+        training = TrainingSettings(clip=args.clip, local_epochs=args.local_epochs, lr=args.lr)
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
-                                  clip=args.clip, delta=args.delta, local_epochs=args.local_epochs, lr=args.lr)
+                                  delta=args.delta, training=training)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
     bars: list[tqdm] = []
 
-    def on_round(record: dict) -> None:
+    def on_round(record) -> None:
         if not bars:
             bars.append(tqdm(total=config.rounds, desc="rounds", unit="round"))
         bars[0].update(1)
-        bars[0].set_postfix(acc=f"{record['accuracy']:.3f}", accepted=len(record["accepted"]),
-                            rejected=len(record["rejected"]))
+        bars[0].set_postfix(acc=f"{record.metrics['accuracy']:.3f}", accepted=len(record.accepted),
+                            rejected=len(record.rejected))
 
     try:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),

@@ -85,7 +85,7 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     progress("exporting the trainable student")
     input_dim = int(np.prod(split.cloud.x.shape[1:]))
     student = build_student(input_dim, config.student_hidden, 10, seed=config.seed)
-    program = export_trainable_student(student, batch_size=config.batch_size)
+    program = export_trainable_student(student, batch_size=config.training.batch_size)
     weights = {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(student), student.weights)}
     return CloudArtifacts(split, teacher.count_params(), test_acc, profiles, shards, checks,
                           assignments, program, weights, forward_flops(student), exported)

@@ -9,7 +9,7 @@ from the full-teacher int8 shard (FedKD) or the planned shards (DMSKD).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,9 +19,11 @@ from cloud.strategy import DpMode, FedAvgConfig
 from cloud.teacher import TeacherConfig, build_teacher
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, content_hash
 from simulator.artifacts import CloudArtifacts
-from simulator.baselines.distill import DeviceShard, DistillSettings, run_distillation
-from simulator.baselines.fedavg import FedAvgSettings, run_fedavg
+from edge.plan import TrainingSettings
+from simulator.baselines.distill import DeviceShard, run_distillation
+from simulator.baselines.fedavg import run_fedavg
 from simulator.baselines.result import MethodResult
+from simulator.baselines.settings import BaselineSettings
 from simulator.compare_report import write_report
 
 
@@ -33,22 +35,15 @@ class CompareSettings:
     seed: int = 0
     target_epsilon: float = 8.0
     delta: float = 1e-5
-    clip: float = 1.0
-    local_epochs: int = 3
-    batch_size: int = 16
-    teacher_lr: float = 3e-3  # Adam, FedAvg-family local training
-    student_lr: float = 0.1  # SGD inside the LiteRT student program, as DMSKD devices
-    alpha: float = 0.7
-    tau: float = 2.0
+    training: TrainingSettings = TrainingSettings()  # the students' local training (SGD in the LiteRT program)
+    teacher_lr: float = 3e-3  # Adam, FedAvg-family local training; otherwise as `training`
     dmskd_dp_row: bool = True
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.local_epochs < 1:
-            raise ValueError("--rounds and --local-epochs must be at least 1")
+        if self.rounds < 1:
+            raise ValueError("--rounds must be at least 1")
         if not self.target_epsilon > 0:
             raise ValueError("--target-epsilon must be positive")
-        if not self.clip > 0:
-            raise ValueError("--clip must be positive")
 
 
 def fedkd_shards(art: CloudArtifacts) -> list[DeviceShard]:
@@ -75,16 +70,19 @@ def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path,
     z = calibrate_noise_multiplier(s.target_epsilon, 1.0, s.rounds, s.delta)
     devices, test = art.split.devices, art.split.test
 
+    teacher_training = replace(s.training, lr=s.teacher_lr)
+
     def fedavg(method: str, encoding: str, agg: FedAvgConfig):
-        cfg = FedAvgSettings(s.rounds, s.local_epochs, s.batch_size, s.teacher_lr, encoding, agg, s.delta, s.seed)
+        cfg = BaselineSettings(s.rounds, teacher_training, agg, encoding, s.delta, s.seed)
         return lambda cb: run_fedavg(method, build_teacher(teacher_config, seed=s.seed), devices, test, cfg, cb)
 
     def distill(method: str, shards: list[DeviceShard], agg: FedAvgConfig):
-        cfg = DistillSettings(s.rounds, s.local_epochs, s.student_lr, s.alpha, s.tau, agg, s.delta, s.seed)
+        cfg = BaselineSettings(s.rounds, s.training, agg, delta=s.delta, seed=s.seed)
         return lambda cb: run_distillation(method, art.student_program, art.student_weights, devices, shards, test,
                                            cfg, art.student_flops_per_sample, cb)
 
-    no_dp, central = FedAvgConfig(DpMode.NONE, s.clip), FedAvgConfig(DpMode.CENTRAL, s.clip, z)
+    clip = s.training.clip
+    no_dp, central = FedAvgConfig(DpMode.NONE, clip), FedAvgConfig(DpMode.CENTRAL, clip, z)
     methods = [
         ("FedAvg", fedavg("FedAvg", FLOAT32_DELTA, no_dp)),
         ("FedCompress", fedavg("FedCompress", UINT8_AFFINE_DELTA, no_dp)),
@@ -115,18 +113,18 @@ def _context(art: CloudArtifacts, s: CompareSettings, z: float, teacher_config: 
         "test_examples": len(art.split.test),
         "rounds": s.rounds,
         "seed": s.seed,
-        "local_epochs": s.local_epochs,
-        "batch_size": s.batch_size,
+        "local_epochs": s.training.local_epochs,
+        "batch_size": s.training.batch_size,
         "teacher_optimizer": f"Adam(lr={s.teacher_lr}), state reset per device and round",
-        "student_optimizer": f"SGD(lr={s.student_lr}) in the LiteRT student program",
+        "student_optimizer": f"SGD(lr={s.training.lr}) in the LiteRT student program",
         "teacher_blocks": [list(b) for b in teacher_config.blocks],
         "cloud_teacher_accuracy": art.teacher_accuracy,
         "student_params": int(sum(w.size for w in art.student_weights.values())),
         "dmskd_plan": {a.device_id: a.shard_id for a in art.assignments},
         "target_epsilon": s.target_epsilon,
         "delta": s.delta,
-        "clip": s.clip,
+        "clip": s.training.clip,
         "noise_multiplier": z,
-        "alpha": s.alpha,
-        "tau": s.tau,
+        "alpha": s.training.alpha,
+        "tau": s.training.tau,
     }

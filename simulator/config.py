@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from cloud.strategy import DpMode
 from edge.chunking import DEFAULT_CHUNK_LIMIT
+from edge.plan import TrainingSettings
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One DMSKD run on the bundled digits: fleet, rounds, privacy, local training."""
+    """One DMSKD run on the bundled digits: fleet, rounds, privacy; local training in `training`."""
 
     devices: int = 10
     rounds: int = 10
@@ -18,16 +19,11 @@ class ExperimentConfig:
     dp: DpMode = DpMode.NONE
     target_epsilon: float | None = None
     noise_multiplier: float | None = None
-    clip: float = 1.0
     delta: float = 1e-5
-    local_epochs: int = 3
-    lr: float = 0.1
-    alpha: float = 0.7
-    tau: float = 2.0
+    training: TrainingSettings = TrainingSettings()
     dirichlet_alpha: float = 1.0
     teacher_epochs: int = 30
     student_hidden: tuple[int, ...] = (64,)
-    batch_size: int = 16
     budget_span: tuple[float, float] = (0.1, 1.0)  # budgets as fractions of the full teacher (paper: 0.5..5 GFLOP)
     comm_lambda: float = 0.05
     chunk_limit: int = DEFAULT_CHUNK_LIMIT

@@ -1,9 +1,9 @@
 """Accuracy against fleet size at a fixed epsilon: why client-level DP needs large fleets.
 
-In-process (no broker) so that thousands of devices fit in minutes; it calls the very code
-the MQTT runtime calls (edge.local_training.train_round, cloud.strategy.aggregate) and the
-same LiteRT student program. Virtual devices draw their samples with replacement from the
-bundled digits' device pool: this isolates how noise shrinks with the number of clients K,
+In-process (no broker) so that thousands of devices fit in minutes: a short driver of the round
+engine over the in-memory transport, with StudentClients running the device code and the same
+LiteRT student program. Virtual devices draw their samples with replacement from the bundled
+digits' device pool each round: this isolates how noise shrinks with the number of clients K,
 it does not claim more data than digits has.
 """
 
@@ -16,13 +16,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cloud.accounting import calibrate_noise_multiplier, compute_epsilon
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
-from edge.local_training import distillation_targets, train_round
-from edge.plan import DevicePlan
+from cloud.accounting import calibrate_noise_multiplier
+from cloud.evaluation import student_evaluator
+from cloud.round_engine import EngineConfig, RoundEngine
+from cloud.strategy import DpMode, FedAvgConfig
+from edge.local_training import distillation_targets
+from edge.plan import DevicePlan, TrainingSettings
+from edge.seeding import FleetSeeds
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from simulator.artifacts import CloudArtifacts
+from simulator.in_process import StudentClient, run_rounds
 
 
 @dataclass(frozen=True)
@@ -55,46 +59,44 @@ class DevicePool:
 
 
 def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, target_epsilon: float,
-              delta: float, clip: float, samples_per_device: int, seed: int,
+              delta: float, training: TrainingSettings, samples_per_device: int, seed: int,
               student: TrainableStudent | None = None, pool: DevicePool | None = None) -> ScalingPoint:
     """Federate `rounds` rounds over `fleet_size` virtual devices (all participate) and evaluate.
 
     student, pool: the LiteRT student and the pooled data, to share them between points."""
-    rng = np.random.default_rng(seed)
     z = 0.0 if mode is DpMode.NONE else calibrate_noise_multiplier(target_epsilon, 1.0, rounds, delta)
     if student is None:
         student = TrainableStudent.from_bytes(art.student_program)
     if pool is None:
         pool = DevicePool.from_artifacts(art, student.num_classes)
-    plan = DevicePlan("scaling", "virtual", pool.shard_id, "-", "-", rounds, mode.value, clip, z, local_epochs=3, lr=0.1)
-    config = FedAvgConfig(mode, clip, z if mode is DpMode.CENTRAL else 0.0)
-    weights = dict(art.student_weights)
-    for r in range(rounds):
-        updates = []
-        for i in range(fleet_size):
-            idx = rng.integers(0, len(pool.flat), samples_per_device)
-            res = train_round(student, weights, pool.flat[idx], pool.targets[idx], pool.logits[idx], plan, rng)
-            updates.append(AcceptedUpdate(f"v{i}", res.delta, res.num_examples))
-        weights = aggregate(weights, updates, config, seed=seed * 1000 + r).weights
-    student.set_weights(weights)
-    acc = student.accuracy(art.split.test.x.reshape(len(art.split.test), -1), art.split.test.y)
-    eps = 0.0 if mode is DpMode.NONE else compute_epsilon(z, 1.0, rounds, delta)
+    seeds = FleetSeeds.from_seed(seed, fleet_size)
+    clients = {}
+    for i, device_seed in enumerate(seeds.devices):
+        plan = DevicePlan("scaling", f"v{i:05d}", pool.shard_id, "-", "-", rounds, mode.value, z, training)
+        clients[plan.device] = StudentClient(plan, student, pool.flat, pool.targets, pool.logits, device_seed,
+                                             samples_per_round=samples_per_device)
+    config = EngineConfig("scaling", tuple(clients), rounds, FedAvgConfig(mode, training.clip, z), delta)
+    engine = RoundEngine(config)
+    run = run_rounds(engine, engine.init(art.student_weights, seeds.server), clients)
+    test = art.split.test
+    acc = student_evaluator(student, test.x, test.y)(run.state.weights)["accuracy"]
+    eps = run.state.ledger.epsilon if run.state.ledger is not None else 0.0
     return ScalingPoint(mode.value, fleet_size, z, eps, acc)
 
 
 def run_scaling(art: CloudArtifacts, fleet_sizes: list[int], rounds: int, target_epsilon: float, delta: float,
-                clip: float, samples_per_device: int, seed: int, out_dir: Path) -> list[ScalingPoint]:
+                training: TrainingSettings, samples_per_device: int, seed: int, out_dir: Path) -> list[ScalingPoint]:
     """All modes x fleet sizes; writes dp_scaling.json, dp_scaling.md and dp_scaling.png into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = [(m, k) for m in (DpMode.NONE, DpMode.CENTRAL, DpMode.LOCAL) for k in fleet_sizes]
     student = TrainableStudent.from_bytes(art.student_program)
     pool = DevicePool.from_artifacts(art, student.num_classes)
-    points = [run_point(art, m, k, rounds, target_epsilon, delta, clip, samples_per_device, seed, student, pool)
+    points = [run_point(art, m, k, rounds, target_epsilon, delta, training, samples_per_device, seed, student, pool)
               for m, k in tqdm(grid, desc="dp scaling", unit="fleet")]
     (out_dir / "dp_scaling.json").write_text(json.dumps([p.__dict__ for p in points], indent=2))
     _plot(points, target_epsilon, out_dir / "dp_scaling.png")
     lines = [f"# Accuracy against fleet size at epsilon = {target_epsilon} (delta = {delta}, {rounds} rounds, "
-             f"clip C = {clip}, {samples_per_device} samples per device, all devices every round)", "",
+             f"clip C = {training.clip}, {samples_per_device} samples per device, all devices every round)", "",
              "| DP mode | devices | noise multiplier z | epsilon (RDP) | test accuracy |", "|---|---|---|---|---|"]
     lines += [f"| {p.dp_mode} | {p.fleet_size} | {p.noise_multiplier:.3f} | {p.epsilon:.3f} | {p.accuracy:.4f} |"
               for p in points]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from cloud.accounting import calibrate_noise_multiplier
@@ -89,7 +90,8 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         **fedavg_bytes(art.teacher_params, config.devices, config.rounds),
         "dp_mode": config.dp.value,
         "noise_multiplier": z,
-        "clip": config.clip,
+        "clip": config.training.clip,
+        "training": asdict(config.training),
         "epsilon": out.epsilon if out.epsilon is not None else (0.0 if config.dp is DpMode.NONE else None),
         "delta": config.delta,
         "local_flops_per_epoch": local_flops,

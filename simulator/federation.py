@@ -1,4 +1,5 @@
-"""Run a fleet over a real MQTT broker: one aggregator and N device agents, each its own client."""
+"""Run a fleet over a real MQTT broker (one aggregator and N device agents, each its own client), or the
+same fleet in memory (run_in_process): one bundle, one round engine, one set of seeds for both."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from typing import Callable
 import numpy as np
 
 from cloud.aggregator import AggregatorService
-from cloud.fleet_bundle import FleetBundle, RoundSettings
-from cloud.serve import student_evaluator
+from cloud.round_engine import RoundEngine, RoundRecord
+from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
+from cloud.evaluation import student_evaluator
 from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
+from edge.seeding import FleetSeeds
+from edge.shard_runtime import ShardRunner
+from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
 from edge.wire import content_hash
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
+from simulator.in_process import InProcessRun, StudentClient, run_rounds
 
 log = logging.getLogger("dmskd.simulator")
 
@@ -37,30 +43,31 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
     """What the aggregator publishes for this experiment: plans, shards, student, round settings."""
     student_hash = content_hash(art.student_program)
     plans = [DevicePlan(fleet, a.device_id, a.shard_id, content_hash(art.shards[a.shard_id]), student_hash,
-                        config.rounds, config.dp.value, config.clip, noise_multiplier, config.local_epochs,
-                        config.alpha, config.tau, config.lr) for a in art.assignments]
-    settings = RoundSettings(fleet, config.rounds, config.dp.value, config.clip, noise_multiplier, config.delta,
+                        config.rounds, config.dp.value, noise_multiplier, config.training) for a in art.assignments]
+    settings = RoundSettings(fleet, config.rounds, config.dp.value, config.training.clip, noise_multiplier,
+                             config.delta,
                              config.target_epsilon, quorum=len(plans), deadline_s=config.deadline_s)
     return FleetBundle(settings, plans, art.student_program, art.student_weights, art.shards)
 
 
 def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, port: int, run_dir: Path,
                    noise_multiplier: float, fleet: str = "demo",
-                   on_round_end: Callable[[dict], None] | None = None) -> FederationOutcome:
+                   on_round_end: Callable[[RoundRecord], None] | None = None) -> FederationOutcome:
     """Start agents and the aggregator, run all rounds, stop everything, return the outcome."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     topics = FleetTopics(fleet)
+    seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     agents = []
-    for i, (plan, data) in enumerate(zip(bundle.plans, art.split.devices)):
+    for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices):
         session = MqttSession(f"{fleet}-{plan.device}", host, port, config.chunk_limit,
                               will=(topics.status(plan.device), b"offline"))
-        agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.y, seed=config.seed * 1000 + i,
+        agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.y, seed=seed,
                                   outbox_dir=run_dir / "outbox"))
     agg_session = MqttSession(f"{fleet}-aggregator", host, port, config.chunk_limit)
     service = AggregatorService.from_bundle(
-        bundle, agg_session, checkpoint_dir=run_dir / "checkpoint",
+        bundle, agg_session, seeds.server, checkpoint_dir=run_dir / "checkpoint",
         evaluate=student_evaluator(art.student_program, art.split.test.x, art.split.test.y),
-        seed=config.seed, on_round_end=on_round_end)
+        on_round_end=on_round_end)
     agg_session.connect()
     try:
         for agent in agents:
@@ -77,4 +84,18 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                 log.exception("stopping %s failed", agent.device_id)
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
-                             service.ledger.epsilon if service.ledger else None)
+                             service.epsilon)
+
+
+def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",
+                   on_round_end: Callable[[RoundRecord], None] | None = None) -> InProcessRun:
+    """The fleet of run_federation without a broker: same bundle, engine, seeds and device code, in memory."""
+    bundle = fleet_bundle(config, art, noise_multiplier, fleet)
+    seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
+    student = TrainableStudent.from_bytes(art.student_program)
+    runners = {sid: ShardRunner.from_bytes(blob) for sid, blob in bundle.shards.items()}
+    clients = {plan.device: StudentClient.from_shard_logits(plan, student, data.x, data.y,
+                                                            runners[plan.shard_id].logits(data.x), seed)
+               for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices)}
+    engine = RoundEngine(engine_config(bundle), student_evaluator(student, art.split.test.x, art.split.test.y))
+    return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end)

@@ -1,53 +1,36 @@
 """FedAvg on the full multi-exit Keras teacher, trained from scratch on the devices' data.
 
-Also FedCompress (uint8 update encoding) and DP-FedAvg (clip on device, central Gaussian noise in
-cloud.strategy.aggregate): the loop is the same, only the update encoding and FedAvgConfig differ.
-Every round each device decodes the float32 global-model payload, trains `local_epochs` epochs with
-Keras (Adam, its state reset per device and round, as a fresh client optimiser), and uploads
-theta_local - theta_global; the server decodes every payload and averages with `aggregate`.
-All exits are trained (sum of per-exit cross-entropies, as the cloud trains the teacher);
-accuracy is the final exit's on the test split.
+Also FedCompress (uint8 update encoding) and DP-FedAvg (clip on device, central Gaussian noise):
+a short driver of the round engine over the in-memory transport; only the client (`KerasClient`),
+the update encoding and the aggregation config differ from DMSKD. Every round each device
+decodes the float32 global-model payload, trains `local_epochs` epochs with Keras (Adam, its state
+reset per device and round, as a fresh client optimiser; batches shuffled by the device's round
+Generator, not TensorFlow's global seed), and uploads theta_local - theta_global. All exits are
+trained (sum of per-exit cross-entropies, as the cloud trains the teacher); accuracy is the final
+exit's on the test split.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from cloud.accounting import compute_epsilon
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from cloud.round_engine import EngineConfig, RoundEngine, RoundRecord
+from cloud.strategy import DpMode
+from edge.plan import TrainingSettings
 from edge.privacy import clip_update
-from edge.wire import FLOAT32_DELTA
-from simulator.artifacts import forward_flops
-from simulator.baselines.payloads import (global_model_payload, received_global_model, received_update,
-                                          update_meta, update_payload)
+from edge.seeding import FleetSeeds, round_generator
+from edge.update_quantization import update_tensors
+from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
 from simulator.baselines.result import MethodResult
+from simulator.artifacts import forward_flops
+from simulator.baselines.settings import BaselineSettings
 from simulator.data import Dataset
-
-
-@dataclass(frozen=True)
-class FedAvgSettings:
-    """Local training and aggregation of one FedAvg-family run."""
-
-    rounds: int
-    local_epochs: int = 3
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    encoding: str = FLOAT32_DELTA
-    aggregation: FedAvgConfig = field(default_factory=FedAvgConfig)
-    delta: float = 1e-5
-    seed: int = 0
-    fleet: str = "compare"
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
-            raise ValueError("rounds, local_epochs and batch_size must be at least 1")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+from simulator.in_process import run_rounds
 
 
 def keras_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
@@ -74,49 +57,72 @@ def compile_for_local_training(model: tf.keras.Model, learning_rate: float) -> N
                   loss=[tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n)
 
 
-def local_train(model: tf.keras.Model, data: Dataset, epochs: int, batch_size: int) -> None:
+def local_train(model: tf.keras.Model, data: Dataset, training: TrainingSettings, rng: np.random.Generator) -> None:
     """Train all exits on one device's data, the optimiser's state reset first (a fresh client)."""
     for v in model.optimizer.variables:
         v.assign(tf.zeros_like(v))
-    model.fit(data.x, [data.y] * len(model.outputs), epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+    for _ in range(training.local_epochs):
+        order = rng.permutation(len(data))
+        model.fit(data.x[order], [data.y[order]] * len(model.outputs), epochs=1, batch_size=training.batch_size,
+                  shuffle=False, verbose=0)
 
 
-def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test: Dataset, settings: FedAvgSettings,
+@dataclass
+class KerasClient:
+    """A device training the shared Keras `model` on its data and uploading its (clipped) delta."""
+
+    device: str
+    model: tf.keras.Model
+    data: Dataset
+    settings: BaselineSettings
+    seed: np.random.SeedSequence
+
+    def fit(self, model_payload: bytes, round_: int) -> bytes:
+        received, meta = decode_weights(model_payload)
+        set_keras_weights(self.model, received)
+        local_train(self.model, self.data, self.settings.training, round_generator(self.seed, round_))
+        delta = {k: (v - received[k]).astype(np.float32) for k, v in keras_weights(self.model).items()}
+        agg = self.settings.aggregation
+        dp = agg.dp_mode is not DpMode.NONE
+        if dp:
+            delta, _ = clip_update(delta, agg.clip)
+        um = UpdateMeta(self.settings.fleet, self.device, round_, meta.version, len(self.data),
+                        agg.clip if dp else 0.0, 0.0, agg.dp_mode.value, update_id(self.device, round_, meta.version),
+                        self.settings.encoding)
+        return encode_update(update_tensors(delta, um.encoding), um)
+
+
+def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test: Dataset, settings: BaselineSettings,
                on_round: Callable[[int, float], None] | None = None) -> MethodResult:
     """Federate `model` (initial weights = its current ones) over `devices`; accuracy after every round."""
     started = time.monotonic()
-    tf.keras.utils.set_random_seed(settings.seed)
     agg = settings.aggregation
-    dp = agg.dp_mode is not DpMode.NONE
     if agg.dp_mode is DpMode.LOCAL:
         raise ValueError("run_fedavg supports DP modes none and central")
-    compile_for_local_training(model, settings.learning_rate)
-    global_w = keras_weights(model)
-    result = MethodResult(method, final_exit_accuracy(model, test),
+    compile_for_local_training(model, settings.training.lr)
+    seeds = FleetSeeds.from_seed(settings.seed, len(devices))
+    clients = {f"dev{i:03d}": KerasClient(f"dev{i:03d}", model, d, settings, s)
+               for i, (d, s) in enumerate(zip(devices, seeds.devices))}
+
+    def evaluate(weights: dict[str, np.ndarray]) -> dict[str, float]:
+        set_keras_weights(model, weights)
+        return {"accuracy": final_exit_accuracy(model, test)}
+
+    config = EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta,
+                          bound_updates=agg.dp_mode is not DpMode.NONE, encodings=(settings.encoding,))
+    engine = RoundEngine(config, evaluate)
+    state = engine.init(keras_weights(model), seeds.server)
+    result = MethodResult(method, evaluate(state.weights)["accuracy"],
                           flops_per_epoch_mean=float(np.mean([3 * forward_flops(model) * len(d) for d in devices])),
-                          noise_multiplier=agg.noise_multiplier if dp else 0.0, params=int(model.count_params()))
-    for r in range(settings.rounds):
-        down = global_model_payload(global_w, settings.fleet, r)
-        received = received_global_model(down)
-        updates, up_bytes = [], 0
-        for i, data in enumerate(devices):
-            set_keras_weights(model, received)
-            local_train(model, data, settings.local_epochs, settings.batch_size)
-            delta = {k: (v - received[k]).astype(np.float32) for k, v in keras_weights(model).items()}
-            if dp:
-                delta, _ = clip_update(delta, agg.clip)
-            meta = update_meta(settings.fleet, f"dev{i:03d}", r, len(data), settings.encoding,
-                               agg.clip if dp else 0.0, 0.0, agg.dp_mode.value)
-            blob = update_payload(delta, meta)
-            up_bytes += len(blob)
-            tensors, got = received_update(blob)
-            updates.append(AcceptedUpdate(got.device, tensors, got.num_examples))
-        global_w = aggregate(global_w, updates, agg, seed=settings.seed * 100_003 + r).weights
-        set_keras_weights(model, global_w)
-        result.record_round(final_exit_accuracy(model, test), up_bytes, len(down) * len(devices))
+                          noise_multiplier=agg.noise_multiplier if agg.dp_mode is not DpMode.NONE else 0.0,
+                          params=int(model.count_params()))
+
+    def report(record: RoundRecord) -> None:
         if on_round:
-            on_round(r, result.accuracy_per_round[-1])
-    if dp:
-        result.epsilon = compute_epsilon(agg.noise_multiplier, 1.0, settings.rounds, settings.delta)
+            on_round(record.round, record.metrics["accuracy"])
+
+    run = run_rounds(engine, state, clients, report)
+    set_keras_weights(model, run.state.weights)
+    result.record_run(run)
     result.wall_seconds = time.monotonic() - started
     return result

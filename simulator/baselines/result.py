@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulator.in_process import InProcessRun
 
 
 @dataclass
@@ -42,6 +46,13 @@ class MethodResult:
         self.accuracy_per_round.append(float(accuracy))
         self.bytes_up_per_round.append(int(bytes_up))
         self.bytes_down_per_round.append(int(bytes_down))
+
+    def record_run(self, run: InProcessRun) -> None:
+        """Take accuracy, bytes and epsilon of every round of an in-process run."""
+        for record, up, down in zip(run.records, run.bytes_up, run.bytes_down):
+            self.record_round(record.metrics["accuracy"], up, down)
+        if run.state.ledger is not None:
+            self.epsilon = run.state.ledger.epsilon
 
     def to_dict(self) -> dict:
         return {**asdict(self), "final_accuracy": self.final_accuracy, "bytes_per_round": self.bytes_per_round,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.accounting import PrivacyLedger, calibrate_noise_multiplier, compute_epsilon, round_event
+import dp_accounting
+
+from cloud.accounting import (DEFAULT_ORDERS, PrivacyLedger, calibrate_noise_multiplier, compute_epsilon, epsilon_of,
+                              event_from_json, event_to_json, round_event)
 
 DELTA = 1e-5
 
@@ -53,22 +56,47 @@ def test_calibration_refuses_a_non_positive_target() -> None:
 
 
 def test_ledger_spends_rounds_up_to_the_budget_then_refuses() -> None:
-    z, q = 2.0, 1.0
-    budget = compute_epsilon(z, q, 3, DELTA)
-    ledger = PrivacyLedger(noise_multiplier=z, participation=q, delta=DELTA, max_epsilon=budget)
+    z = 2.0
+    event = dp_accounting.GaussianDpEvent(z)
+    budget = compute_epsilon(z, 1.0, 3, DELTA)
+    ledger = PrivacyLedger(delta=DELTA, max_epsilon=budget)
     for _ in range(3):
-        assert ledger.can_spend_round()
-        ledger.spend_round()
+        assert ledger.allows(event)
+        ledger = ledger.spend(event)
     assert ledger.rounds_spent == 3
     assert ledger.epsilon == pytest.approx(budget)
-    assert not ledger.can_spend_round()
+    assert not ledger.allows(event)
     with pytest.raises(RuntimeError, match="round 4 would exceed the privacy budget"):
-        ledger.spend_round()
+        ledger.spend(event)
     assert ledger.rounds_spent == 3  # a refused round spends nothing
 
 
 def test_ledger_without_a_budget_always_allows_a_round() -> None:
-    ledger = PrivacyLedger(noise_multiplier=0.5, participation=1.0, delta=DELTA)
+    ledger = PrivacyLedger(delta=DELTA)
     assert ledger.epsilon == 0.0
-    ledger.spend_round()
-    assert ledger.can_spend_round() and ledger.rounds_spent == 1
+    ledger = ledger.spend(dp_accounting.GaussianDpEvent(0.5))
+    assert ledger.allows(dp_accounting.GaussianDpEvent(0.5)) and ledger.rounds_spent == 1
+
+
+def test_ledger_composes_different_events_as_the_accountant_does() -> None:
+    events = (dp_accounting.GaussianDpEvent(2.0), dp_accounting.GaussianDpEvent(2.0),
+              dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(1.0)))
+    accountant = dp_accounting.rdp.RdpAccountant(DEFAULT_ORDERS)
+    for e in events:
+        accountant.compose(e)
+    assert epsilon_of(events, DELTA) == pytest.approx(accountant.get_epsilon(DELTA), rel=1e-9)
+    assert epsilon_of(events[:2], DELTA) == pytest.approx(compute_epsilon(2.0, 1.0, 2, DELTA), rel=1e-9)
+
+
+@pytest.mark.parametrize("event", [dp_accounting.GaussianDpEvent(1.25),
+                                   dp_accounting.PoissonSampledDpEvent(0.2, dp_accounting.GaussianDpEvent(0.7))],
+                         ids=["gaussian", "poisson-sampled"])
+def test_events_survive_their_json_form(event) -> None:
+    assert event_from_json(event_to_json(event)) == event
+
+
+def test_an_event_the_checkpoint_cannot_store_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="cannot store privacy event"):
+        event_to_json(dp_accounting.LaplaceDpEvent(1.0))
+    with pytest.raises(ValueError, match="delete the checkpoint"):
+        event_from_json({"laplace_b": 1.0})

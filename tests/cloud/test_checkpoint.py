@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.checkpoint import AggregatorState, load_checkpoint, save_checkpoint
+from cloud.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -18,8 +18,8 @@ def _weights(seed: int = 0) -> dict[str, np.ndarray]:
             "step": np.array(7.0, np.float32)}
 
 
-STATE = AggregatorState(next_round=4, version=3, rounds_spent=3,
-                        history=[{"round": 1, "accepted": ["d0", "d1"], "rejected": [["d2", "NaN"]]}])
+STATE = {"round": 4, "version": 3, "privacy_events": [{"gaussian_z": 1.5}],
+         "history": [{"round": 1, "accepted": ["d0", "d1"], "rejected": [["d2", "NaN"]]}]}
 
 
 def test_save_then_load_round_trips_weights_bit_exact_and_state(tmp_path: Path) -> None:
@@ -37,12 +37,13 @@ def test_save_then_load_round_trips_weights_bit_exact_and_state(tmp_path: Path) 
 
 def test_a_later_checkpoint_replaces_the_earlier_one(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, _weights(0), STATE)
-    later = AggregatorState(next_round=5, version=4, rounds_spent=4, history=STATE.history + [{"round": 4}])
+    later = {**STATE, "round": 5, "version": 4, "history": STATE["history"] + [{"round": 4}]}
     save_checkpoint(tmp_path, _weights(1), later)
     got, state = load_checkpoint(tmp_path)
     assert state == later
     assert got["dense_0/kernel"].tobytes() == _weights(1)["dense_0/kernel"].tobytes()
     assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.glob("weights-*")) == ["weights-v4.safetensors"]  # the old one is gone
 
 
 def test_no_checkpoint_gives_none(tmp_path: Path) -> None:
@@ -57,9 +58,9 @@ def test_missing_weights_file_raises_naming_it(tmp_path: Path) -> None:
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["{\"next_round\": 4, \"vers", "[1, 2, 3]", "{\"next_round\": 4}", "42",
-                                  json.dumps({"next_round": 1, "version": 0, "rounds_spent": 0, "colour": "red"})],
-                         ids=["truncated-json", "list", "missing-fields", "number", "unknown-field"])
+@pytest.mark.parametrize("text", ["{\"round\": 4, \"vers", "[1, 2, 3]", "{\"round\": 4}", "42",
+                                  json.dumps({"round": 1, "version": "three"})],
+                         ids=["truncated-json", "list", "missing-version", "number", "garbled-version"])
 def test_corrupt_state_json_raises_telling_to_delete_it(tmp_path: Path, text: str) -> None:
     save_checkpoint(tmp_path, _weights(), STATE)
     (tmp_path / "state.json").write_text(text)

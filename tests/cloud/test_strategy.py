@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dp_accounting
 import numpy as np
 import pytest
 
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, GaussianSumMechanism, aggregate
 
 GLOBAL = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), "b": np.array([0.5, -0.5], np.float32)}
 
@@ -38,7 +39,8 @@ def test_local_mode_takes_the_plain_mean_ignoring_example_counts() -> None:
     result = aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.LOCAL, clip=1.0, noise_multiplier=1.0))
     np.testing.assert_allclose(result.weights["w"], [[1.5, 3.0], [4.0, 4.5]], rtol=1e-6)
     np.testing.assert_allclose(result.weights["b"], [0.0, 2.0], rtol=1e-6)
-    assert result.noised  # the devices noised; the server adds nothing
+    assert result.noised  # the devices noised; the server adds nothing, but the release is accounted
+    assert result.dp_event == dp_accounting.GaussianDpEvent(1.0)
 
 
 def test_aggregate_with_no_updates_is_refused() -> None:
@@ -56,14 +58,14 @@ def test_dp_mode_parse_accepts_the_three_names() -> None:
     assert [DpMode.parse(t) for t in ("none", "local", "central")] == [DpMode.NONE, DpMode.LOCAL, DpMode.CENTRAL]
 
 
-# --- central mode: TF-Privacy GaussianSumQuery (imports TensorFlow, about 5 s once) ---
+# --- central mode: the Gaussian sum mechanism, noise from the round's Generator ---
 
 def test_central_mode_noise_on_the_mean_has_stddev_z_c_over_k() -> None:
     k, z, clip, n = 4, 1.3, 0.8, 2000
     zero = {"v": np.zeros(n, np.float32)}
     updates = [AcceptedUpdate(f"d{i}", {"v": np.zeros(n, np.float32)}, 10) for i in range(k)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=clip, noise_multiplier=z)
-    result = aggregate(zero, updates, config, seed=11)
+    result = aggregate(zero, updates, config, np.random.default_rng(11))
     noise = result.weights["v"].astype(np.float64)
     expected = z * clip / k  # 0.26
     # sample std of 2000 normals: relative sd 1/sqrt(2n) ~ 1.6 %; 6 % is ~4 sigma
@@ -78,9 +80,9 @@ def test_central_mode_same_seed_same_noise_other_seed_other_noise() -> None:
     updates = [AcceptedUpdate("d", {"v": np.zeros(50, np.float32)}, 1)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
     zero = {"v": np.zeros(50, np.float32)}
-    a = aggregate(zero, updates, config, seed=3).weights["v"]
-    b = aggregate(zero, updates, config, seed=3).weights["v"]
-    c = aggregate(zero, updates, config, seed=4).weights["v"]
+    a = aggregate(zero, updates, config, np.random.default_rng(3)).weights["v"]
+    b = aggregate(zero, updates, config, np.random.default_rng(3)).weights["v"]
+    c = aggregate(zero, updates, config, np.random.default_rng(4)).weights["v"]
     assert a.tobytes() == b.tobytes()
     assert not np.array_equal(a, c)
 
@@ -90,13 +92,45 @@ def test_central_mode_clips_records_larger_than_the_clip_norm() -> None:
     small = np.array([0.1, 0.0], np.float32)        # below the clip: kept as is
     updates = [AcceptedUpdate("a", {"v": big}, 1), AcceptedUpdate("b", {"v": small}, 1000)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=0.0)
-    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config)
+    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config, np.random.default_rng(0))
     np.testing.assert_allclose(result.weights["v"], [(0.6 + 0.1) / 2, 0.8 / 2], rtol=1e-5)
 
 
 def test_central_mode_clips_the_global_norm_across_tensors() -> None:
     update = AcceptedUpdate("a", {"x": np.array([3.0], np.float32), "y": np.array([[4.0]], np.float32)}, 1)
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=2.0, noise_multiplier=0.0)
-    result = aggregate({"x": np.zeros(1, np.float32), "y": np.zeros((1, 1), np.float32)}, [update], config)
+    result = aggregate({"x": np.zeros(1, np.float32), "y": np.zeros((1, 1), np.float32)}, [update], config,
+                       np.random.default_rng(0))
     np.testing.assert_allclose(result.weights["x"], [1.2], rtol=1e-5)
     np.testing.assert_allclose(result.weights["y"], [[1.6]], rtol=1e-5)
+
+
+def test_central_mode_without_the_rounds_generator_is_refused() -> None:
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="needs the round's Generator"):
+        aggregate(GLOBAL, UPDATES, config)
+
+
+def test_gaussian_sum_mechanism_agrees_with_tf_privacy_gaussian_sum_query() -> None:
+    """Same clipped sum and the same accounting event as TF-Privacy's query (noise off to compare sums)."""
+    import tensorflow as tf
+    from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
+
+    rng = np.random.default_rng(5)
+    records = [{"a": rng.normal(0, s, (3, 4)).astype(np.float32), "b": rng.normal(0, s, (4,)).astype(np.float32)}
+               for s in (0.1, 1.0, 3.0)]
+    names = ["a", "b"]
+    query = GaussianSumQuery(l2_norm_clip=1.5, stddev=0.0)
+    gs = query.initial_global_state()
+    params = query.derive_sample_params(gs)
+    sample = query.initial_sample_state([tf.zeros_like(records[0][n]) for n in names])
+    mech = GaussianSumMechanism(clip=1.5, noise_multiplier=0.0)
+    state = mech.initial_sample_state(records[0])
+    for r in records:
+        sample = query.accumulate_record(params, sample, [tf.constant(r[n]) for n in names])
+        state = mech.accumulate_record(state, r)
+    tf_sum, _, tf_event = query.get_noised_result(sample, gs)
+    ours, event = mech.get_noised_result(state, np.random.default_rng(0))
+    for i, n in enumerate(names):
+        np.testing.assert_allclose(ours[n], tf_sum[i].numpy(), rtol=1e-5, atol=1e-6)
+    assert event == tf_event == dp_accounting.GaussianDpEvent(0.0)

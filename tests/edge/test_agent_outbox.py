@@ -24,7 +24,7 @@ def test_unacknowledged_update_in_outbox_is_resent_on_start(broker, tmp_path):
     listener.subscribe(FleetTopics(fleet).update(4, device), lambda t, p: (received.append(p), got.set()))
     listener.connect()
     agent = DeviceAgent(device, fleet, MqttSession(f"{fleet}-{device}", broker.host, broker.port),
-                        np.zeros((3, 8, 8, 1), np.float32), None, seed=0, outbox_dir=tmp_path)
+                        np.zeros((3, 8, 8, 1), np.float32), None, seed=np.random.SeedSequence(0), outbox_dir=tmp_path)
     try:
         agent.start()
         assert got.wait(10)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from edge.plan import TrainingSettings
 from simulator.artifacts import prepare_cloud
 from simulator.config import ExperimentConfig
 
 
 @pytest.fixture(scope="session")
 def tiny_config() -> ExperimentConfig:
-    return ExperimentConfig(devices=3, rounds=3, seed=1, teacher_epochs=8, local_epochs=2, deadline_s=60.0)
+    return ExperimentConfig(devices=3, rounds=3, seed=1, teacher_epochs=8, training=TrainingSettings(local_epochs=2),
+                            deadline_s=60.0)
 
 
 @pytest.fixture(scope="session")

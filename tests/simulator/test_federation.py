@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from cloud.serve import student_evaluator
+from cloud.evaluation import student_evaluator
 from edge.mqtt_session import MqttSession
 from edge.topics import FleetTopics
 from edge.wire import UpdateMeta, encode_update

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected, decode_update
-from simulator.baselines.payloads import received_update, update_meta, update_payload
-from simulator.baselines.quantization import (QPARAMS_SUFFIX, dequantize_tensor, dequantize_update,
-                                              quantize_tensor, quantize_update)
+from edge.update_quantization import (QPARAMS_SUFFIX, decoded_delta, dequantize_tensor, dequantize_update,
+                                      quantize_tensor, quantize_update, update_tensors)
+from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected, UpdateMeta, decode_update, encode_update
+
+
+def update_payload(delta: dict[str, np.ndarray], encoding: str) -> bytes:
+    """A device's update blob for round 0 in `encoding`."""
+    meta = UpdateMeta("f", "dev000", 0, 0, 10, 0.0, 0.0, "none", "dev000:0:0", encoding)
+    return encode_update(update_tensors(delta, encoding), meta)
 
 
 def _delta(seed: int = 0) -> dict[str, np.ndarray]:
@@ -38,12 +43,13 @@ def test_round_trip_error_is_at_most_half_a_step(name):
 
 def test_update_round_trip_through_the_wire_is_bounded_and_4x_smaller():
     delta = _delta()
-    f32 = update_payload(delta, update_meta("f", "dev000", 0, 10, FLOAT32_DELTA))
-    u8 = update_payload(delta, update_meta("f", "dev000", 0, 10, UINT8_AFFINE_DELTA))
+    f32 = update_payload(delta, FLOAT32_DELTA)
+    u8 = update_payload(delta, UINT8_AFFINE_DELTA)
     raw = sum(v.size for v in delta.values())
     assert len(f32) > 4 * raw
     assert 0.24 < len(u8) / len(f32) < 0.27
-    got, meta = received_update(u8)
+    wire, meta = decode_update(u8, encodings=(UINT8_AFFINE_DELTA,))
+    got = decoded_delta(wire, meta.encoding)
     assert meta.encoding == UINT8_AFFINE_DELTA and set(got) == set(delta)
     for name, x in delta.items():
         step = float(np.ptp(x)) / 255
@@ -59,7 +65,7 @@ def test_wire_tensors_are_uint8_codes_with_float32_qparams():
 
 
 def test_the_dmskd_aggregator_decoder_refuses_uint8_updates():
-    blob = update_payload(_delta(), update_meta("f", "dev000", 0, 10, UINT8_AFFINE_DELTA))
+    blob = update_payload(_delta(), UINT8_AFFINE_DELTA)
     with pytest.raises(PayloadRejected, match="encoding 'uint8-affine-delta' not accepted"):
         decode_update(blob)
 
@@ -69,5 +75,7 @@ def test_missing_qparams_and_non_finite_input_are_named():
     del wire["w" + QPARAMS_SUFFIX]
     with pytest.raises(ValueError, match="'w.qparams'"):
         dequantize_update(wire)
+    with pytest.raises(PayloadRejected, match="'w.qparams'"):
+        decoded_delta(wire, UINT8_AFFINE_DELTA)
     with pytest.raises(ValueError, match="NaN or infinity"):
         quantize_tensor(np.array([1.0, np.nan], np.float32))

@@ -1,4 +1,4 @@
-"""FedCompress's 8-bit update quantisation: per-tensor affine uint8, pure numpy.
+"""8-bit update quantisation (FedCompress; wire encoding UINT8_AFFINE_DELTA): per-tensor affine uint8, numpy only.
 
 A tensor x becomes codes q = round((x - offset) / scale) in 0..255 with offset = min(x) and
 scale = (max(x) - min(x)) / 255, so dequantising, offset + q * scale, is within scale / 2 of x
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected
 
 LEVELS = 255  # uint8 codes 0..255
 QPARAMS_SUFFIX = ".qparams"
@@ -69,3 +71,22 @@ def dequantize_update(wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise ValueError(f"tensor {name!r} has dtype {np.asarray(codes).dtype}, expected uint8 codes")
         out[name] = dequantize_tensor(QuantizedTensor(np.asarray(codes), float(params[0]), float(params[1])))
     return out
+
+
+def update_tensors(delta: dict[str, np.ndarray], encoding: str) -> dict[str, np.ndarray]:
+    """The wire tensors of a float32 delta in `encoding` (float32 as is, or uint8 codes + qparams)."""
+    if encoding == UINT8_AFFINE_DELTA:
+        return quantize_update(delta)
+    if encoding == FLOAT32_DELTA:
+        return delta
+    raise ValueError(f"unknown update encoding {encoding!r}; choose one of {[FLOAT32_DELTA, UINT8_AFFINE_DELTA]}")
+
+
+def decoded_delta(tensors: dict[str, np.ndarray], encoding: str) -> dict[str, np.ndarray]:
+    """The float32 delta carried by wire tensors in `encoding`; PayloadRejected names what is malformed."""
+    if encoding != UINT8_AFFINE_DELTA:
+        return tensors
+    try:
+        return dequantize_update(tensors)
+    except ValueError as exc:
+        raise PayloadRejected(str(exc)) from exc

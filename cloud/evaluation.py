@@ -1,0 +1,33 @@
+"""The global student's evaluation hook: accuracy by the same LiteRT program the devices run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cloud.round_engine import Evaluate
+from edge.student_runtime import TrainableStudent
+
+
+def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.ndarray) -> Evaluate:
+    """An Evaluate giving {"accuracy": top-1 on (x, y)} for any student weights."""
+    student = program if isinstance(program, TrainableStudent) else TrainableStudent.from_bytes(program)
+    flat = np.asarray(x, np.float32).reshape(len(x), -1)
+    labels = np.asarray(y)
+
+    def evaluate(weights: dict[str, np.ndarray]) -> dict[str, float]:
+        student.set_weights(weights)
+        return {"accuracy": student.accuracy(flat, labels)}
+
+    return evaluate
+
+
+def holdout_evaluator(program: bytes, npz: Path) -> Evaluate:
+    """student_evaluator on a held-out .npz with arrays x, y."""
+    if not npz.exists():
+        raise FileNotFoundError(f"holdout file {npz} not found; `python -m simulator prepare --out DIR` writes DIR/test.npz")
+    with np.load(npz) as z:
+        if "x" not in z or "y" not in z:
+            raise ValueError(f"holdout {npz} needs arrays x and y; it holds {sorted(z.files)}")
+        return student_evaluator(program, z["x"].astype(np.float32), z["y"])

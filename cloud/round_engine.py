@@ -1,0 +1,192 @@
+"""The federated round, transport-free: `init -> RoundState`, `open_round`, `apply -> (RoundState, RoundRecord)`.
+
+FedJAX's shape with Flower's words. Every path drives this engine: the MQTT aggregator
+(cloud/aggregator.py) and the in-process simulations (simulator/in_process.py). A round is
+
+    opened = engine.open_round(state)            # cohort, the inbox that admits updates, the global payload
+    opened.inbox.offer(device, round, blob)      # the transport delivers each update blob
+    state, record = engine.apply(state, opened)  # aggregate, account, evaluate, record
+
+The engine owns who takes part (today: every device of the plan), admission (`RoundInbox`),
+aggregation (`cloud.strategy.aggregate`), the privacy ledger (it spends the `DpEvent` the
+mechanism returns and refuses a round the budget cannot pay for) and randomness: the server's
+`SeedSequence` lives in the state and round r draws from its r-th spawned child
+(`edge.seeding.round_generator`), so a resumed run draws what an uninterrupted one would.
+States are immutable values; `state_to_json`/`state_from_json` carry them through checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dp_accounting
+import numpy as np
+
+from cloud.accounting import PrivacyLedger, event_from_json, event_to_json
+from cloud.round_inbox import RoundInbox
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from edge.seeding import round_generator
+from edge.wire import FLOAT32_DELTA, WeightsMeta, encode_weights
+
+Evaluate = Callable[[dict[str, np.ndarray]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine enforces for a whole run.
+
+    devices: the fleet's plan; bound_updates: admit only updates within the clip norm (every
+    DMSKD mode; off for plain FedAvg of unclipped models); encodings: accepted update encodings."""
+
+    fleet: str
+    devices: tuple[str, ...]
+    rounds: int
+    aggregation: FedAvgConfig = FedAvgConfig()
+    delta: float = 1e-5
+    max_epsilon: float | None = None
+    bound_updates: bool = True
+    encodings: tuple[str, ...] = (FLOAT32_DELTA,)
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            raise ValueError("the fleet has no devices; plan at least one device")
+        if len(set(self.devices)) != len(self.devices):
+            raise ValueError("device ids in the plan must be unique")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """Everything a run carries from one round to the next."""
+
+    round: int  # the next round to run
+    version: int  # the global student's version (one per completed round)
+    weights: dict[str, np.ndarray] = field(repr=False)
+    seed: np.random.SeedSequence
+    ledger: PrivacyLedger | None = None
+    history: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round did: who was accepted, who rejected and why, epsilon so far, evaluation."""
+
+    round: int
+    accepted: tuple[str, ...]
+    rejected: tuple[tuple[str, str], ...]
+    epsilon: float | None
+    metrics: dict[str, float]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        out: dict = {"round": self.round, "accepted": list(self.accepted),
+                     "rejected": [list(r) for r in self.rejected], "seconds": self.seconds}
+        if self.epsilon is not None:
+            out["epsilon"] = self.epsilon
+        return {**out, **self.metrics}
+
+
+@dataclass
+class OpenRound:
+    """A round in progress: its cohort, the inbox the transport offers updates to, the model it trains."""
+
+    round: int
+    base_version: int
+    cohort: tuple[str, ...]
+    inbox: RoundInbox
+    model_payload: bytes = field(repr=False)
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+class RoundEngine:
+    """Runs rounds of FedAvg over a fleet under one EngineConfig; see the module docstring."""
+
+    def __init__(self, config: EngineConfig, evaluate: Evaluate | None = None) -> None:
+        self.config = config
+        self.evaluate = evaluate
+
+    def init(self, initial_weights: dict[str, np.ndarray], seed: np.random.SeedSequence) -> RoundState:
+        """Round 0 on version 0 of `initial_weights`, with an empty ledger in a DP run."""
+        weights = {k: np.asarray(v, np.float32) for k, v in initial_weights.items()}
+        return RoundState(0, 0, weights, seed, self._new_ledger())
+
+    def stop_reason(self, state: RoundState) -> str | None:
+        """Why no further round may run (schedule done, privacy budget spent), or None."""
+        if state.round >= self.config.rounds:
+            return f"the schedule of {self.config.rounds} rounds is complete"
+        if state.ledger is not None and not state.ledger.allows(self._round_event()):
+            return (f"round {state.round} would exceed epsilon = {state.ledger.max_epsilon} "
+                    f"(spent {state.ledger.epsilon:.3f} at delta = {state.ledger.delta})")
+        return None
+
+    def open_round(self, state: RoundState) -> OpenRound:
+        """Choose the cohort and open the inbox for round `state.round`."""
+        reason = self.stop_reason(state)
+        if reason is not None:
+            raise RuntimeError(f"cannot open round {state.round}: {reason}")
+        c = self.config
+        cohort = tuple(sorted(c.devices))
+        inbox = RoundInbox(state.round, state.version, c.fleet, frozenset(cohort),
+                           {k: tuple(v.shape) for k, v in state.weights.items()}, c.aggregation.dp_mode,
+                           c.aggregation.clip if c.bound_updates else None, c.encodings)
+        return OpenRound(state.round, state.version, cohort, inbox, self.model_payload(state))
+
+    def model_payload(self, state: RoundState, round_: int | None = None) -> bytes:
+        """The global student as devices receive it, announcing round `round_` (default: the next)."""
+        meta = WeightsMeta(self.config.fleet, state.version, state.round if round_ is None else round_)
+        return encode_weights(state.weights, meta)
+
+    def apply(self, state: RoundState, opened: OpenRound) -> tuple[RoundState, RoundRecord]:
+        """Aggregate the round's admitted updates, spend its privacy, evaluate, and close it."""
+        if opened.round != state.round or opened.base_version != state.version:
+            raise ValueError(f"round {opened.round} on version {opened.base_version} was not opened on this state "
+                             f"(round {state.round}, version {state.version})")
+        accepted = opened.inbox.accepted
+        updates: list[AcceptedUpdate] = [accepted[d] for d in sorted(accepted)]
+        weights, ledger = state.weights, state.ledger
+        if updates:
+            result = aggregate(weights, updates, self.config.aggregation, round_generator(state.seed, state.round))
+            weights = result.weights
+            if ledger is not None and result.dp_event is not None:
+                ledger = ledger.spend(result.dp_event)
+        metrics = self.evaluate(weights) if self.evaluate is not None else {}
+        record = RoundRecord(state.round, tuple(sorted(accepted)), tuple(opened.inbox.rejected),
+                             ledger.epsilon if ledger is not None else None, metrics,
+                             time.monotonic() - opened.opened_at)
+        new = RoundState(state.round + 1, state.version + 1, weights, state.seed, ledger,
+                         (*state.history, record.to_dict()))
+        return new, record
+
+    def _new_ledger(self) -> PrivacyLedger | None:
+        if self.config.aggregation.dp_mode is DpMode.NONE:
+            return None
+        return PrivacyLedger(self.config.delta, self.config.max_epsilon)
+
+    def _round_event(self) -> dp_accounting.DpEvent:
+        """The event one round releases: every device takes part (no sampling), so no amplification."""
+        return dp_accounting.GaussianDpEvent(self.config.aggregation.noise_multiplier)
+
+
+def state_to_json(state: RoundState) -> dict:
+    """The state without its weights, as JSON (the checkpoint stores weights beside it)."""
+    return {"round": state.round, "version": state.version,
+            "seed": {"entropy": state.seed.entropy, "spawn_key": list(state.seed.spawn_key)},
+            "privacy_events": None if state.ledger is None else [event_to_json(e) for e in state.ledger.events],
+            "history": list(state.history)}
+
+
+def state_from_json(raw: dict, weights: dict[str, np.ndarray], engine: RoundEngine) -> RoundState:
+    """Inverse of state_to_json for `engine`'s config; ValueError names what is missing or wrong."""
+    try:
+        seed = np.random.SeedSequence(raw["seed"]["entropy"], spawn_key=tuple(raw["seed"]["spawn_key"]))
+        ledger = engine.init(weights, seed).ledger
+        if ledger is not None:
+            ledger = PrivacyLedger(ledger.delta, ledger.max_epsilon,
+                                   tuple(event_from_json(e) for e in raw["privacy_events"] or []))
+        return RoundState(int(raw["round"]), int(raw["version"]), {k: np.asarray(v, np.float32)
+                          for k, v in weights.items()}, seed, ledger, tuple(raw["history"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"checkpoint state lacks or garbles {exc}; delete the checkpoint to start over") from exc
