@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
 from cloud.planner import DeviceProfile, ShardAssignment, ShardCandidate, plan_shards
-from cloud.profiler import PrefixProfile, layer_flops, profile_teacher
+from cloud.profiler import PrefixProfile, forward_flops, profile_teacher
 from cloud.student import build_student, student_weight_names
 from cloud.teacher_store import TeacherBundle
 from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
@@ -40,11 +39,6 @@ class CloudArtifacts:
     def teacher_accuracy(self) -> float:
         """The full teacher's (final exit's) test accuracy."""
         return self.exit_accuracies[-1]
-
-
-def forward_flops(model: tf.keras.Model) -> int:
-    """Forward FLOPs per sample of every layer of the model (all exits), by cloud.profiler.layer_flops."""
-    return int(sum(layer_flops(l) for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)))
 
 
 def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSplit) -> list[DeviceProfile]:
