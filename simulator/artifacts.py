@@ -13,7 +13,8 @@ from cloud.teacher_store import TeacherBundle
 from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
 from edge.wire import content_hash
 from export.op_support import model_ops
-from export.shards import ShardCheck, check_shard, export_int8_shard
+from export.shards import check_shard, export_int8_shard
+from export.verify import Agreement
 from export.student import export_trainable_student
 from simulator.config import ExperimentConfig
 from simulator.data import FederatedSplit, federated_split, load_digits
@@ -28,7 +29,7 @@ class CloudArtifacts:
     exit_accuracies: list[float]  # on the test split, shallowest exit first
     profiles: list[PrefixProfile]
     shards: dict[str, bytes]
-    shard_checks: dict[str, ShardCheck]
+    shard_checks: dict[str, Agreement]
     assignments: list[ShardAssignment]
     student_program: bytes
     student_weights: dict[str, np.ndarray]
