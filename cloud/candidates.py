@@ -15,10 +15,9 @@ import numpy as np
 
 from cloud.planner import ShardCandidate
 from cloud.profiler import PrefixProfile, profile_teacher
-from cloud.teacher import prefix_model
-from cloud.teacher_store import TeacherBundle
 from export.op_support import model_ops
 from export.shards import export_int8_shard
+from export.teacher_dir import TeacherBundle, prefix_model
 from export.tflm_arena import ArenaMeasurementError, minimum_arena_bytes
 
 
@@ -58,13 +57,18 @@ def shard_id(k: int) -> str:
 
 
 def teacher_candidates(bundle: TeacherBundle) -> list[PrefixFacts]:
-    """Profile every prefix, export it to full-int8 once and measure it in TFLite-Micro."""
+    """Profile every prefix, export it to full-int8 once and measure its arena in TFLite-Micro."""
     out = []
     for p in profile_teacher(bundle.model):
         model = export_int8_shard(prefix_model(bundle.model, p.k), np.asarray(bundle.calibration_x))
-        try:
-            arena = minimum_arena_bytes(model)
-        except ArenaMeasurementError:
-            arena = None
+        arena = _measured_arena(model)
         out.append(PrefixFacts(p, float(bundle.exit_accuracies[p.k - 1]), model, model_ops(model), arena))
     return out
+
+
+def _measured_arena(model: bytes) -> int | None:
+    """The smallest TFLite-Micro arena the shard runs with; None when TFLite-Micro cannot run it."""
+    try:
+        return minimum_arena_bytes(model)
+    except ArenaMeasurementError:
+        return None

@@ -129,18 +129,52 @@ def objective(shard: ShardCandidate, lam: float, device: DeviceProfile | None = 
     return shard.accuracy - lam * comm_seconds(shard, device)
 
 
+LIMITS = ("flops", "arena", "flash", "ops")  # the keys of limit_checks, in the order errors name them
+
+
+def limit_checks(devices: list[DeviceProfile], shards: list[ShardCandidate]) -> dict[str, np.ndarray]:
+    """The planner's feasibility rules: per limit (LIMITS), bool [N, L], True where shard j meets device i's limit."""
+    flops = np.array([s.flops_per_sample for s in shards], dtype=np.float64)
+    arena = np.array([s.arena_bytes for s in shards], dtype=np.float64)
+    size = np.array([s.model_bytes for s in shards], dtype=np.float64)
+    budget = np.array([d.flops_per_epoch for d in devices], dtype=np.float64)
+    samples = np.array([d.num_samples for d in devices], dtype=np.float64)
+    ram = np.array([np.inf if d.arena_bytes is None else d.arena_bytes for d in devices], dtype=np.float64)
+    flash = np.array([np.inf if d.flash_bytes is None else d.flash_bytes for d in devices], dtype=np.float64)
+    runnable: dict[frozenset[str] | None, np.ndarray] = {}  # devices share a handful of op sets
+    for d in devices:
+        if d.supported_ops not in runnable:
+            runnable[d.supported_ops] = np.array([d.supported_ops is None or not s.ops - d.supported_ops
+                                                  for s in shards], dtype=bool)
+    ops = np.array([runnable[d.supported_ops] for d in devices], dtype=bool).reshape(len(devices), len(shards))
+    return {"flops": flops[None, :] * samples[:, None] <= budget[:, None], "arena": arena[None, :] <= ram[:, None],
+            "flash": size[None, :] <= flash[:, None], "ops": ops}
+
+
+def fits(devices: list[DeviceProfile], shards: list[ShardCandidate]) -> np.ndarray:
+    """bool [N, L]: shard j meets every limit of device i (FLOP budget, arena, flash, operator support)."""
+    return np.logical_and.reduce(list(limit_checks(devices, shards).values()))
+
+
+def broken_limits(device: DeviceProfile, shard: ShardCandidate) -> list[str]:
+    """The LIMITS of the device that the shard breaks (empty when it fits)."""
+    checks = limit_checks([device], [shard])
+    return [name for name in LIMITS if not checks[name][0, 0]]
+
+
 def violations(device: DeviceProfile, shard: ShardCandidate) -> list[str]:
     """Every limit of the device that the shard breaks, in words (empty when it fits)."""
+    broken, ops = broken_limits(device, shard), sorted(shard.ops - (device.supported_ops or frozenset()))
     out = []
-    cost = shard.flops_per_sample * device.num_samples
-    if cost > device.flops_per_epoch:
-        out.append(f"FLOPs per epoch {cost:,} > budget {int(device.flops_per_epoch):,}")
-    if device.arena_bytes is not None and shard.arena_bytes > device.arena_bytes:
+    if "flops" in broken:
+        out.append(f"FLOPs per epoch {shard.flops_per_sample * device.num_samples:,} > budget "
+                   f"{int(device.flops_per_epoch):,}")
+    if "arena" in broken:
         out.append(f"arena {shard.arena_bytes:,} B > RAM {device.arena_bytes:,} B")
-    if device.flash_bytes is not None and shard.model_bytes > device.flash_bytes:
+    if "flash" in broken:
         out.append(f"model {shard.model_bytes:,} B > flash {device.flash_bytes:,} B")
-    if device.supported_ops is not None and shard.ops - device.supported_ops:
-        out.append(f"unsupported ops {sorted(shard.ops - device.supported_ops)} on target {device.target}")
+    if "ops" in broken:
+        out.append(f"unsupported ops {ops} on target {device.target}")
     return out
 
 
@@ -149,22 +183,24 @@ def explain_no_fit(device: DeviceProfile, shards: list[ShardCandidate]) -> str:
     where = f" ({device.source})" if device.source else ""
     head = (f"device {device.device_id}{where} (target {device.target}, {int(device.flops_per_epoch):,} "
             f"FLOPs/epoch over {device.num_samples} samples) fits no shard")
-    runnable = [s for s in shards if device.supported_ops is None or not s.ops - device.supported_ops]
+    runs = limit_checks([device], shards)["ops"][0]
+    runnable = [s for s, ok in zip(shards, runs) if ok]
     if not runnable:
         s = min(shards, key=_cost_key)
         return (f"{head}: target {device.target} runs none of them; the cheapest, {s.shard_id}, "
-                f"uses {sorted(s.ops - device.supported_ops)}, which {device.target} lacks. Plan the "
-                f"device for another target, or give the teacher exits built from supported layers.")
+                f"uses {sorted(s.ops - (device.supported_ops or frozenset()))}, which {device.target} lacks. "
+                f"Plan the device for another target, or give the teacher exits built from supported layers.")
     s = min(runnable, key=_cost_key)
+    broken = broken_limits(device, s)
     needs = []
-    cost = s.flops_per_sample * device.num_samples
-    if cost > device.flops_per_epoch:
+    if "flops" in broken:
+        cost = s.flops_per_sample * device.num_samples
         fewer = int(device.flops_per_epoch // s.flops_per_sample)
         alternative = f", or at most {fewer:,} samples" if fewer >= 1 else ""
         needs.append(f"flops_per_epoch >= {cost:,} (flops_per_sample >= {s.flops_per_sample:,}{alternative})")
-    if device.arena_bytes is not None and s.arena_bytes > device.arena_bytes:
+    if "arena" in broken:
         needs.append(f"arena >= {s.arena_bytes:,} B (arena_kb >= {math.ceil(s.arena_bytes / 1024):,})")
-    if device.flash_bytes is not None and s.model_bytes > device.flash_bytes:
+    if "flash" in broken:
         needs.append(f"flash >= {s.model_bytes:,} B (flash_kb >= {math.ceil(s.model_bytes / 1024):,})")
     return (f"{head}; the cheapest shard it could run, {s.shard_id}, breaks: {'; '.join(violations(device, s))}. "
             f"It would fit with {' and '.join(needs)}: raise those limits in the fleet file, or give "
@@ -246,24 +282,10 @@ class _Tables:
             raise ValueError(f"lambda must be >= 0, got {lam}")
         _check_unique(devices)
         ordered = sorted(shards, key=_cost_key)
-        flops = np.array([s.flops_per_sample for s in ordered], dtype=np.float64)
-        arena = np.array([s.arena_bytes for s in ordered], dtype=np.float64)
         size = np.array([s.model_bytes for s in ordered], dtype=np.float64)
         acc = np.array([s.accuracy for s in ordered], dtype=np.float64)
-        budget = np.array([d.flops_per_epoch for d in devices], dtype=np.float64)
-        samples = np.array([d.num_samples for d in devices], dtype=np.float64)
-        ram = np.array([np.inf if d.arena_bytes is None else d.arena_bytes for d in devices], dtype=np.float64)
-        flash = np.array([np.inf if d.flash_bytes is None else d.flash_bytes for d in devices], dtype=np.float64)
         link = np.array([d.link_kbps for d in devices], dtype=np.float64)
-        op_ok_cache: dict[frozenset[str] | None, np.ndarray] = {}
-        ops_ok = np.empty((len(devices), len(ordered)), dtype=bool)
-        for i, d in enumerate(devices):
-            if d.supported_ops not in op_ok_cache:
-                op_ok_cache[d.supported_ops] = np.array(
-                    [d.supported_ops is None or not s.ops - d.supported_ops for s in ordered])
-            ops_ok[i] = op_ok_cache[d.supported_ops]
-        feasible = ((flops[None, :] * samples[:, None] <= budget[:, None]) & (arena[None, :] <= ram[:, None])
-                    & (size[None, :] <= flash[:, None]) & ops_ok)
+        feasible = fits(devices, ordered)
         value = acc[None, :] - lam * (size[None, :] * 8 / (link[:, None] * 1000))
         value = np.where(feasible, value, -np.inf)
         stuck = np.flatnonzero(~feasible.any(axis=1))

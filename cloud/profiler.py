@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from cloud.teacher import num_exits, prefix_model
+from cloud.teacher import num_exits
+from export.teacher_dir import prefix_model
 
 BUFFER_ALIGN = 16  # TFLM aligns every planned buffer to 16 bytes
 EVAL_TENSOR_BYTES = 24  # sizeof(TfLiteEvalTensor), 64-bit host
@@ -108,6 +109,11 @@ def layer_flops(layer: tf.keras.layers.Layer) -> int:
     return 0
 
 
+def forward_flops(model: tf.keras.Model) -> int:
+    """Forward FLOPs per sample of every layer of the model (all its outputs), by layer_flops."""
+    return int(sum(layer_flops(l) for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)))
+
+
 def profile_prefix(teacher: tf.keras.Model, k: int) -> PrefixProfile:
     """Profile P_k from its layer graph (int8 bytes: 1 per weight, 4 per bias)."""
     return profile_model(prefix_model(teacher, k), k)
@@ -116,14 +122,13 @@ def profile_prefix(teacher: tf.keras.Model, k: int) -> PrefixProfile:
 def profile_model(model: tf.keras.Model, k: int = 0) -> PrefixProfile:
     """Profile any single-input, single-output Keras classifier the way profile_prefix does."""
     layers = [l for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)]
-    flops = sum(layer_flops(l) for l in layers)
     params = model.count_params()
     int8 = 0
     for l in layers:
         for w in l.weights:
             int8 += int(np.prod(w.shape)) * (4 if "bias" in w.name else 1)
     graph = lower_to_tflm(model)
-    return PrefixProfile(k, int(flops), int(params), int(int8), int(params * 4), graph.planned_head_bytes(),
+    return PrefixProfile(k, forward_flops(model), int(params), int(int8), int(params * 4), graph.planned_head_bytes(),
                          graph.arena_bytes(), frozenset(op.kind for op in graph.ops))
 
 

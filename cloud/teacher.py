@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from export.teacher_dir import prefix_model  # noqa: F401  (P_k lives with the exporter; cloud re-exports it)
+TEACHER_LEARNING_RATE = 3e-3  # Adam, for training in the cloud
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,14 @@ def train_teacher(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray, epochs:
                   batch_size: int = 32, seed: int = 0, verbose: int = 0) -> None:
     """Train all exits jointly (sum of per-exit cross-entropies), deterministically."""
     tf.keras.utils.set_random_seed(seed)
-    n = num_exits(teacher)
-    teacher.compile(optimizer=tf.keras.optimizers.Adam(3e-3),
-                    loss=[tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n)
-    teacher.fit(x, [y] * n, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    compile_teacher(teacher, TEACHER_LEARNING_RATE)
+    teacher.fit(x, [y] * num_exits(teacher), epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+
+
+def compile_teacher(model: tf.keras.Model, learning_rate: float) -> None:
+    """Adam at learning_rate on the sum of every exit's sparse cross-entropy on logits (labels as integers)."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
+                  loss=[tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(model.outputs))
 
 
 def exit_accuracies(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> list[float]:

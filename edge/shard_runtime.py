@@ -7,6 +7,22 @@ import numpy as np
 from edge.litert import load_interpreter
 
 
+def quantise(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Float values as the tensor's dtype: round(x / scale + zero_point), saturated; float32 passes through."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return x.astype(np.float32)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantise(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """A tensor's values as float32: (y - zero_point) * scale; a float32 tensor passes through."""
+    if y.dtype == np.float32:
+        return y
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32, copy=False)
+
+
 class ShardRunner:
     """A quantised shard: float images in, dequantised exit logits out."""
 
@@ -27,24 +43,11 @@ class ShardRunner:
         """Exit logits for every row of x (float, shape (N, *input_shape))."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"shard expects inputs of shape {self.input_shape}, got {tuple(x.shape[1:])}")
-        q = self._quantise(x)  # elementwise, so once for all rows; the shard takes one row per invoke
+        # elementwise, so once for all rows; the shard takes one row per invoke
+        q = quantise(x, self._in["dtype"], *self._in["quantization"])
         raw = np.empty((len(x), int(self._out["shape"][-1])), dtype=self._out["dtype"])
         for i in range(len(q)):
             self._interp.set_tensor(self._in["index"], q[i:i + 1])
             self._interp.invoke()
             raw[i] = self._interp.get_tensor(self._out["index"])[0]
-        return self._dequantise(raw).astype(np.float32, copy=False)
-
-    def _quantise(self, x: np.ndarray) -> np.ndarray:
-        dtype = self._in["dtype"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        scale, zero = self._in["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
-    def _dequantise(self, y: np.ndarray) -> np.ndarray:
-        if self._out["dtype"] == np.float32:
-            return y
-        scale, zero = self._out["quantization"]
-        return (y.astype(np.float32) - zero) * scale
+        return dequantise(raw, *self._out["quantization"])

@@ -44,10 +44,6 @@ class FleetTopics:
     def all_updates(self) -> str:
         return f"{self.root}/round/+/update/+"
 
-    @property
-    def all_status(self) -> str:
-        return f"{self.root}/status/+"
-
 
 def chunk_base(topic: str) -> str:
     """The logical topic of a chunk topic (strip the trailing /<index>)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from export.pipeline import QAT_TRIGGER, ShardResult
 from export.plan_file import ExportPlan
-from export.teacher_dir import TeacherData
+from export.teacher_dir import TeacherBundle
 from export.verify import Agreement
 
 MANIFEST_VERSION = 1
@@ -45,7 +45,7 @@ def _artefact(a) -> dict:
     return d
 
 
-def build_manifest(plan: ExportPlan, teacher: TeacherData, results: list[ShardResult]) -> dict:
+def build_manifest(plan: ExportPlan, teacher: TeacherBundle, results: list[ShardResult]) -> dict:
     """The manifest as a JSON-ready dict."""
     return {
         "manifest_version": MANIFEST_VERSION,

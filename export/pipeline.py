@@ -13,7 +13,7 @@ from export.plan_file import ExportPlan, ShardJob
 from export.qat import QatConfig, QatUnsupported, quantization_aware_model
 from export.quantize import convert_int8
 from export.targets import ExportOptions, exporter
-from export.teacher_dir import TeacherData
+from export.teacher_dir import TeacherBundle
 from export.verify import Agreement, compare, litert_logits
 
 QAT_TRIGGER = 0.01  # one accuracy point
@@ -38,7 +38,7 @@ class ShardResult:
     artefacts: tuple[Artefact, ...]
 
 
-def export_shard(teacher: TeacherData, job: ShardJob, out: Path, options: ExportOptions,
+def export_shard(teacher: TeacherBundle, job: ShardJob, out: Path, options: ExportOptions,
                  qat_mode: str = "auto", qat_config: QatConfig = QatConfig(),
                  progress: Callable[[str], None] = lambda msg: None) -> ShardResult:
     """Quantise shard job.k once, then export it for each of its targets."""
@@ -79,7 +79,7 @@ def export_shard(teacher: TeacherData, job: ShardJob, out: Path, options: Export
     return ShardResult(job, QuantisationReport(ptq, qat, qat_error, chosen, trigger), tuple(artefacts))
 
 
-def export_plan(plan: ExportPlan, teacher: TeacherData, out: Path, options: ExportOptions,
+def export_plan(plan: ExportPlan, teacher: TeacherBundle, out: Path, options: ExportOptions,
                 qat_mode: str = "auto", qat_config: QatConfig = QatConfig(),
                 progress: Callable[[str], None] = lambda msg: None) -> list[ShardResult]:
     """Export every shard of the plan (InputError before writing anything if a shard's k is too deep)."""

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tensorflow as tf
 
 from export.quantize import convert_int8
-from export.verify import compare, litert_logits
-
-
-@dataclass(frozen=True)
-class ShardCheck:
-    """How the exported shard agrees with its float Keras prefix on held-out data."""
-
-    top1_agreement: float
-    keras_accuracy: float
-    tflite_accuracy: float
-    num_examples: int
+from export.verify import Agreement, compare, litert_logits
 
 
 def export_int8_shard(prefix: tf.keras.Model, representative_x: np.ndarray, num_calibration: int = 200) -> bytes:
@@ -29,7 +17,6 @@ def export_int8_shard(prefix: tf.keras.Model, representative_x: np.ndarray, num_
                         num_calibration=num_calibration)
 
 
-def check_shard(model_bytes: bytes, prefix: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> ShardCheck:
+def check_shard(model_bytes: bytes, prefix: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> Agreement:
     """Run the shard in ai-edge-litert and compare top-1 with the Keras prefix."""
-    a = compare(litert_logits(model_bytes, x), prefix.predict(x, verbose=0), y)
-    return ShardCheck(a.top1_agreement, a.float_accuracy, a.accuracy, a.num_examples)
+    return compare(litert_logits(model_bytes, x), prefix.predict(x, verbose=0), y)

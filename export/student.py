@@ -6,7 +6,7 @@ Signatures (fixed batch B, input dim D, C classes; every shape static):
   get_weights() -> {key: tensor}
   set_weights(**{key: tensor}) -> {"ok": []}   (ok == 1.0)
 Weight names are "dense_<i>/kernel" and "dense_<i>/bias"; TFLite signature keys use
-`signature_key(name)`: "/" becomes "__" (e.g. "dense_0__kernel"), `weight_name(key)` inverts it.
+`signature_key(name)`: "/" becomes "__" (e.g. "dense_0__kernel").
 """
 
 from __future__ import annotations
@@ -17,21 +17,16 @@ from collections.abc import Sequence
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema_fb
 
+from edge.student_runtime import KEY_SEPARATOR
 from export.converter_log import captured_native_stderr
 from export.tflite_graph import operator_names
 
 ALL_SIGNATURES: tuple[str, ...] = ("train", "infer", "get_weights", "set_weights")
-KEY_SEPARATOR = "__"
 
 
 def signature_key(name: str) -> str:
     """Map a weight name (dense_0/kernel) to its TFLite signature key (dense_0__kernel)."""
     return name.replace("/", KEY_SEPARATOR)
-
-
-def weight_name(key: str) -> str:
-    """Map a TFLite signature key (dense_0__kernel) back to its weight name (dense_0/kernel)."""
-    return key.replace(KEY_SEPARATOR, "/")
 
 
 def dense_layers(model: tf.keras.Model) -> list[tf.keras.layers.Dense]:

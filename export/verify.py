@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.shard_runtime import ShardRunner
+from edge.shard_runtime import ShardRunner, dequantise, quantise
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class Agreement:
     def accuracy_drop(self) -> float:
         """Float accuracy minus artefact accuracy (positive = the artefact is worse)."""
         return self.float_accuracy - self.accuracy
+
+    @property
+    def keras_accuracy(self) -> float:
+        """float_accuracy under the name simulator/experiment.py reads (until it reads float_accuracy)."""
+        return self.float_accuracy
+
+    @property
+    def tflite_accuracy(self) -> float:
+        """accuracy under the name simulator/experiment.py reads (until it reads accuracy)."""
+        return self.accuracy
 
 
 def compare(logits: np.ndarray, float_logits: np.ndarray, y: np.ndarray) -> Agreement:
@@ -49,25 +59,18 @@ def tflm_logits(model_bytes: bytes, x: np.ndarray, arena_size: int) -> np.ndarra
     shape = tuple(int(d) for d in ind["shape"])
     if tuple(x.shape[1:]) != shape[1:]:
         raise ValueError(f"model expects inputs of shape {shape[1:]}, got {tuple(x.shape[1:])}")
+    in_q, out_q = _scale_and_zero_point(ind), _scale_and_zero_point(outd)
     rows = []
     for row in x:
-        interp.set_input(_quantise(row[None, ...], ind), 0)
+        interp.set_input(quantise(row[None, ...], np.dtype(ind["dtype"]), *in_q), 0)
         interp.invoke()
-        rows.append(_dequantise(np.asarray(interp.get_output(0)), outd)[0])
+        rows.append(dequantise(np.asarray(interp.get_output(0)), *out_q)[0])
     return np.stack(rows).astype(np.float32)
 
 
-def _quantise(x: np.ndarray, details: dict) -> np.ndarray:
-    dtype = np.dtype(details["dtype"])
-    if dtype == np.float32:
-        return x.astype(np.float32)
+def _scale_and_zero_point(details: dict) -> tuple[float, int]:
+    """A TFLite-Micro tensor's (scale, zero point); (1.0, 0) when it is not quantised."""
     q = details["quantization_parameters"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / q["scales"][0] + q["zero_points"][0]), info.min, info.max).astype(dtype)
-
-
-def _dequantise(y: np.ndarray, details: dict) -> np.ndarray:
-    if np.dtype(details["dtype"]) == np.float32:
-        return y.astype(np.float32)
-    q = details["quantization_parameters"]
-    return (y.astype(np.float32) - q["zero_points"][0]) * q["scales"][0]
+    if len(q["scales"]) == 0:
+        return 1.0, 0
+    return float(q["scales"][0]), int(q["zero_points"][0])

@@ -5,17 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
-from cloud.planner import DeviceProfile, ShardAssignment, ShardCandidate, plan_shards
-from cloud.profiler import PrefixProfile, layer_flops, profile_teacher
+from cloud.candidates import teacher_candidates
+from cloud.planner import DeviceProfile, ShardAssignment, plan_shards
+from cloud.profiler import PrefixProfile, forward_flops
 from cloud.student import build_student, student_weight_names
-from cloud.teacher_store import TeacherBundle
-from cloud.teacher import build_teacher, exit_accuracies, prefix_model, train_teacher
-from edge.wire import content_hash
-from export.op_support import model_ops
-from export.shards import ShardCheck, check_shard, export_int8_shard
+from cloud.teacher import build_teacher, exit_accuracies, train_teacher
+from export.shards import check_shard
 from export.student import export_trainable_student
+from export.teacher_dir import TeacherBundle, prefix_model
+from export.verify import Agreement
 from simulator.config import ExperimentConfig
 from simulator.data import FederatedSplit, federated_split, load_digits
 
@@ -29,7 +28,7 @@ class CloudArtifacts:
     exit_accuracies: list[float]  # on the test split, shallowest exit first
     profiles: list[PrefixProfile]
     shards: dict[str, bytes]
-    shard_checks: dict[str, ShardCheck]
+    shard_checks: dict[str, Agreement]
     assignments: list[ShardAssignment]
     student_program: bytes
     student_weights: dict[str, np.ndarray]
@@ -40,11 +39,6 @@ class CloudArtifacts:
     def teacher_accuracy(self) -> float:
         """The full teacher's (final exit's) test accuracy."""
         return self.exit_accuracies[-1]
-
-
-def forward_flops(model: tf.keras.Model) -> int:
-    """Forward FLOPs per sample of every layer of the model (all exits), by cloud.profiler.layer_flops."""
-    return int(sum(layer_flops(l) for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)))
 
 
 def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSplit) -> list[DeviceProfile]:
@@ -68,24 +62,21 @@ def train_cloud_teacher(config: ExperimentConfig, progress=lambda msg: None) -> 
 
 
 def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudArtifacts:
-    """Train the teacher, profile and plan, export and check shards, export the student."""
+    """Train the teacher; export, profile and plan its prefixes (cloud.candidates); check shards; export the student."""
     split, bundle, test_acc = train_cloud_teacher(config, progress)
-    teacher, val_acc, train_x = bundle.model, bundle.exit_accuracies, bundle.calibration_x
-    profiles = profile_teacher(teacher)
     progress("exporting int8 shards")
-    exported = {p.k: export_int8_shard(prefix_model(teacher, p.k), train_x) for p in profiles}
-    candidates = [ShardCandidate(f"p{p.k}-{content_hash(exported[p.k])[:8]}", p.k, p.flops, len(exported[p.k]),
-                                 p.arena_bytes, val_acc[p.k - 1], model_ops(exported[p.k])) for p in profiles]
-    assignments = plan_shards(device_budgets(config, profiles[-1].flops, split), candidates, config.comm_lambda)
-    used = {a.shard_id for a in assignments}
-    by_id = {c.shard_id: c for c in candidates}
-    shards = {sid: exported[by_id[sid].k] for sid in sorted(used)}
-    checks = {sid: check_shard(shards[sid], prefix_model(teacher, by_id[sid].k), split.test.x, split.test.y)
+    facts = teacher_candidates(bundle)
+    profiles = [f.profile for f in facts]
+    budgets = device_budgets(config, profiles[-1].flops, split)
+    assignments = plan_shards(budgets, [f.candidate() for f in facts], config.comm_lambda)
+    by_id = {f.shard_id: f for f in facts}
+    shards = {sid: by_id[sid].model for sid in sorted({a.shard_id for a in assignments})}
+    checks = {sid: check_shard(shards[sid], prefix_model(bundle.model, by_id[sid].k), split.test.x, split.test.y)
               for sid in shards}
     progress("exporting the trainable student")
     input_dim = int(np.prod(split.cloud.x.shape[1:]))
     student = build_student(input_dim, config.student_hidden, 10, seed=config.seed)
     program = export_trainable_student(student, batch_size=config.training.batch_size)
     weights = {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(student), student.weights)}
-    return CloudArtifacts(split, teacher.count_params(), test_acc, profiles, shards, checks,
-                          assignments, program, weights, forward_flops(student), exported)
+    return CloudArtifacts(split, bundle.model.count_params(), test_acc, profiles, shards, checks,
+                          assignments, program, weights, forward_flops(student), {f.k: f.model for f in facts})

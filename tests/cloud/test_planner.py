@@ -71,7 +71,6 @@ def test_no_shard_fits_names_the_device_budget_cheapest_shard_and_what_it_breaks
                   "It would fit with flops_per_epoch >= 100,000 (flops_per_sample >= 1,000, or at most 50 samples)",
                   "arena >= 4,000 B (arena_kb >= 4)"):
         assert words in message, (words, message)
-    assert isinstance(info.value, ValueError)
 
 
 @pytest.mark.parametrize("limits, expected", [
@@ -236,10 +235,7 @@ def test_capped_exact_plan_matches_brute_force_and_beats_greedy(seed: int, cap: 
     shards = random_teacher(rng, exits=4)
     devices = random_fleet(rng, shards, n=6)
     brute = _brute_force(devices, shards, 0.01, cap)
-    if not np.isfinite(brute):
-        with pytest.raises(NoShardFits, match=f"no {cap} shard"):
-            plan_shards(devices, shards, 0.01, max_shards=cap)
-        return
+    assert np.isfinite(brute)  # random_fleet: the cheapest shard fits every device, so any cap is feasible
     exact = plan_shards(devices, shards, 0.01, max_shards=cap)
     assert len({a.shard_id for a in exact}) <= cap
     assert total_objective(exact) == pytest.approx(brute)

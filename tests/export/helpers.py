@@ -10,7 +10,7 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from cloud.teacher import TeacherConfig, build_teacher, exit_accuracies, train_teacher
-from cloud.teacher_store import TeacherBundle, save_teacher_bundle
+from export.teacher_dir import TeacherBundle, save_teacher_dir
 
 TINY = TeacherConfig(blocks=((8, False), (16, True)))
 
@@ -28,7 +28,7 @@ def make_teacher_dir(directory: Path, config: TeacherConfig, epochs: int, seed: 
     x, y, hx, hy = digits_split(seed)
     teacher = build_teacher(config, seed=seed)
     train_teacher(teacher, x, y, epochs=epochs, seed=seed)
-    return save_teacher_bundle(directory, TeacherBundle(teacher, exit_accuracies(teacher, hx, hy), x, hx, hy))
+    return save_teacher_dir(directory, TeacherBundle(teacher, exit_accuracies(teacher, hx, hy), x, hx, hy))
 
 
 def write_plan(path: Path, teacher_dir: Path, shards: dict[str, tuple[int, list[str]]]) -> Path:
@@ -55,7 +55,7 @@ def bad_model(activation: tf.keras.layers.Layer) -> tf.keras.Model:
 
 
 def shard_source(teacher, k: int):
-    """A PTQ ShardSource for prefix k of a loaded TeacherData."""
+    """A PTQ ShardSource for prefix k of a loaded TeacherBundle."""
     from export.artefact import ShardSource
 
     prefix = teacher.prefix(k)

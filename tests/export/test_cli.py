@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from cloud.teacher_store import TeacherBundle, save_teacher_bundle
+from export.teacher_dir import TeacherBundle, save_teacher_dir
 
 from .helpers import bad_model, digits_split, write_plan
 
@@ -68,7 +68,7 @@ def test_layer_the_target_cannot_run_exits_1_naming_layer_op_target(tmp_path):
     model = bad_model(tf.keras.layers.LeakyReLU(0.1, name="leaky"))
     model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=1, verbose=0)
-    teacher_dir = save_teacher_bundle(tmp_path / "teacher", TeacherBundle(model, [0.0], x[:200], hx[:50], hy[:50]))
+    teacher_dir = save_teacher_dir(tmp_path / "teacher", TeacherBundle(model, [0.0], x[:200], hx[:50], hy[:50]))
     plan = write_plan(tmp_path / "plan.json", teacher_dir, {"p1": (1, ["edgetpu"])})
     proc = run_export("--plan", str(plan), "--out", str(tmp_path / "out"), "--quiet")
     assert proc.returncode == 1, proc.stderr[-2000:]
