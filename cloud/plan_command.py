@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate inputs, plan, print, write. User mistakes: one line on stderr, exit code 2."""
     from cloud.fleet_file import FleetFileError, load_fleet_file
-    from cloud.teacher_store import check_teacher_dir
+    from export.teacher_dir import check_teacher_dir
 
     if not args.lam >= 0:
         return _fail(f"--lambda must be >= 0, got {args.lam}; pass e.g. --lambda 0.05")
@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     from cloud.candidates import teacher_candidates
     from cloud.planner import NoShardFits, plan_shards, plan_shards_greedy, total_objective
-    from cloud.teacher_store import load_teacher_bundle
+    from export.teacher_dir import load_teacher_dir
 
     started = time.perf_counter()
-    facts = teacher_candidates(load_teacher_bundle(args.teacher))
+    facts = teacher_candidates(load_teacher_dir(args.teacher))
     candidates = [f.candidate() for f in facts]
     solve = plan_shards if args.solver == "exact" else plan_shards_greedy
     try:

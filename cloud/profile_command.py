@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.teacher_store import check_teacher_dir, load_teacher_bundle
+    from export.teacher_dir import check_teacher_dir, load_teacher_dir
 
     try:
         check_teacher_dir(args.teacher)
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from cloud.plan_command import _table
     from cloud.profiler import arena_check
 
-    facts = teacher_candidates(load_teacher_bundle(args.teacher))  # converts and measures every prefix once
+    facts = teacher_candidates(load_teacher_dir(args.teacher))  # converts and measures every prefix once
     checks = {f.k: arena_check(f.profile, f.model, f.arena_measured) for f in facts}
     rows = [("prefix", "FLOPs", "params", "int8 B (weights)", "float B", "TFLite B", "activations B",
              "arena est B", "TFLM recorded B", "TFLM needed B", "rel. error")]

@@ -28,16 +28,6 @@ class Agreement:
         """Float accuracy minus artefact accuracy (positive = the artefact is worse)."""
         return self.float_accuracy - self.accuracy
 
-    @property
-    def keras_accuracy(self) -> float:
-        """float_accuracy under the name simulator/experiment.py reads (until it reads float_accuracy)."""
-        return self.float_accuracy
-
-    @property
-    def tflite_accuracy(self) -> float:
-        """accuracy under the name simulator/experiment.py reads (until it reads accuracy)."""
-        return self.accuracy
-
 
 def compare(logits: np.ndarray, float_logits: np.ndarray, y: np.ndarray) -> Agreement:
     """Agreement of two logit sets' arg-max, and both accuracies on labels y."""

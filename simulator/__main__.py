@@ -135,13 +135,13 @@ def compare(args) -> int:
 
 
 def save_teacher(args) -> int:
-    """`teacher` verb: train and write a teacher directory (cloud/teacher_store.py layout)."""
-    from cloud.teacher_store import save_teacher_bundle
+    """`teacher` verb: train and write a teacher directory (export/teacher_dir.py layout)."""
+    from export.teacher_dir import save_teacher_dir
     from simulator.artifacts import train_cloud_teacher
     from simulator.config import ExperimentConfig
 
     _, bundle, test_acc = train_cloud_teacher(ExperimentConfig(seed=args.seed, teacher_epochs=args.epochs), print)
-    save_teacher_bundle(args.out, bundle)
+    save_teacher_dir(args.out, bundle)
     print(f"wrote {args.out}: exit accuracies (held-out) {[round(a, 4) for a in bundle.exit_accuracies]}, "
           f"test {[round(a, 4) for a in test_acc]}")
     return 0

@@ -32,8 +32,6 @@ import time
 import weakref
 from pathlib import Path
 
-from edge.broker_address import parse_broker_url  # noqa: F401  (re-exported for callers)
-
 __all__ = [
     "BrokerError",
     "DEFAULT_MAX_PACKET_SIZE",
@@ -41,7 +39,6 @@ __all__ = [
     "MosquittoBroker",
     "free_port",
     "mosquitto_binary",
-    "parse_broker_url",
     "start_broker",
 ]
 

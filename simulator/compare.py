@@ -15,9 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cloud.accounting import calibrate_noise_multiplier
+from cloud.candidates import shard_id
 from cloud.strategy import DpMode, FedAvgConfig
 from cloud.teacher import TeacherConfig, build_teacher
-from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, content_hash
+from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA
 from simulator.artifacts import CloudArtifacts
 from edge.plan import TrainingSettings
 from simulator.baselines.distill import DeviceShard, run_distillation
@@ -53,7 +54,7 @@ def fedkd_shards(art: CloudArtifacts) -> list[DeviceShard]:
     k = max(art.prefix_shards)
     blob = art.prefix_shards[k]
     flops = {p.k: p.flops for p in art.profiles}[k]
-    return [DeviceShard(f"p{k}-{content_hash(blob)[:8]}", blob, flops) for _ in art.split.devices]
+    return [DeviceShard(shard_id(k), blob, flops) for _ in art.split.devices]
 
 
 def dmskd_shards(art: CloudArtifacts) -> list[DeviceShard]:

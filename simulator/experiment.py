@@ -28,7 +28,8 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None = None,
                    status=print, on_round_end=None) -> dict:
     """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics."""
-    from simulator.broker import EmbeddedBroker, parse_broker_url
+    from edge.broker_address import parse_broker_url
+    from simulator.broker import EmbeddedBroker
 
     started = time.monotonic()
     if broker:
@@ -75,7 +76,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         chk = art.shard_checks[sid]
         k = next(a.k for a in art.assignments if a.shard_id == sid)
         shards[sid] = {"exit": k, "bytes": len(blob), "top1_agreement": chk.top1_agreement,
-                       "keras_accuracy": chk.keras_accuracy, "tflite_accuracy": chk.tflite_accuracy,
+                       "keras_accuracy": chk.float_accuracy, "tflite_accuracy": chk.accuracy,
                        "devices": sum(a.shard_id == sid for a in art.assignments)}
     final = out.history[-1]["accuracy"] if out.history else float("nan")
     return {

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from cloud.profiler import forward_flops
 from cloud.round_engine import EngineConfig, RoundEngine, RoundRecord
 from cloud.strategy import DpMode
+from cloud.teacher import compile_teacher
 from edge.plan import TrainingSettings
 from edge.privacy import clip_update
 from edge.seeding import FleetSeeds, round_generator
 from edge.update_quantization import update_tensors
 from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
 from simulator.baselines.result import MethodResult
-from simulator.artifacts import forward_flops
 from simulator.baselines.settings import BaselineSettings
 from simulator.data import Dataset
 from simulator.in_process import run_rounds
@@ -49,12 +50,6 @@ def final_exit_accuracy(model: tf.keras.Model, data: Dataset) -> float:
     outs = model(data.x, training=False)
     last = outs[-1] if isinstance(outs, (list, tuple)) else outs
     return float(np.mean(np.argmax(last.numpy(), axis=1) == data.y))
-
-
-def compile_for_local_training(model: tf.keras.Model, learning_rate: float) -> None:
-    n = len(model.outputs)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                  loss=[tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n)
 
 
 def local_train(model: tf.keras.Model, data: Dataset, training: TrainingSettings, rng: np.random.Generator) -> None:
@@ -99,7 +94,7 @@ def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test:
     agg = settings.aggregation
     if agg.dp_mode is DpMode.LOCAL:
         raise ValueError("run_fedavg supports DP modes none and central")
-    compile_for_local_training(model, settings.training.lr)
+    compile_teacher(model, settings.training.lr)
     seeds = FleetSeeds.from_seed(settings.seed, len(devices))
     clients = {f"dev{i:03d}": KerasClient(f"dev{i:03d}", model, d, settings, s)
                for i, (d, s) in enumerate(zip(devices, seeds.devices))}

@@ -13,13 +13,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.broker_address import parse_broker_url
 from edge.chunking import DEFAULT_CHUNK_LIMIT as CHUNK_LIMIT  # DMSKD's largest chunk (AWS IoT Core's cap)
 from simulator.broker import (
     BrokerError,
     EmbeddedBroker,
     MosquittoBroker,
     mosquitto_binary,
-    parse_broker_url,
     start_broker,
 )
 
