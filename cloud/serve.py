@@ -41,7 +41,7 @@ def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | N
 
     def report(record: dict) -> None:
         acc = f", accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
-        logging.getLogger("dmskd.aggregator").warning(
+        logging.getLogger("dmskd.aggregator").info(
             "round %d: %d accepted, %d rejected%s", record["round"], len(record["accepted"]),
             len(record["rejected"]), acc)
 
