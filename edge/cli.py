@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from edge.broker_address import parse_broker_url
@@ -107,6 +108,19 @@ def probability(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
+
+
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """argparse type factory: a number in [low, high]."""
+
+    def parse(text: str) -> float:
+        value = _parse(float, text, "a number")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    parse.__name__ = f"number in [{low:g}, {high:g}]"
+    return parse
 
 
 def positive_int_list(text: str) -> list[int]:
