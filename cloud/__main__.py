@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the verb; exit codes as in edge.cli (0 done, 1 failed, 2 bad command line)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    return args.run(args)
+    code: int = args.run(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 from edge.cli import EXIT_OK, broker_address, fail
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the `aggregate` verb."""
     p = sub.add_parser("aggregate", help="run the aggregator for a fleet bundle (python -m simulator prepare)",
                        description=__doc__)

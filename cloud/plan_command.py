@@ -32,7 +32,7 @@ SOLVERS = ("exact", "greedy")
 MAX_ROWS = 40
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the `plan` verb."""
     p = sub.add_parser("plan", help="plan a teacher shard for every device of a fleet file; write plan.json",
                        description=__doc__.split("\n\n")[0])

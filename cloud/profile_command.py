@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.cli import EXIT_OK, fail
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the `profile` verb."""
     p = sub.add_parser("profile", help="per-prefix FLOPs, params, bytes and TFLite-Micro arena (estimate vs measured)",
                        description=__doc__.split("\n\n")[0])

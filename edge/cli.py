@@ -80,7 +80,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    value = _parse(int, text, "an integer")
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
@@ -88,7 +88,7 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type: a number > 0."""
-    value = _parse(float, text, "a number")
+    value = _float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
@@ -96,7 +96,7 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     """argparse type: a number >= 0."""
-    value = _parse(float, text, "a number")
+    value = _float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -104,7 +104,7 @@ def non_negative_float(text: str) -> float:
 
 def probability(text: str) -> float:
     """argparse type: a number strictly between 0 and 1 (a DP delta)."""
-    value = _parse(float, text, "a number")
+    value = _float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
@@ -114,7 +114,7 @@ def float_between(low: float, high: float) -> Callable[[str], float]:
     """argparse type factory: a number in [low, high]."""
 
     def parse(text: str) -> float:
-        value = _parse(float, text, "a number")
+        value = _float(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
         return value
@@ -128,7 +128,8 @@ def positive_int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 10,100,1000, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 10,100,1000, "
+                                         f"got {text!r}") from None
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
     return values
@@ -143,8 +144,15 @@ def broker_address(text: str) -> str:
     return text
 
 
-def _parse(kind: type[int] | type[float], text: str, what: str) -> Any:
+def _int(text: str) -> int:
     try:
-        return kind(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None

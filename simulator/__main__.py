@@ -12,8 +12,20 @@ import sys
 import time
 from pathlib import Path
 
-from edge.cli import (EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail,
-                      non_negative_float, positive_float, positive_int, positive_int_list, probability, usage)
+from edge.cli import (
+    EXIT_OK,
+    CliParser,
+    add_log_level,
+    broker_address,
+    configure_logging,
+    fail,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    probability,
+    usage,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
