@@ -10,6 +10,8 @@ Exit codes, the same in every package:
   2  EXIT_USAGE    the command line itself is wrong: an unknown flag, a missing required flag, a
                    value out of range, flags that contradict each other. argparse (through
                    `CliParser.error`, helped by the value types below) or `usage(msg)`.
+  The test: 2 when the command line alone shows the mistake; 1 once a file, the broker or the data
+  had to be consulted (a path that is missing or of the wrong kind, a split the data cannot give).
 Messages go to stderr, start with `error: ` and name the fix. Routine progress is logged at
 INFO under the `dmskd` logger; `configure_logging` sets that level (default INFO, `--log-level`).
 
