@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
+from edge.cli import EXIT_OK, broker_address, fail
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("aggregate", help="run the aggregator for a fleet bundle (python -m simulator prepare)")
-    p.add_argument("--bundle", type=Path, required=True, help="directory written by `python -m simulator prepare`")
-    p.add_argument("--broker", default="127.0.0.1:1883", help="host:port of the MQTT broker")
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the `aggregate` verb."""
+    p = sub.add_parser("aggregate", help="run the aggregator for a fleet bundle (python -m simulator prepare)",
+                       description=__doc__)
+    p.add_argument("--bundle", type=Path, required=True,
+                   help="the bundle directory of `python -m simulator prepare --out DIR` (DIR/bundle)")
+    p.add_argument("--broker", type=broker_address, default="127.0.0.1:1883",
+                   help="MQTT broker, host:port or mqtt://host:port")
     p.add_argument("--checkpoint", type=Path, default=Path("checkpoint"),
                    help="checkpoint directory; an existing checkpoint is resumed")
-    p.add_argument("--holdout", type=Path, help=".npz with x, y to report the global student's accuracy per round")
+    p.add_argument("--holdout", type=Path,
+                   help=".npz with x, y to report the global student's accuracy per round (default: none)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve all rounds; a missing or bad bundle, holdout or checkpoint, or no broker: exit 1."""
     from cloud.serve import serve
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         history = serve(args.bundle, args.broker, args.checkpoint, args.holdout)
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
-        print(f"error: {exc}")
-        return 2
+        return fail(str(exc))
     print(f"{len(history)} rounds done; checkpoint in {args.checkpoint}")
-    return 0
+    return EXIT_OK

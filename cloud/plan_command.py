@@ -22,53 +22,52 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
+
+from edge.cli import EXIT_OK, fail, non_negative_float, positive_int
 
 SOLVERS = ("exact", "greedy")
 MAX_ROWS = 40
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the `plan` verb."""
     p = sub.add_parser("plan", help="plan a teacher shard for every device of a fleet file; write plan.json",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--fleet", type=Path, required=True, help="fleet description (.toml, .yaml or .yml)")
     p.add_argument("--teacher", type=Path, required=True,
                    help="teacher directory (make one with `python -m simulator teacher --out DIR`)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.05,
+    p.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=non_negative_float, default=0.05,
                    help="price of communication: accuracy (0..1) given up per second of one-off shard download "
-                        "over the device's link (default 0.05; a device with no stated link counts 1 MB/s, "
+                        "over the device's link (a device with no stated link counts 1 MB/s, "
                         "so one second = one MB)")
     p.add_argument("--solver", choices=SOLVERS, default="exact",
-                   help="exact optimum (default) or the paper's greedy heuristic")
-    p.add_argument("--max-shards", type=int, default=None,
-                   help="at most this many distinct shards in the fleet (solved exactly by enumeration)")
-    p.add_argument("--out", type=Path, default=Path("plan.json"), help="where to write plan.json (default ./plan.json)")
+                   help="exact optimum or the paper's greedy heuristic")
+    p.add_argument("--max-shards", type=positive_int, default=None,
+                   help="at most this many distinct shards in the fleet, solved exactly by enumeration "
+                        "(default: no cap)")
+    p.add_argument("--out", type=Path, default=Path("plan.json"), help="where to write plan.json")
     p.add_argument("--per-device", action="store_true", help="print one row per device instead of per class")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate inputs, plan, print, write. User mistakes: one line on stderr, exit code 2."""
+    """Read inputs, plan, print, write. A missing or bad input, or a fleet nothing fits: one line, exit 1."""
     from cloud.fleet_file import FleetFileError, load_fleet_file
     from export.teacher_dir import check_teacher_dir
 
-    if not args.lam >= 0:
-        return _fail(f"--lambda must be >= 0, got {args.lam}; pass e.g. --lambda 0.05")
-    if args.max_shards is not None and args.max_shards < 1:
-        return _fail(f"--max-shards must be at least 1, got {args.max_shards}; omit it for no cap")
     try:
         fleet = load_fleet_file(args.fleet)
     except FleetFileError as exc:
-        return _fail(f"{exc}")
+        return fail(f"{exc}")
     try:
         check_teacher_dir(args.teacher)
     except FileNotFoundError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.out.exists() and args.out.is_dir():
-        return _fail(f"--out {args.out} is a directory; pass a file path such as {args.out / 'plan.json'}")
+        return fail(f"--out {args.out} is a directory; pass a file path such as {args.out / 'plan.json'}")
 
     from cloud.candidates import teacher_candidates
     from cloud.planner import NoShardFits, plan_shards, plan_shards_greedy, total_objective
@@ -83,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
         assignments = solve(fleet.devices, candidates, args.lam, args.max_shards)
         solve_seconds = time.perf_counter() - t0
     except NoShardFits as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     doc = plan_document(fleet, facts, assignments, args.teacher, args.lam, args.solver, args.max_shards)
     print(render_plan(fleet, facts, assignments, args, solve_seconds, time.perf_counter() - started, doc))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {args.out} (total objective {total_objective(assignments):.4f}); "
           f"export it with `python -m export --plan {args.out} --out DIR`")
-    return 0
+    return EXIT_OK
 
 
 def plan_document(fleet, facts, assignments, teacher_dir: Path, lam: float, solver: str,
@@ -199,8 +198,3 @@ def _si(x: float) -> str:
         if abs(x) >= factor:
             return f"{x / factor:.3g} {prefix}"
     return f"{x:.3g}"
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

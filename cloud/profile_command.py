@@ -9,11 +9,13 @@ exported shard with, and the estimate's relative error against the latter; then 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from edge.cli import EXIT_OK, fail
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the `profile` verb."""
     p = sub.add_parser("profile", help="per-prefix FLOPs, params, bytes and TFLite-Micro arena (estimate vs measured)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", type=Path, required=True,
@@ -22,13 +24,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the per-prefix table; a missing teacher directory: exit 1."""
     from export.teacher_dir import check_teacher_dir, load_teacher_dir
 
     try:
         check_teacher_dir(args.teacher)
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     from cloud.candidates import teacher_candidates
     from cloud.plan_command import _table
     from cloud.profiler import arena_check
@@ -47,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nworst relative error of the arena estimate against the smallest arena TFLite-Micro runs the "
           f"shard with: {worst.relative_error:+.2%} (p{worst.k}).\nMeasured with tflite-micro on this 64-bit "
           f"host; the structs of a 32-bit MCU make its arena a little smaller.")
-    return 0
+    return EXIT_OK

@@ -7,7 +7,6 @@ optionally, `y` (N integer labels; without it the shard's arg-max is the hard ta
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -15,31 +14,42 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail
+
 
 def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read the device's .npz, naming the missing file or array."""
     if not path.exists():
-        raise FileNotFoundError(f"device data {path} not found; export it with `python -m cloud prepare`")
+        raise FileNotFoundError(f"device data {path} not found; write it with `python -m simulator prepare --out DIR` "
+                                f"(it writes DIR/devices/<device>.npz)")
     with np.load(path) as z:
         if "x" not in z:
             raise ValueError(f"{path} has no array 'x' (images); it holds {sorted(z.files)}")
         return z["x"].astype(np.float32), (z["y"] if "y" in z else None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m edge` parser (edge.cli convention)."""
+    p = CliParser(prog="python -m edge", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    run = sub.add_parser("run", help="run one device until the round schedule ends")
-    run.add_argument("--device", required=True)
-    run.add_argument("--fleet", default="demo")
+    run = sub.add_parser("run", help="run one device until the round schedule ends", description=__doc__)
+    run.add_argument("--device", required=True, help="this device's id, as in the fleet's plans")
+    run.add_argument("--fleet", default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
     run.add_argument("--data", type=Path, required=True, help=".npz with x (and optionally y)")
-    run.add_argument("--broker", default="127.0.0.1:1883", help="host:port")
+    run.add_argument("--broker", type=broker_address, default="127.0.0.1:1883",
+                     help="MQTT broker, host:port or mqtt://host:port")
     run.add_argument("--outbox", type=Path, default=Path("outbox"), help="on-disk outbox for unacknowledged updates")
     run.add_argument("--seed", type=int, default=None,
                      help="INSECURE, for reproducible simulations: seed the device's training and noise "
                           "(default: OS entropy)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    add_log_level(run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the verb; exit codes as in edge.cli (0 done, 1 failed, 2 bad command line)."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     from edge.agent import DeviceAgent
     from edge.broker_address import parse_broker_url
     from edge.mqtt_session import MqttSession
@@ -50,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         x, y = load_device_data(args.data)
         session = MqttSession(f"{args.fleet}-{args.device}", host, port,
                               will=(FleetTopics(args.fleet).status(args.device), b"offline"))
-        agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=None if args.seed is None else np.random.SeedSequence(args.seed), outbox_dir=args.outbox).start()
+        seed = None if args.seed is None else np.random.SeedSequence(args.seed)
+        agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=seed, outbox_dir=args.outbox).start()
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     agent.stop()
     print(f"{args.device}: rounds done {sorted(agent.rounds_done)}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`python -m export --plan plan.json --out DIR [--float16]`: every planned (shard, target) artefact,
 verified in its interpreter, listed with hashes and agreement in DIR/manifest.json.
 
-Exit codes: 0 done; 1 a target cannot run a layer (the message names layer, operation, target);
-2 bad flags or missing/malformed input (one line naming the fix).
+Exit codes (edge/cli.py): 0 done; 1 the export failed: a missing or malformed plan or teacher, or a
+target that cannot run a layer (the message names layer, operation, target); 2 bad flags. Errors are
+one line on stderr naming the fix.
 """
 
 from __future__ import annotations
@@ -12,39 +13,36 @@ import os
 import sys
 from pathlib import Path
 
+from edge.cli import EXIT_OK, CliParser, add_log_level, configure_logging, fail, float_between, positive_int
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        self.exit(2, f"error: {message}; see `python -m export --help`\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m export", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m export` parser (edge.cli convention)."""
+    p = CliParser(prog="python -m export", description=__doc__.split("\n\n")[0])
     p.add_argument("--plan", type=Path, required=True, help="plan.json written by `python -m cloud plan`")
     p.add_argument("--out", type=Path, required=True, help="directory for the artefacts and manifest.json")
     p.add_argument("--teacher", type=Path, default=None, help="teacher directory (default: the plan's teacher_dir)")
     p.add_argument("--float16", action="store_true", help="linux: also write a float16 model")
     p.add_argument("--qat", choices=("auto", "always", "never"), default="auto",
                    help="quantisation-aware training: auto = when PTQ loses more than 1 accuracy point")
-    p.add_argument("--qat-epochs", type=int, default=5, help="QAT fine-tuning epochs on the calibration set")
+    p.add_argument("--qat-epochs", type=positive_int, default=5, help="QAT fine-tuning epochs on the calibration set")
     p.add_argument("--allow-cpu-fallback", action="store_true",
                    help="edgetpu: export even if some operators would run on the host CPU (listed in the report)")
-    p.add_argument("--arena-headroom", type=float, default=0.25,
-                   help="mcu: declared arena = measured * (1 + this), rounded up to 1 KiB (default 0.25)")
+    p.add_argument("--arena-headroom", type=float_between(0, 10), default=0.25,
+                   help="mcu: declared arena = measured * (1 + this), rounded up to 1 KiB; 0.25 = 25%%")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
+    add_log_level(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.qat_epochs < 1:
-        return _usage("--qat-epochs must be >= 1")
-    if not 0 <= args.arena_headroom <= 10:
-        return _usage("--arena-headroom must be between 0 and 10 (0.25 = 25%)")
+    """Export every planned artefact; exit codes as in edge.cli (0 done, 1 failed, 2 bad flags)."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     if args.out.exists() and not args.out.is_dir():
-        return _usage(f"--out {args.out} is a file; pass a directory")
+        return fail(f"--out {args.out} is a file; pass a directory")
 
     from export.plan_file import PlanError, read_plan
     from export.teacher_dir import missing_teacher_files
@@ -52,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = read_plan(args.plan, args.teacher)
     except PlanError as exc:
-        return _usage(str(exc))
+        return fail(str(exc))
     missing = missing_teacher_files(plan.teacher_dir)
     if missing:
-        return _usage(f"teacher directory {plan.teacher_dir} lacks {', '.join(missing)}; create it with "
+        return fail(f"teacher directory {plan.teacher_dir} lacks {', '.join(missing)}; create it with "
                       f"`python -m simulator teacher --out {plan.teacher_dir}` or pass --teacher DIR")
 
     from export.errors import InputError, UnsupportedOnTarget
@@ -70,16 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         teacher = load_teacher_dir(plan.teacher_dir)
         options = ExportOptions(args.float16, args.allow_cpu_fallback, args.arena_headroom)
         results = export_plan(plan, teacher, args.out, options, args.qat, QatConfig(epochs=args.qat_epochs), say)
-    except UnsupportedOnTarget as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, InputError) as exc:
-        return _usage(str(exc))
+    except (UnsupportedOnTarget, FileNotFoundError, InputError) as exc:
+        return fail(str(exc))
     manifest = build_manifest(plan, teacher, results)
     path = write_manifest(args.out, manifest)
     print(summary_table(manifest))
     print(f"wrote {len(manifest['artefacts'])} artefacts and {path}")
-    return 0
+    return EXIT_OK
 
 
 def summary_table(manifest: dict) -> str:
@@ -103,11 +98,6 @@ def summary_table(manifest: dict) -> str:
         qat_lines.append(f"{sid}: PTQ {s['ptq']['accuracy']:.4f} (agreement {s['ptq']['top1_agreement']:.4f}); "
                          f"{qat}; {s['qat_trigger']}; exported {s['exported'].upper()}")
     return "\n".join([*lines, "", *qat_lines])
-
-
-def _usage(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

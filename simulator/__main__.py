@@ -1,66 +1,119 @@
-"""`python -m simulator run`: a whole DMSKD fleet on this machine over a real MQTT broker."""
+"""`python -m simulator <verb>`: a whole DMSKD fleet on this machine, its baselines, and the files other roles read.
+
+Conventions (defaults in --help, one-line errors, exit 1 for a failed run, 2 for a wrong command
+line): edge/cli.py.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+from edge.cli import (
+    EXIT_OK,
+    CliParser,
+    add_log_level,
+    broker_address,
+    configure_logging,
+    fail,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    probability,
+    usage,
+)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """--alpha, --tau, --lr, --local-epochs, --batch-size, --clip: edge.plan.TrainingSettings, its defaults."""
+    from edge.plan import TrainingSettings
+
+    d = TrainingSettings()
+    parser.add_argument("--alpha", type=float, default=d.alpha,
+                        help="weight of the hard-target cross-entropy against the KL to the shard, in [0, 1]")
+    parser.add_argument("--tau", type=positive_float, default=d.tau, help="distillation temperature")
+    parser.add_argument("--lr", type=positive_float, default=d.lr, help="the student's local SGD learning rate")
+    parser.add_argument("--local-epochs", type=positive_int, default=d.local_epochs,
+                        help="local training epochs per round")
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                        help="the student program's fixed training batch")
+    parser.add_argument("--clip", type=positive_float, default=d.clip, help="L2 clip norm C of a device update")
+
+
+def training_from(args: argparse.Namespace):
+    """The TrainingSettings the flags of add_training_flags name (ValueError names a bad value)."""
+    from edge.plan import TrainingSettings
+
+    return TrainingSettings(alpha=args.alpha, tau=args.tau, lr=args.lr, local_epochs=args.local_epochs,
+                            batch_size=args.batch_size, clip=args.clip)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    """The `python -m simulator` parser: run, teacher, dp-scaling, compare, prepare."""
+    p = CliParser(prog="python -m simulator", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    run = sub.add_parser("run", help="train the teacher, plan and export shards, federate the student")
-    run.add_argument("--devices", type=int, default=10)
-    run.add_argument("--rounds", type=int, default=10)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--dp", choices=["none", "local", "central"], default="none")
-    run.add_argument("--target-epsilon", type=float, help="calibrate the noise multiplier to this epsilon")
-    run.add_argument("--noise-multiplier", type=float, help="use this noise multiplier z instead")
-    run.add_argument("--clip", type=float, default=1.0, help="L2 clip norm C of a device update")
-    run.add_argument("--delta", type=float, default=1e-5)
-    run.add_argument("--local-epochs", type=int, default=3)
-    run.add_argument("--lr", type=float, default=0.1)
-    run.add_argument("--broker", help="host:port of an MQTT broker; default: start an embedded amqtt broker")
-    run.add_argument("--run-dir", type=Path, help="where outputs go; default runs/<run-id>")
-    run.add_argument("--verbose", action="store_true")
+    run = sub.add_parser("run", help="train the teacher, plan and export shards, federate the student over MQTT",
+                         description="A whole DMSKD fleet on this machine over a real MQTT broker.")
+    run.add_argument("--devices", type=int, default=10, help="simulated devices")
+    run.add_argument("--rounds", type=int, default=10, help="federated rounds")
+    run.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
+    run.add_argument("--dp", choices=["none", "local", "central"], default="none",
+                     help="differential privacy: noise added by each device (local), by the aggregator (central)")
+    run.add_argument("--target-epsilon", type=float,
+                     help="calibrate the noise multiplier to this epsilon; --dp local|central needs it or "
+                          "--noise-multiplier (default: none)")
+    run.add_argument("--noise-multiplier", type=non_negative_float,
+                     help="use this noise multiplier z (default: calibrated from --target-epsilon)")
+    run.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the reported epsilon")
+    add_training_flags(run)
+    run.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
+                     help="non-IID-ness of the device split: labels ~ Dirichlet(alpha); smaller = more skewed")
+    run.add_argument("--broker", type=broker_address,
+                     help="host:port of an MQTT broker (default: start an embedded amqtt broker)")
+    run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
-    teacher.add_argument("--epochs", type=int, default=30)
-    teacher.add_argument("--seed", type=int, default=0)
+    teacher.add_argument("--epochs", type=positive_int, default=30, help="training epochs")
+    teacher.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
     scaling = sub.add_parser("dp-scaling", help="accuracy against fleet size at a fixed epsilon (in-process)")
-    scaling.add_argument("--fleet-sizes", default="10,100,1000", help="comma-separated device counts")
-    scaling.add_argument("--rounds", type=int, default=10)
-    scaling.add_argument("--target-epsilon", type=float, default=8.0)
-    scaling.add_argument("--delta", type=float, default=1e-5)
-    scaling.add_argument("--clip", type=float, default=1.0)
-    scaling.add_argument("--samples-per-device", type=int, default=32)
-    scaling.add_argument("--seed", type=int, default=0)
-    scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"))
+    scaling.add_argument("--fleet-sizes", type=positive_int_list, default="10,100,1000",
+                         help="comma-separated device counts")
+    scaling.add_argument("--rounds", type=positive_int, default=10, help="federated rounds per fleet size")
+    scaling.add_argument("--target-epsilon", type=positive_float, default=8.0, help="epsilon of the DP rows")
+    scaling.add_argument("--delta", type=probability, default=1e-5, help="DP delta")
+    add_training_flags(scaling)
+    scaling.add_argument("--samples-per-device", type=positive_int, default=32,
+                         help="samples each simulated device draws from the device pool")
+    scaling.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
+    scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
-    comp.add_argument("--devices", type=int, default=10)
-    comp.add_argument("--rounds", type=int, default=10)
-    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--devices", type=int, default=10, help="simulated devices")
+    comp.add_argument("--rounds", type=int, default=10, help="federated rounds of every method")
+    comp.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
     comp.add_argument("--target-epsilon", type=float, default=8.0, help="epsilon of the DP rows (RDP, q = 1)")
-    comp.add_argument("--delta", type=float, default=1e-5)
-    comp.add_argument("--clip", type=float, default=1.0, help="L2 clip norm C of a device update")
-    comp.add_argument("--local-epochs", type=int, default=3)
-    comp.add_argument("--out", type=Path, default=Path("runs/compare"))
+    comp.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the DP rows")
+    add_training_flags(comp)
+    comp.add_argument("--out", type=Path, default=Path("runs/compare"), help="directory for compare.json, .md, .png")
     prep = sub.add_parser("prepare", help="write a fleet bundle and per-device data for separate processes")
-    prep.add_argument("--out", type=Path, required=True)
-    prep.add_argument("--devices", type=int, default=10)
-    prep.add_argument("--rounds", type=int, default=10)
-    prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--fleet", default="demo")
+    prep.add_argument("--out", type=Path, required=True,
+                      help="directory: DIR/bundle (python -m cloud aggregate), DIR/devices/<id>.npz "
+                           "(python -m edge run), DIR/test.npz")
+    prep.add_argument("--devices", type=int, default=10, help="devices of the fleet")
+    prep.add_argument("--rounds", type=int, default=10, help="federated rounds")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the plans")
+    prep.add_argument("--fleet", default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
+    for verb in sub.choices.values():
+        add_log_level(verb)
     return p
 
 
-def prepare(args) -> int:
+def prepare(args: argparse.Namespace) -> int:
     """`prepare` verb: bundle for `python -m cloud aggregate`, .npz per device for `python -m edge run`."""
     import numpy as np
 
@@ -69,8 +122,14 @@ def prepare(args) -> int:
     from simulator.config import ExperimentConfig
     from simulator.federation import fleet_bundle
 
-    config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed)
-    art = prepare_cloud(config, progress=print)
+    try:
+        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed)
+    except ValueError as exc:
+        return usage(str(exc))
+    try:
+        art = prepare_cloud(config, progress=print)
+    except ValueError as exc:
+        return fail(str(exc))
     bundle = fleet_bundle(config, art, 0.0, args.fleet)
     save_bundle(args.out / "bundle", bundle)
     (args.out / "devices").mkdir(parents=True, exist_ok=True)
@@ -78,63 +137,63 @@ def prepare(args) -> int:
         np.savez(args.out / "devices" / f"{plan.device}.npz", x=data.x, y=data.y)
     np.savez(args.out / "test.npz", x=art.split.test.x, y=art.split.test.y)
     print(f"wrote {args.out}/bundle, {args.out}/devices/*.npz, {args.out}/test.npz")
-    return 0
+    return EXIT_OK
 
 
-def dp_scaling(args) -> int:
+def dp_scaling(args: argparse.Namespace) -> int:
     """`dp-scaling` verb: accuracy against fleet size for none / central / local DP."""
-    from edge.plan import TrainingSettings
     from simulator.artifacts import prepare_cloud
     from simulator.config import ExperimentConfig
     from simulator.dp_scaling import run_scaling
 
     try:
-        sizes = [int(s) for s in args.fleet_sizes.split(",")]
-    except ValueError:
-        print(f"error: --fleet-sizes {args.fleet_sizes!r} is not a comma-separated list of integers", file=sys.stderr)
-        return 2
-    art = prepare_cloud(ExperimentConfig(seed=args.seed), progress=print)
-    points = run_scaling(art, sizes, args.rounds, args.target_epsilon, args.delta,
-                         TrainingSettings(clip=args.clip), args.samples_per_device, args.seed, args.out)
+        training = training_from(args)
+    except ValueError as exc:
+        return usage(str(exc))
+    art = prepare_cloud(ExperimentConfig(seed=args.seed, training=training), progress=print)
+    points = run_scaling(art, args.fleet_sizes, args.rounds, args.target_epsilon, args.delta,
+                         training, args.samples_per_device, args.seed, args.out)
     for p in points:
         print(f"  {p.dp_mode:8s} {p.fleet_size:6d} devices  z={p.noise_multiplier:.3f}  "
               f"epsilon={p.epsilon:.2f}  accuracy={p.accuracy:.4f}")
     print(f"wrote {args.out}/dp_scaling.md, dp_scaling.png")
-    return 0
+    return EXIT_OK
 
 
-def compare(args) -> int:
+def compare(args: argparse.Namespace) -> int:
     """`compare` verb: the five methods of Table 1 on one split; compare.json, .md, .png in --out."""
     from simulator.artifacts import prepare_cloud
     from simulator.compare import CompareSettings, run_compare
-    from edge.plan import TrainingSettings
     from simulator.compare_report import markdown_table
     from simulator.config import ExperimentConfig
 
     started = time.monotonic()
     try:
-        training = TrainingSettings(clip=args.clip, local_epochs=args.local_epochs)
+        training = training_from(args)
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, delta=args.delta,
                                   training=training)
         settings = CompareSettings(rounds=args.rounds, seed=args.seed, target_epsilon=args.target_epsilon,
                                    delta=args.delta, training=training)
+    except ValueError as exc:
+        return usage(str(exc))
+    try:
         art = prepare_cloud(config, progress=print)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     prepared = time.monotonic() - started
     command = (f"python -m simulator compare --devices {args.devices} --rounds {args.rounds} --seed {args.seed} "
                f"--target-epsilon {args.target_epsilon:g} --delta {args.delta:g} --clip {args.clip:g} "
-               f"--local-epochs {args.local_epochs} --out {args.out}")
+               f"--local-epochs {args.local_epochs} --alpha {args.alpha:g} --tau {args.tau:g} --lr {args.lr:g} "
+               f"--batch-size {args.batch_size} --out {args.out}")
     results = run_compare(art, settings, args.out, context={"command": command, "prepare_seconds": round(prepared, 1)})
     print()
     print(markdown_table(results))
     print(f"\n  cloud preparation {prepared:.1f} s, total {time.monotonic() - started:.1f} s")
     print(f"  wrote {args.out}/compare.json, compare.md, compare.png")
-    return 0
+    return EXIT_OK
 
 
-def save_teacher(args) -> int:
+def save_teacher(args: argparse.Namespace) -> int:
     """`teacher` verb: train and write a teacher directory (export/teacher_dir.py layout)."""
     from export.teacher_dir import save_teacher_dir
     from simulator.artifacts import train_cloud_teacher
@@ -144,13 +203,13 @@ def save_teacher(args) -> int:
     save_teacher_dir(args.out, bundle)
     print(f"wrote {args.out}: exit accuracies (held-out) {[round(a, 4) for a in bundle.exit_accuracies]}, "
           f"test {[round(a, 4) for a in test_acc]}")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the verb; exit codes as in edge.cli (0 done, 1 failed, 2 bad command line)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(args.log_level)
     if args.verb == "teacher":
         return save_teacher(args)
     if args.verb == "prepare":
@@ -161,23 +220,22 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
     from tqdm import tqdm
 
+    from cloud.round_engine import RoundRecord
     from cloud.strategy import DpMode
-    from edge.plan import TrainingSettings
     from simulator.config import ExperimentConfig
     from simulator.experiment import run_experiment
 
     try:
-        training = TrainingSettings(clip=args.clip, local_epochs=args.local_epochs, lr=args.lr)
+        training = training_from(args)
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
-                                  delta=args.delta, training=training)
+                                  delta=args.delta, training=training, dirichlet_alpha=args.dirichlet_alpha)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
     bars: list[tqdm] = []
 
-    def on_round(record) -> None:
+    def on_round(record: RoundRecord) -> None:
         if not bars:
             bars.append(tqdm(total=config.rounds, desc="rounds", unit="round"))
         bars[0].update(1)
@@ -188,13 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
                            on_round_end=on_round)
     except (ConnectionError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc))
     finally:
         for bar in bars:
             bar.close()
     print_summary(m, run_dir)
-    return 0
+    return EXIT_OK
 
 
 def print_summary(m: dict, run_dir: Path) -> None:

@@ -41,11 +41,17 @@ def load_digits() -> Dataset:
 
 def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.random.Generator,
                         min_size: int = 8) -> list[np.ndarray]:
-    """Index sets per device with label proportions drawn from Dirichlet(alpha) (non-IID)."""
+    """Index sets per device with label proportions drawn from Dirichlet(alpha) (non-IID).
+
+    Errors name the `python -m simulator run` flags that fix them (--devices, --dirichlet-alpha).
+    """
     if num_devices < 1:
-        raise ValueError("num_devices must be at least 1")
+        raise ValueError(f"--devices must be at least 1, got {num_devices}")
+    if not alpha > 0:
+        raise ValueError(f"--dirichlet-alpha must be positive, got {alpha}")
     if len(y) < num_devices * min_size:
-        raise ValueError(f"{len(y)} examples cannot give {num_devices} devices {min_size} each; use fewer devices")
+        raise ValueError(f"{len(y)} examples cannot give {num_devices} devices {min_size} each; "
+                         f"pass --devices {len(y) // min_size} or fewer")
     for _ in range(100):
         parts: list[list[int]] = [[] for _ in range(num_devices)]
         for label in np.unique(y):
@@ -56,7 +62,8 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
                 parts[dev].extend(chunk.tolist())
         if min(len(p) for p in parts) >= min_size:
             return [np.array(sorted(p)) for p in parts]
-    raise ValueError(f"Dirichlet alpha={alpha} left a device with fewer than {min_size} examples; raise alpha")
+    raise ValueError(f"--dirichlet-alpha {alpha:g} left one of {num_devices} devices with fewer than {min_size} "
+                     f"examples in 100 draws; raise --dirichlet-alpha (1 is the default) or pass fewer --devices")
 
 
 def federated_split(data: Dataset, num_devices: int, seed: int, cloud_fraction: float = 0.35,

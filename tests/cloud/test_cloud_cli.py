@@ -1,4 +1,5 @@
-"""`python -m cloud plan` end to end: the example fleet file and a small teacher in, a table and plan.json out."""
+"""`python -m cloud` end to end (one subprocess: plan.json from the example fleet file), and in-process: its
+verbs under the edge/cli.py convention (defaults in --help, one-line errors, exit 1 failure / 2 usage)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from cloud.__main__ import build_parser, main
+
+from ..cli_helpers import assert_every_flag_documented, call, one_error_line
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET = REPO / "examples" / "fleet.toml"
@@ -71,45 +76,70 @@ def test_the_table_groups_devices_by_class_and_shows_the_columns(planned) -> Non
     assert len(text.splitlines()) < 40  # a summary, not 278 rows
 
 
-def test_greedy_solver_and_per_device_table(small_teacher_dir: Path, tmp_path: Path) -> None:
+def test_greedy_solver_and_per_device_table(small_teacher_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "greedy.json"
-    run = cloud("plan", "--fleet", str(REPO / "examples" / "fleet.yaml"), "--teacher", str(small_teacher_dir),
-                "--solver", "greedy", "--lambda", "0", "--per-device", "--out", str(out))
-    assert run.returncode == 0, run.stderr
+    code, stdout, err = call(main, ["plan", "--fleet", str(REPO / "examples" / "fleet.yaml"), "--teacher",
+                                    str(small_teacher_dir), "--solver", "greedy", "--lambda", "0", "--per-device",
+                                    "--out", str(out)], capsys)
+    assert code == 0, err
     plan = json.loads(out.read_text())
     assert plan["solver"] == "greedy" and plan["lambda"] == 0.0
-    assert "meter-199" in run.stdout and "meter-bench" in run.stdout
+    assert "meter-199" in stdout and "meter-bench" in stdout
+
+
+def test_every_cloud_flag_has_help_and_every_verb_shows_defaults(capsys) -> None:
+    assert_every_flag_documented(build_parser())
+    for verb, default in (("plan", "(default: 0.05)"), ("profile", "(default: INFO)"),
+                          ("aggregate", "(default: 127.0.0.1:1883)")):
+        code, out, _ = call(main, [verb, "--help"], capsys)
+        assert code == 0 and default in " ".join(out.split()), verb
 
 
 @pytest.mark.parametrize("args, words", [
-    (["plan", "--fleet", "missing.toml", "--teacher", "{teacher}"], "no such file; pass the path of a fleet"),
-    (["plan", "--fleet", "{fleet}", "--teacher", "/nonexistent/teacher"], "python -m simulator teacher --out"),
     (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--solver", "fast"], "invalid choice: 'fast'"),
-    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--lambda", "-1"], "--lambda must be >= 0"),
-    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--max-shards", "0"], "--max-shards must be at least 1"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--lambda", "-1"], "--lambda: must be >= 0"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--max-shards", "0"], "--max-shards: must be at least 1"),
     (["plan", "--teacher", "{teacher}"], "the following arguments are required: --fleet"),
-    (["plan", "--fleet", "{bad}", "--teacher", "{teacher}"], "bad.toml:3: device 'x' field 'target'"),
-], ids=["missing-fleet", "missing-teacher", "bad-solver", "negative-lambda", "zero-cap", "no-fleet-flag",
-        "malformed-fleet"])
-def test_bad_input_is_one_line_naming_the_fix_with_exit_code_2(args, words, small_teacher_dir: Path,
-                                                               tmp_path: Path) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[[device]]\nid = "x"\ntarget = "gpu"\nsamples = 1\nflops_per_epoch = 1\n')
-    subs = {"{teacher}": str(small_teacher_dir), "{fleet}": str(FLEET), "{bad}": str(bad)}
-    run = cloud(*[subs.get(a, a) for a in args], cwd=tmp_path)
-    assert run.returncode == 2, (run.stdout, run.stderr)
-    lines = [l for l in run.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], run.stderr
-    assert "Traceback" not in run.stderr
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--colour", "red"], "unrecognized arguments"),
+    (["aggregate", "--bundle", "b", "--broker", "nonsense"], "argument --broker: bad broker address"),
+    (["profile"], "the following arguments are required: --teacher"),
+], ids=["bad-solver", "negative-lambda", "zero-cap", "no-fleet-flag", "unknown-flag", "bad-broker", "no-teacher-flag"])
+def test_bad_command_line_is_one_line_naming_the_fix_with_exit_code_2(args, words, small_teacher_dir: Path,
+                                                                      capsys) -> None:
+    subs = {"{teacher}": str(small_teacher_dir), "{fleet}": str(FLEET)}
+    code, out, err = call(main, [subs.get(a, a) for a in args], capsys)
+    assert code == 2 and out == "", err
+    one_error_line(err, words, "--help")
 
 
-def test_a_fleet_nothing_fits_names_the_device_and_the_limit_to_raise(small_teacher_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("args, words", [
+    (["plan", "--fleet", "{tmp}/missing.toml", "--teacher", "{teacher}"], "missing.toml: no such file; pass the path"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{tmp}/teacher"], "python -m simulator teacher --out"),
+    (["plan", "--fleet", "{tmp}/bad.toml", "--teacher", "{teacher}"], "bad.toml:3: device 'x' field 'target'"),
+    (["plan", "--fleet", "{fleet}", "--teacher", "{teacher}", "--out", "{tmp}"], "is a directory; pass a file path"),
+    (["profile", "--teacher", "{tmp}/teacher"], "python -m simulator teacher --out"),
+    (["aggregate", "--bundle", "{tmp}/bundle", "--checkpoint", "{tmp}/ckpt"],
+     "bundle/bundle.json missing; create a bundle with `python -m simulator prepare --out DIR`"),
+], ids=["missing-fleet", "missing-teacher", "malformed-fleet", "out-is-a-directory", "profile-missing-teacher",
+        "missing-bundle"])
+def test_missing_or_bad_input_file_is_one_line_naming_it_with_exit_code_1(args, words, small_teacher_dir: Path,
+                                                                          tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.toml").write_text('[[device]]\nid = "x"\ntarget = "gpu"\nsamples = 1\nflops_per_epoch = 1\n')
+    subs = {"{teacher}": str(small_teacher_dir), "{fleet}": str(FLEET)}
+    code, _, err = call(main, [subs.get(a, a.replace("{tmp}", str(tmp_path))) for a in args], capsys)
+    assert code == 1, err
+    one_error_line(err, words)
+
+
+def test_a_fleet_nothing_fits_exits_1_naming_the_device_and_the_limit_to_raise(small_teacher_dir: Path,
+                                                                               tmp_path: Path, capsys) -> None:
     fleet = tmp_path / "tiny.toml"
     fleet.write_text('[[class]]\nname = "m"\ncount = 2\ntarget = "mcu"\nsamples = 100\n'
                      'flops_per_sample = "10 kFLOP"\narena_kb = 1\nflash_kb = 64\n')
-    run = cloud("plan", "--fleet", str(fleet), "--teacher", str(small_teacher_dir), "--out", str(tmp_path / "p.json"))
-    assert run.returncode == 2
-    assert "device m-000" in run.stderr and "tiny.toml:1" in run.stderr
-    assert "the cheapest shard it could run, p1" in run.stderr
-    assert "flops_per_epoch >= 2,279,400" in run.stderr and "arena_kb >=" in run.stderr
+    code, _, err = call(main, ["plan", "--fleet", str(fleet), "--teacher", str(small_teacher_dir),
+                               "--out", str(tmp_path / "p.json")], capsys)
+    assert code == 1
+    assert "device m-000" in err and "tiny.toml:1" in err
+    assert "the cheapest shard it could run, p1" in err
+    assert "flops_per_epoch >= 2,279,400" in err and "arena_kb >=" in err
     assert not (tmp_path / "p.json").exists()

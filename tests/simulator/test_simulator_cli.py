@@ -1,29 +1,102 @@
-"""Wrong flags fail fast with a message naming the fix, before any training."""
+"""`python -m simulator` under the edge/cli.py convention: wrong flags fail fast with one line naming the fix,
+before any training (in-process: main(argv)); exit 2 for a wrong command line, 1 for a failed run."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from simulator.broker import free_port
+from simulator.__main__ import build_parser, main
+from simulator.data import dirichlet_partition
+
+from ..cli_helpers import assert_every_flag_documented, call, free_port, one_error_line, verbs
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dp", "central"], "needs --target-epsilon or --noise-multiplier"),
-    (["--devices", "0"], "must be at least 1"),
-    (["--broker", "nonsense"], "expected 'host:port'"),
-    (["--broker", "127.0.0.1:{port}"], "no MQTT broker answers"),
-    (["--dp", "sometimes"], "invalid choice"),
-], ids=["dp-without-budget", "zero-devices", "bad-broker-address", "broker-not-running", "unknown-dp-mode"])
-def test_run_rejects_bad_flags_with_the_fix(args, message, tmp_path):
+@pytest.mark.parametrize("args, code, words", [
+    (["--dp", "central"], 2, ("--dp central needs --target-epsilon or --noise-multiplier",)),
+    (["--devices", "0"], 2, ("--devices and --rounds must be at least 1",)),
+    (["--broker", "nonsense"], 2, ("argument --broker: bad broker address 'nonsense'", "expected 'host:port'")),
+    (["--dp", "sometimes"], 2, ("argument --dp: invalid choice: 'sometimes'",)),
+    (["--dirichlet-alpha", "0"], 2, ("argument --dirichlet-alpha: must be positive",)),
+    (["--clip", "-1"], 2, ("argument --clip: must be positive",)),
+    (["--broker", "127.0.0.1:{port}"], 1, ("no MQTT broker answers at 127.0.0.1:", "omit --broker")),
+    (["--devices", "50", "--dirichlet-alpha", "0.01"], 1, ("raise --dirichlet-alpha", "fewer --devices")),
+    (["--devices", "200"], 1, ("cannot give 200 devices 8 each", "pass --devices 101 or fewer")),
+], ids=["dp-without-budget", "zero-devices", "bad-broker-address", "unknown-dp-mode", "zero-dirichlet-alpha",
+        "negative-clip", "broker-not-running", "split-too-skewed", "too-many-devices"])
+def test_run_rejects_bad_flags_with_the_fix_before_training(args, code, words, tmp_path, capsys):
     args = [a.format(port=free_port()) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "simulator", "run", "--run-dir", str(tmp_path), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert message in proc.stderr
+    got, out, err = call(main, ["run", "--run-dir", str(tmp_path), *args], capsys)
+    assert got == code, err
+    one_error_line(err, *words)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_split_errors_name_flags_that_run_has():
+    flags = {s for a in verbs(build_parser())["run"]._actions for s in a.option_strings}
+    messages = []
+    y = np.repeat(np.arange(10), 20)
+    for devices, alpha in ((1000, 1.0), (20, 1e-3), (0, 1.0), (2, 0.0)):
+        with pytest.raises(ValueError) as exc:
+            dirichlet_partition(y, devices, alpha, np.random.default_rng(0))
+        messages.append(str(exc.value))
+    named = {m for text in messages for m in re.findall(r"--[a-z][a-z-]+", text)}
+    assert {"--devices", "--dirichlet-alpha"} <= named <= flags, (named, messages)
+
+
+def test_run_passes_the_dirichlet_alpha_to_the_config(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(config, run_dir, **kwargs):
+        seen["alpha"] = config.dirichlet_alpha
+        raise ConnectionError("stop here")
+
+    monkeypatch.setattr("simulator.experiment.run_experiment", fake_run)
+    code, _, err = call(main, ["run", "--run-dir", str(tmp_path), "--dirichlet-alpha", "0.3"], capsys)
+    assert code == 1 and seen == {"alpha": 0.3}
+    one_error_line(err, "stop here")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["dp-scaling", "--fleet-sizes", "10,x"], "argument --fleet-sizes: expected comma-separated integers"),
+    (["dp-scaling", "--delta", "2"], "argument --delta: must be between 0 and 1"),
+    (["teacher", "--out", "t", "--epochs", "0"], "argument --epochs: must be at least 1"),
+    (["teacher"], "the following arguments are required: --out"),
+    (["prepare", "--out", "p", "--colour", "red"], "unrecognized arguments: --colour red"),
+    (["compare", "--delta", "0"], "argument --delta: must be between 0 and 1"),
+    (["fly"], "invalid choice: 'fly'"),
+], ids=["bad-fleet-sizes", "bad-delta", "zero-epochs", "no-out", "unknown-flag", "compare-delta", "unknown-verb"])
+def test_other_verbs_reject_bad_flags_with_exit_2(args, words, capsys):
+    code, out, err = call(main, args, capsys)
+    assert code == 2 and out == ""
+    one_error_line(err, words, "--help")
+
+
+def test_prepare_rejects_zero_devices_with_exit_2(tmp_path, capsys):
+    code, _, err = call(main, ["prepare", "--out", str(tmp_path), "--devices", "0"], capsys)
+    assert code == 2
+    one_error_line(err, "--devices and --rounds must be at least 1")
+
+
+def test_every_flag_has_help_and_every_verb_shows_defaults(capsys):
+    parser = build_parser()
+    assert_every_flag_documented(parser)
+    for verb in verbs(parser):
+        code, out, _ = call(main, [verb, "--help"], capsys)
+        assert code == 0 and "(default:" in out, verb
+    _, out, _ = call(main, ["run", "--help"], capsys)
+    assert "--dirichlet-alpha" in out and "(default: 1.0)" in " ".join(out.split())
+
+
+def test_python_m_simulator_help_works():
+    proc = subprocess.run([sys.executable, "-m", "simulator", "run", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--dirichlet-alpha" in proc.stdout and "(default: 10)" in " ".join(proc.stdout.split())
