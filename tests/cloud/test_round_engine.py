@@ -1,0 +1,172 @@
+"""The round engine: cohort, admission, aggregation, the privacy ledger and seeding, without any transport."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from cloud.accounting import compute_epsilon
+from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from edge.seeding import FleetSeeds, round_generator, spawned_child
+from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
+
+DEVICES = ("d2", "d0", "d1")
+WEIGHTS = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
+DELTA = 1e-5
+
+
+def update_blob(device: str, round_: int, version: int, value: float, examples: int = 10, fleet: str = "f") -> bytes:
+    """A device's update: every coordinate `value` (norm sqrt(8) * |value|)."""
+    delta = {k: np.full(v.shape, value, np.float32) for k, v in WEIGHTS.items()}
+    meta = UpdateMeta(fleet, device, round_, version, examples, 1.0, 0.0, "none", update_id(device, round_, version))
+    return encode_update(delta, meta)
+
+
+def engine(mode: DpMode = DpMode.NONE, z: float = 0.0, rounds: int = 3, budget: float | None = None) -> RoundEngine:
+    return RoundEngine(EngineConfig("f", DEVICES, rounds, FedAvgConfig(mode, 1.0, z), DELTA, budget))
+
+
+def run_round(e: RoundEngine, state: RoundState, values: dict[str, float]):
+    opened = e.open_round(state)
+    for device, value in values.items():
+        opened.inbox.offer(device, opened.round, update_blob(device, opened.round, opened.base_version, value))
+    return e.apply(state, opened)
+
+
+def test_every_device_of_the_plan_is_in_the_cohort_in_a_stable_order() -> None:
+    e = engine()
+    opened = e.open_round(e.init(WEIGHTS, np.random.SeedSequence(0)))
+    assert opened.cohort == ("d0", "d1", "d2")
+    weights, meta = decode_weights(opened.model_payload)
+    assert (meta.version, meta.round) == (0, 0) and all(np.array_equal(weights[k], WEIGHTS[k]) for k in WEIGHTS)
+
+
+def test_apply_averages_the_admitted_updates_and_records_the_rejected_with_reasons() -> None:
+    e = engine()
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    opened = e.open_round(state)
+    inbox = opened.inbox
+    inbox.offer("d0", 0, update_blob("d0", 0, 0, 0.1, examples=10))
+    inbox.offer("d1", 0, update_blob("d1", 0, 0, 0.3, examples=30))
+    inbox.offer("intruder", 0, update_blob("intruder", 0, 0, 9.0))
+    inbox.offer("d2", 0, update_blob("d2", 0, 0, 0.5)[:50])
+    new, record = e.apply(state, opened)
+    np.testing.assert_allclose(new.weights["w"], np.full((3, 2), (0.1 * 10 + 0.3 * 30) / 40), rtol=1e-6)
+    assert (new.round, new.version) == (1, 1)
+    assert record.accepted == ("d0", "d1")
+    reasons = dict(record.rejected)
+    assert "unknown device 'intruder'" in reasons["intruder"] and "truncated" in reasons["d2"]
+    assert record.epsilon is None and new.history == (record.to_dict(),)
+
+
+def test_a_round_with_no_valid_update_keeps_the_weights_and_spends_no_privacy() -> None:
+    e = engine(DpMode.CENTRAL, z=1.0)
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    new, record = run_round(e, state, {})
+    assert all(np.array_equal(new.weights[k], WEIGHTS[k]) for k in WEIGHTS)
+    assert new.version == 1 and new.ledger.rounds_spent == 0 and record.epsilon == 0.0
+
+
+def test_the_ledger_spends_the_event_the_mechanism_returns_each_round() -> None:
+    e = engine(DpMode.CENTRAL, z=1.3)
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    epsilons = []
+    for _ in range(3):
+        state, record = run_round(e, state, {d: 0.1 for d in DEVICES})
+        epsilons.append(record.epsilon)
+    assert epsilons == [compute_epsilon(1.3, 1.0, r, DELTA) for r in (1, 2, 3)]
+    assert state.ledger.events == (state.ledger.events[0],) * 3
+
+
+def test_the_engine_stops_before_a_round_the_budget_cannot_pay_for() -> None:
+    budget = (compute_epsilon(2.0, 1.0, 1, DELTA) + compute_epsilon(2.0, 1.0, 2, DELTA)) / 2
+    e = engine(DpMode.LOCAL, z=2.0, rounds=5, budget=budget)
+    state, _ = run_round(e, e.init(WEIGHTS, np.random.SeedSequence(0)), {"d0": 0.1})
+    assert "would exceed epsilon" in e.stop_reason(state)
+    with pytest.raises(RuntimeError, match="cannot open round 1: round 1 would exceed epsilon"):
+        e.open_round(state)
+
+
+def test_the_schedule_ends_after_the_configured_rounds() -> None:
+    e = engine(rounds=1)
+    state, _ = run_round(e, e.init(WEIGHTS, np.random.SeedSequence(0)), {"d0": 0.1})
+    assert "schedule of 1 rounds is complete" in e.stop_reason(state)
+
+
+def test_central_noise_of_round_r_comes_from_the_rth_spawned_child_of_the_server_seed() -> None:
+    seed = np.random.SeedSequence(42)
+    e = engine(DpMode.CENTRAL, z=0.5)
+    state = e.init(WEIGHTS, seed)
+    state, _ = run_round(e, state, {d: 0.1 for d in DEVICES})  # round 0
+    updates = [AcceptedUpdate(d, {k: np.full(v.shape, 0.2, np.float32) for k, v in WEIGHTS.items()}, 10)
+               for d in sorted(DEVICES)]
+    expected = aggregate(state.weights, updates, e.config.aggregation, np.random.default_rng(seed.spawn(2)[1]))
+    got, _ = run_round(e, state, {d: 0.2 for d in DEVICES})  # round 1
+    for k in WEIGHTS:
+        assert got.weights[k].tobytes() == expected.weights[k].tobytes()
+
+
+def test_a_run_resumed_from_its_json_state_continues_bit_for_bit() -> None:
+    e = engine(DpMode.CENTRAL, z=0.8, rounds=4)
+    straight = e.init(WEIGHTS, np.random.SeedSequence(7))
+    for r in range(4):
+        straight, _ = run_round(e, straight, {d: 0.05 * (r + 1) for d in DEVICES})
+    resumed = e.init(WEIGHTS, np.random.SeedSequence(7))
+    for r in range(2):
+        resumed, _ = run_round(e, resumed, {d: 0.05 * (r + 1) for d in DEVICES})
+    resumed = state_from_json(state_to_json(resumed), resumed.weights, RoundEngine(e.config))
+    for r in range(2, 4):
+        resumed, _ = run_round(e, resumed, {d: 0.05 * (r + 1) for d in DEVICES})
+    for k in WEIGHTS:
+        assert resumed.weights[k].tobytes() == straight.weights[k].tobytes()
+    assert resumed.ledger.epsilon == straight.ledger.epsilon
+    assert [h["accepted"] for h in resumed.history] == [h["accepted"] for h in straight.history]
+
+
+def test_a_round_applied_on_another_state_is_refused() -> None:
+    e = engine()
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    opened = e.open_round(state)
+    later, _ = e.apply(state, opened)
+    with pytest.raises(ValueError, match="was not opened on this state"):
+        e.apply(later, opened)
+
+
+def test_state_json_missing_a_field_names_the_fix() -> None:
+    e = engine()
+    raw = state_to_json(e.init(WEIGHTS, np.random.SeedSequence(0)))
+    del raw["seed"]
+    with pytest.raises(ValueError, match="delete the checkpoint"):
+        state_from_json(raw, WEIGHTS, e)
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(devices=()), "no devices"),
+    (dict(devices=("a", "a")), "unique"),
+    (dict(rounds=0), "rounds must be at least 1"),
+], ids=["empty-fleet", "duplicate-device", "zero-rounds"])
+def test_engine_config_refuses_a_fleet_it_cannot_run(config: dict, message: str) -> None:
+    base = dict(fleet="f", devices=DEVICES, rounds=1)
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(**{**base, **config})
+
+
+def test_spawned_child_is_what_seedsequence_spawn_gives() -> None:
+    root = np.random.SeedSequence(123)
+    children = np.random.SeedSequence(123).spawn(4)
+    for i, child in enumerate(children):
+        mine = spawned_child(root, i)
+        assert mine.spawn_key == child.spawn_key
+        assert np.array_equal(mine.generate_state(4), child.generate_state(4))
+    assert root.n_children_spawned == 0  # the parent is not advanced
+
+
+def test_fleet_seeds_give_every_party_its_own_stream_per_round() -> None:
+    seeds = FleetSeeds.from_seed(5, 3)
+    draws = {(p, r): round_generator(s, r).integers(0, 2**63)
+             for p, s in enumerate((seeds.server, *seeds.devices)) for r in range(3)}
+    assert len(set(draws.values())) == len(draws)
+    again = FleetSeeds.from_seed(5, 3)
+    assert round_generator(again.devices[1], 2).integers(0, 2**63) == draws[(2, 2)]
