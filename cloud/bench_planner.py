@@ -20,11 +20,12 @@ nothing here asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
+
+from edge.cli import CliParser, positive_int
 
 from cloud.planner import DeviceProfile, ShardCandidate, plan_shards, plan_shards_greedy, total_objective
 
@@ -107,10 +108,10 @@ def timing(devices: int, exits: int, seed: int, lam: float, max_shards: int | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cloud.bench_planner", description=__doc__.split("\n\n")[0])
-    p.add_argument("--fleets", type=int, default=1000, help="random fleets per setting (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", type=int, default=10_000, help="fleet size for the timing (default 10000)")
+    p = CliParser(prog="python -m cloud.bench_planner", description=__doc__.split("\n\n")[0])
+    p.add_argument("--fleets", type=positive_int, default=1000, help="random fleets per setting")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random fleets and teachers")
+    p.add_argument("--devices", type=positive_int, default=10_000, help="fleet size for the timing")
     args = p.parse_args(argv)
     if args.fleets < 1 or args.devices < 1:
         p.error("--fleets and --devices must be at least 1")

@@ -1,4 +1,4 @@
-"""Errors of the export: bad input (a usage problem, exit 2) and layers a target cannot run (exit 1)."""
+"""Errors of the export: input it cannot use (a missing or malformed plan or teacher, exit 1) and layers a target cannot run (exit 1)."""
 
 from __future__ import annotations
 

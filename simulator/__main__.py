@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_flags(run)
     run.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
                      help="non-IID-ness of the device split: labels ~ Dirichlet(alpha); smaller = more skewed")
+    run.add_argument("--min-samples-per-device", type=positive_int, default=8,
+                     help="the split redraws until every device holds at least this many examples")
     run.add_argument("--broker", type=broker_address,
                      help="host:port of an MQTT broker (default: start an embedded amqtt broker)")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
@@ -229,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         training = training_from(args)
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
-                                  delta=args.delta, training=training, dirichlet_alpha=args.dirichlet_alpha)
+                                  delta=args.delta, training=training, dirichlet_alpha=args.dirichlet_alpha,
+                                  min_samples_per_device=args.min_samples_per_device)
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")

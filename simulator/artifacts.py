@@ -51,7 +51,8 @@ def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSp
 
 def train_cloud_teacher(config: ExperimentConfig, progress=lambda msg: None) -> tuple[FederatedSplit, TeacherBundle, list[float]]:
     """Split the data, train the teacher on the cloud split; held-out = a fifth of the cloud split."""
-    split = federated_split(load_digits(), config.devices, config.seed, alpha=config.dirichlet_alpha)
+    split = federated_split(load_digits(), config.devices, config.seed, alpha=config.dirichlet_alpha,
+                            min_size=config.min_samples_per_device)
     n_val = len(split.cloud) // 5
     train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))
     progress("training the multi-exit teacher")

@@ -348,7 +348,7 @@ async def main():
     patch = settings["fix_retained_replay"] and hasattr(Broker, "_publish_retained_messages_for_subscription")
     broker = (DmskdBroker if patch else Broker)(settings["config"])
     await broker.start()
-    logging.getLogger("dmskd.broker").warning("amqtt broker listening on %s", settings["config"]["listeners"]["default"]["bind"])
+    logging.getLogger("dmskd.broker").info("amqtt broker listening on %s", settings["config"]["listeners"]["default"]["bind"])
     await stop.wait()
     try:
         await asyncio.wait_for(broker.shutdown(), timeout=settings["shutdown_timeout"])

@@ -22,6 +22,7 @@ class ExperimentConfig:
     delta: float = 1e-5
     training: TrainingSettings = TrainingSettings()
     dirichlet_alpha: float = 1.0
+    min_samples_per_device: int = 8  # the Dirichlet split redraws until every device holds at least this many
     teacher_epochs: int = 30
     student_hidden: tuple[int, ...] = (64,)
     budget_span: tuple[float, float] = (0.1, 1.0)  # budgets as fractions of the full teacher (paper: 0.5..5 GFLOP)
@@ -36,6 +37,8 @@ class ExperimentConfig:
             raise ValueError(f"--dp {self.dp.value} needs --target-epsilon or --noise-multiplier")
         if self.target_epsilon is not None and self.target_epsilon <= 0:
             raise ValueError("--target-epsilon must be positive")
+        if self.min_samples_per_device < 1:
+            raise ValueError("--min-samples-per-device must be at least 1")
         lo, hi = self.budget_span
         if not 0 < lo <= hi:
             raise ValueError("budget span must satisfy 0 < low <= high")

@@ -43,7 +43,8 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
                         min_size: int = 8) -> list[np.ndarray]:
     """Index sets per device with label proportions drawn from Dirichlet(alpha) (non-IID).
 
-    Errors name the `python -m simulator run` flags that fix them (--devices, --dirichlet-alpha).
+    Errors name the `python -m simulator run` flags that fix them (--devices, --dirichlet-alpha,
+    --min-samples-per-device).
     """
     if num_devices < 1:
         raise ValueError(f"--devices must be at least 1, got {num_devices}")
@@ -51,7 +52,7 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
         raise ValueError(f"--dirichlet-alpha must be positive, got {alpha}")
     if len(y) < num_devices * min_size:
         raise ValueError(f"{len(y)} examples cannot give {num_devices} devices {min_size} each; "
-                         f"pass --devices {len(y) // min_size} or fewer")
+                         f"pass --devices {len(y) // min_size} or fewer, or lower --min-samples-per-device")
     for _ in range(100):
         parts: list[list[int]] = [[] for _ in range(num_devices)]
         for label in np.unique(y):
@@ -63,11 +64,12 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
         if min(len(p) for p in parts) >= min_size:
             return [np.array(sorted(p)) for p in parts]
     raise ValueError(f"--dirichlet-alpha {alpha:g} left one of {num_devices} devices with fewer than {min_size} "
-                     f"examples in 100 draws; raise --dirichlet-alpha (1 is the default) or pass fewer --devices")
+                     f"examples in 100 draws; raise --dirichlet-alpha (1 is the default), pass fewer --devices "
+                     f"or lower --min-samples-per-device")
 
 
 def federated_split(data: Dataset, num_devices: int, seed: int, cloud_fraction: float = 0.35,
-                    test_fraction: float = 0.2, alpha: float = 1.0) -> FederatedSplit:
+                    test_fraction: float = 0.2, alpha: float = 1.0, min_size: int = 8) -> FederatedSplit:
     """Shuffle once, carve cloud and test splits, Dirichlet-partition the rest over devices."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
@@ -75,5 +77,5 @@ def federated_split(data: Dataset, num_devices: int, seed: int, cloud_fraction: 
     n_test = int(round(test_fraction * len(data)))
     cloud, test, rest = order[:n_cloud], order[n_cloud:n_cloud + n_test], order[n_cloud + n_test:]
     device_data = data.take(rest)
-    parts = dirichlet_partition(device_data.y, num_devices, alpha, rng)
+    parts = dirichlet_partition(device_data.y, num_devices, alpha, rng, min_size)
     return FederatedSplit(data.take(cloud), data.take(test), [device_data.take(p) for p in parts])

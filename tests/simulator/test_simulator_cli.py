@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simulator.__main__ import build_parser, main
+from edge.plan import TrainingSettings
 from simulator.data import dirichlet_partition
 
 from ..cli_helpers import assert_every_flag_documented, call, free_port, one_error_line, verbs
@@ -51,16 +52,20 @@ def test_the_split_errors_name_flags_that_run_has():
     assert {"--devices", "--dirichlet-alpha"} <= named <= flags, (named, messages)
 
 
-def test_run_passes_the_dirichlet_alpha_to_the_config(monkeypatch, tmp_path, capsys):
+def test_run_passes_the_split_and_training_flags_to_the_config(monkeypatch, tmp_path, capsys):
     seen = {}
 
     def fake_run(config, run_dir, **kwargs):
-        seen["alpha"] = config.dirichlet_alpha
+        seen.update(alpha=config.dirichlet_alpha, min_size=config.min_samples_per_device, training=config.training)
         raise ConnectionError("stop here")
 
     monkeypatch.setattr("simulator.experiment.run_experiment", fake_run)
-    code, _, err = call(main, ["run", "--run-dir", str(tmp_path), "--dirichlet-alpha", "0.3"], capsys)
-    assert code == 1 and seen == {"alpha": 0.3}
+    code, _, err = call(main, ["run", "--run-dir", str(tmp_path), "--dirichlet-alpha", "0.3",
+                               "--min-samples-per-device", "5", "--alpha", "0.2", "--tau", "4", "--clip", "0.5"],
+                        capsys)
+    assert code == 1 and (seen["alpha"], seen["min_size"]) == (0.3, 5)
+    assert (seen["training"].alpha, seen["training"].tau, seen["training"].clip) == (0.2, 4.0, 0.5)
+    assert seen["training"].lr == TrainingSettings().lr  # an untouched flag keeps the one default
     one_error_line(err, "stop here")
 
 
