@@ -1,19 +1,15 @@
-"""Shared fixtures. The repo root goes on sys.path so tests import cloud/, edge/, simulator/."""
+"""Shared fixtures: one loopback broker and one default teacher per session.
+
+The packages are importable because the Makefile installs the project (`pip install -e .`)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from simulator.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary, start_broker  # noqa: E402
+from simulator.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary, start_broker
 
 
 def broker_kind_for_tests() -> str:

@@ -19,7 +19,7 @@ DEVICE_KEYS = {"device_id", "shard_id", "k", "target", "flops_per_epoch", "model
 
 
 def cloud(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", "cloud", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=240)
 

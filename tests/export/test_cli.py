@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
 
 
