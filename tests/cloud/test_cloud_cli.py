@@ -34,16 +34,16 @@ def planned(small_teacher_dir: Path, tmp_path_factory) -> tuple[subprocess.Compl
 
 def test_plan_json_has_the_schema_the_exporter_reads(planned, small_teacher_dir: Path) -> None:
     _, plan = planned
-    assert PLAN_KEYS <= set(plan)
+    assert set(plan) >= PLAN_KEYS
     assert plan["teacher_dir"] == str(small_teacher_dir.resolve())
     assert plan["lambda"] == 0.05 and plan["solver"] == "exact"
-    assert plan["shards"] and all(SHARD_KEYS <= set(s) for s in plan["shards"].values())
+    assert plan["shards"] and all(set(s) >= SHARD_KEYS for s in plan["shards"].values())
     for sid, s in plan["shards"].items():
         assert sid == f"p{s['k']}" and s["targets"] and set(s["targets"]) <= {"linux", "edgetpu", "mcu"}
         assert isinstance(s["flops_per_sample"], int) and s["arena_bytes_estimate"] > 0
     assert len(plan["devices"]) == 278
     for d in plan["devices"]:
-        assert DEVICE_KEYS <= set(d)
+        assert set(d) >= DEVICE_KEYS
         shard = plan["shards"][d["shard_id"]]
         assert d["k"] == shard["k"] and d["target"] in shard["targets"]
         assert d["flops_per_epoch"] <= d["flops_budget"]
@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_naming_the_fix_with_exit_code_2(args, words, smal
     subs = {"{teacher}": str(small_teacher_dir), "{fleet}": str(FLEET), "{bad}": str(bad)}
     run = cloud(*[subs.get(a, a) for a in args], cwd=tmp_path)
     assert run.returncode == 2, (run.stdout, run.stderr)
-    lines = [l for l in run.stderr.splitlines() if l.strip()]
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], run.stderr
     assert "Traceback" not in run.stderr
 

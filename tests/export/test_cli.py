@@ -29,7 +29,8 @@ def test_cli_exports_a_small_plan(tiny_teacher_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     got = sorted((a["shard_id"], a["target"], a["kind"]) for a in manifest["artefacts"])
-    assert got == [("p1", "mcu", "int8"), ("p2", "edgetpu", "int8"), ("p2", "linux", "float16"), ("p2", "linux", "int8")]
+    assert got == [("p1", "mcu", "int8"), ("p2", "edgetpu", "int8"), ("p2", "linux", "float16"),
+                   ("p2", "linux", "int8")]
     for a in manifest["artefacts"]:
         assert (out / a["file"]).stat().st_size == a["bytes"]
         assert a["top1_agreement"] >= 0.9

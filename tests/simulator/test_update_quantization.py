@@ -7,8 +7,13 @@ import pytest
 
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected, decode_update
 from simulator.baselines.payloads import received_update, update_meta, update_payload
-from simulator.baselines.quantization import (QPARAMS_SUFFIX, dequantize_tensor, dequantize_update,
-                                              quantize_tensor, quantize_update)
+from simulator.baselines.quantization import (
+    QPARAMS_SUFFIX,
+    dequantize_tensor,
+    dequantize_update,
+    quantize_tensor,
+    quantize_update,
+)
 
 
 def _delta(seed: int = 0) -> dict[str, np.ndarray]:
