@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,15 @@ def broker() -> Iterator[MosquittoBroker | EmbeddedBroker]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def default_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default four-exit teacher (cloud.teacher.TeacherConfig()) trained once per session on digits.
+
+    Shared by tests/cloud and tests/export; TensorFlow loads only when a test asks for it."""
+    from cloud.teacher import TeacherConfig
+
+    from .teachers import DEFAULT_TEACHER_EPOCHS, make_teacher_dir
+
+    return make_teacher_dir(tmp_path_factory.mktemp("default_teacher"), TeacherConfig(), epochs=DEFAULT_TEACHER_EPOCHS)

@@ -25,17 +25,17 @@ def cloud(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def planned(small_teacher_dir: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
+def planned(default_teacher_dir: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path_factory.mktemp("plan") / "sub" / "plan.json"
-    run = cloud("plan", "--fleet", str(FLEET), "--teacher", str(small_teacher_dir), "--out", str(out))
+    run = cloud("plan", "--fleet", str(FLEET), "--teacher", str(default_teacher_dir), "--out", str(out))
     assert run.returncode == 0, run.stderr
     return run, json.loads(out.read_text())
 
 
-def test_plan_json_has_the_schema_the_exporter_reads(planned, small_teacher_dir: Path) -> None:
+def test_plan_json_has_the_schema_the_exporter_reads(planned, default_teacher_dir: Path) -> None:
     _, plan = planned
     assert set(plan) >= PLAN_KEYS
-    assert plan["teacher_dir"] == str(small_teacher_dir.resolve())
+    assert plan["teacher_dir"] == str(default_teacher_dir.resolve())
     assert plan["lambda"] == 0.05 and plan["solver"] == "exact"
     assert plan["shards"] and all(set(s) >= SHARD_KEYS for s in plan["shards"].values())
     for sid, s in plan["shards"].items():
@@ -71,9 +71,9 @@ def test_the_table_groups_devices_by_class_and_shows_the_columns(planned) -> Non
     assert len(text.splitlines()) < 40  # a summary, not 278 rows
 
 
-def test_greedy_solver_and_per_device_table(small_teacher_dir: Path, tmp_path: Path) -> None:
+def test_greedy_solver_and_per_device_table(default_teacher_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "greedy.json"
-    run = cloud("plan", "--fleet", str(REPO / "examples" / "fleet.yaml"), "--teacher", str(small_teacher_dir),
+    run = cloud("plan", "--fleet", str(REPO / "examples" / "fleet.yaml"), "--teacher", str(default_teacher_dir),
                 "--solver", "greedy", "--lambda", "0", "--per-device", "--out", str(out))
     assert run.returncode == 0, run.stderr
     plan = json.loads(out.read_text())
@@ -91,11 +91,11 @@ def test_greedy_solver_and_per_device_table(small_teacher_dir: Path, tmp_path: P
     (["plan", "--fleet", "{bad}", "--teacher", "{teacher}"], "bad.toml:3: device 'x' field 'target'"),
 ], ids=["missing-fleet", "missing-teacher", "bad-solver", "negative-lambda", "zero-cap", "no-fleet-flag",
         "malformed-fleet"])
-def test_bad_input_is_one_line_naming_the_fix_with_exit_code_2(args, words, small_teacher_dir: Path,
+def test_bad_input_is_one_line_naming_the_fix_with_exit_code_2(args, words, default_teacher_dir: Path,
                                                                tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[device]]\nid = "x"\ntarget = "gpu"\nsamples = 1\nflops_per_epoch = 1\n')
-    subs = {"{teacher}": str(small_teacher_dir), "{fleet}": str(FLEET), "{bad}": str(bad)}
+    subs = {"{teacher}": str(default_teacher_dir), "{fleet}": str(FLEET), "{bad}": str(bad)}
     run = cloud(*[subs.get(a, a) for a in args], cwd=tmp_path)
     assert run.returncode == 2, (run.stdout, run.stderr)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
@@ -103,11 +103,12 @@ def test_bad_input_is_one_line_naming_the_fix_with_exit_code_2(args, words, smal
     assert "Traceback" not in run.stderr
 
 
-def test_a_fleet_nothing_fits_names_the_device_and_the_limit_to_raise(small_teacher_dir: Path, tmp_path: Path) -> None:
+def test_a_fleet_nothing_fits_names_the_device_and_the_limit_to_raise(default_teacher_dir: Path,
+                                                                     tmp_path: Path) -> None:
     fleet = tmp_path / "tiny.toml"
     fleet.write_text('[[class]]\nname = "m"\ncount = 2\ntarget = "mcu"\nsamples = 100\n'
                      'flops_per_sample = "10 kFLOP"\narena_kb = 1\nflash_kb = 64\n')
-    run = cloud("plan", "--fleet", str(fleet), "--teacher", str(small_teacher_dir), "--out", str(tmp_path / "p.json"))
+    run = cloud("plan", "--fleet", str(fleet), "--teacher", str(default_teacher_dir), "--out", str(tmp_path / "p.json"))
     assert run.returncode == 2
     assert "device m-000" in run.stderr and "tiny.toml:1" in run.stderr
     assert "the cheapest shard it could run, p1" in run.stderr

@@ -9,17 +9,17 @@ import pytest
 import tensorflow as tf
 
 from cloud.profiler import arena_report, layer_flops, lower_to_tflm, profile_model, profile_teacher
-from cloud.teacher import prefix_model
 from cloud.teacher_store import load_teacher_bundle
 from export.op_support import model_ops
 from export.shards import export_int8_shard
+from export.teacher_dir import prefix_model
 
 ARENA_TOLERANCE = 0.02  # the stated bound: |estimate - measured| / measured <= 2 %
 
 
 @pytest.fixture(scope="module")
-def bundle(small_teacher_dir: Path):
-    return load_teacher_bundle(small_teacher_dir)
+def bundle(default_teacher_dir: Path):
+    return load_teacher_bundle(default_teacher_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from cloud.teacher_store import TeacherBundle, save_teacher_bundle
 
-from .helpers import bad_model, digits_split, write_plan
+from ..teachers import digits_split
+from .helpers import bad_model, write_plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,8 @@ from export.quantize import convert_int8
 from export.targets import ExportOptions
 from export.teacher_dir import load_teacher_dir
 
-from .helpers import bad_model, digits_split, write_plan
+from ..teachers import digits_split
+from .helpers import bad_model, write_plan
 
 ALL = ["linux", "edgetpu", "mcu"]
 
