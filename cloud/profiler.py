@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from cloud.teacher import num_exits, prefix_model
+from cloud.teacher import num_exits
+from export.teacher_dir import prefix_model
 
 BUFFER_ALIGN = 16  # TFLM aligns every planned buffer to 16 bytes
 EVAL_TENSOR_BYTES = 24  # sizeof(TfLiteEvalTensor), 64-bit host
