@@ -1,15 +1,26 @@
-# One entry point: `make demo` runs the main job, `make test` the tests. Both build .venv first.
+# One entry point: `make demo` runs the main job, `make test` the gate then the tests, `make check`
+# the gate alone (ruff, mypy; configured in pyproject.toml). All build .venv first.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+# The project itself, installed editable over the pinned stack; redone (cheaply) when pyproject.toml changes.
+PROJECT := $(VENV)/.project-installed
 
-.PHONY: demo test bench clean-venv
-demo: $(STAMP)
+.PHONY: demo test check bench clean-venv
+demo: $(PROJECT)
 	$(BIN)/python -m simulator run $(ARGS)
 
-test: $(STAMP)
+test: check
 	$(BIN)/python -m pytest -q $(ARGS)
+
+check: $(PROJECT)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+$(PROJECT): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
 
 $(STAMP): requirements.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found. DMSKD pins tensorflow 2.15, which needs Python 3.11: install it (pyenv install 3.11, or apt-get install python3.11) or run 'make PY=/path/to/python3.11 ...'"; exit 1; }

@@ -25,9 +25,8 @@ import time
 
 import numpy as np
 
-from edge.cli import CliParser, positive_int
-
 from cloud.planner import DeviceProfile, ShardCandidate, plan_shards, plan_shards_greedy, total_objective
+from edge.cli import CliParser, positive_int
 
 BASE_OPS = frozenset({"CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED"})
 TARGET_P = {"linux": 0.2, "edgetpu": 0.2, "mcu": 0.6}

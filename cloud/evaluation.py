@@ -26,7 +26,8 @@ def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.nd
 def holdout_evaluator(program: bytes, npz: Path) -> Evaluate:
     """student_evaluator on a held-out .npz with arrays x, y."""
     if not npz.exists():
-        raise FileNotFoundError(f"holdout file {npz} not found; `python -m simulator prepare --out DIR` writes DIR/test.npz")
+        raise FileNotFoundError(f"holdout file {npz} not found; "
+                                f"`python -m simulator prepare --out DIR` writes DIR/test.npz")
     with np.load(npz) as z:
         if "x" not in z or "y" not in z:
             raise ValueError(f"holdout {npz} needs arrays x and y; it holds {sorted(z.files)}")

@@ -74,7 +74,8 @@ def load_bundle(directory: str | Path) -> FleetBundle:
     d = Path(directory)
     for name in ("bundle.json", "plans.json", "student.tflite", "student_init.safetensors"):
         if not (d / name).exists():
-            raise FileNotFoundError(f"{d / name} missing; create a bundle with `python -m simulator prepare --out DIR` (it writes DIR/bundle)")
+            raise FileNotFoundError(f"{d / name} missing; create a bundle with "
+                                    "`python -m simulator prepare --out DIR` (it writes DIR/bundle)")
     settings = RoundSettings(**json.loads((d / "bundle.json").read_text()))
     plans = [DevicePlan.from_json(json.dumps(p).encode()) for p in json.loads((d / "plans.json").read_text())]
     shards = {}

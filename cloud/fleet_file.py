@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ import yaml
 
 from cloud.planner import DeviceProfile
 from export.op_support import TARGETS  # linux, edgetpu, mcu
+
 MAX_CLASS_COUNT = 1_000_000
 
 _COMMON = ("target", "samples", "flops_per_epoch", "flops_per_sample", "arena_kb", "arena_bytes", "flash_kb",
@@ -376,7 +378,7 @@ class _Builder:
         return self.quantity(fields, name, what, _RATE_UNITS, 1.0, "a positive rate in kbit/s (a number) or a "
                              "string such as \"250 kbps\" or \"1 Mbps\"")
 
-    def quantity(self, fields: dict, name: str, what: str, units: dict[str, float], bare: float, expected: str,
+    def quantity(self, fields: dict, name: str, what: str, units: Mapping[str, float], bare: float, expected: str,
                  case_sensitive: bool = False, zero_ok: bool = False) -> float:
         """A finite number > 0 (>= 0 with zero_ok), bare or with a unit from units; else the field's error."""
         value, path = fields[name]
@@ -389,7 +391,8 @@ class _Builder:
 _NUMBER = re.compile(r"\s*([0-9][0-9_,]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z/]*)\s*")
 
 
-def _number_with_unit(value: Any, units: dict[str, float], bare: float, case_sensitive: bool = False) -> float | None:
+def _number_with_unit(value: Any, units: Mapping[str, float], bare: float,
+                      case_sensitive: bool = False) -> float | None:
     """A number (times bare), or a string "<number> [unit]" with a unit from units; None if neither."""
     if isinstance(value, bool):
         return None

@@ -142,7 +142,8 @@ def render_plan(fleet, facts, assignments, args, solve_seconds: float, total_sec
            f"solver {args.solver}, lambda {args.lam:g}"
            + (f", at most {args.max_shards} shards" if args.max_shards else ""), "",
            "candidate shards (FLOPs per sample; arena = TFLite-Micro estimate / measured)"]
-    rows = [("shard", "FLOPs", "params", "int8 B", "arena est", "arena TFLM", "held-out acc", "devices")]
+    rows: list[tuple[str, ...]] = [("shard", "FLOPs", "params", "int8 B", "arena est", "arena TFLM", "held-out acc",
+                                    "devices")]
     counts = {sid: s["devices"] for sid, s in doc["shards"].items()}
     for f in facts:
         rows.append((f.shard_id, _si(f.profile.flops), f"{f.profile.params:,}", f"{f.tflite_bytes:,}",

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from export.op_support import TARGETS, supported_ops as target_ops
+from export.op_support import TARGETS
+from export.op_support import supported_ops as target_ops
 
 DEFAULT_LINK_KBPS = 8_000.0  # 1 MB/s: Comm in seconds then equals the shard size in megabytes
 MAX_SUBSETS = 2_000_000  # refuse exact max_shards enumeration beyond this many subsets
@@ -238,6 +239,8 @@ def plan_shards_greedy(devices: list[DeviceProfile], shards: list[ShardCandidate
     """The paper's heuristic: the deepest shard whose limits fit, ignoring accuracy and communication."""
     t = _Tables.build(devices, shards, lam)
     choice = t.deepest_each(np.arange(len(t.shards)))
+    if choice is None:  # _Tables.build already refused a device that no shard fits
+        raise AssertionError("every device has a feasible shard")
     if max_shards is not None:
         _check_cap(max_shards, t)
         used = sorted(set(choice.tolist()))
@@ -245,7 +248,7 @@ def plan_shards_greedy(devices: list[DeviceProfile], shards: list[ShardCandidate
             best = None
             for drop in used:
                 keep = np.array([j for j in used if j != drop])
-                c = t.deepest_each(keep, strict=False)
+                c = t.deepest_each(keep)
                 if c is None:
                     continue
                 total = float(t.value[np.arange(len(c)), c].sum())
@@ -275,7 +278,7 @@ class _Tables:
     value: np.ndarray  # float [N, L], -inf where infeasible
 
     @classmethod
-    def build(cls, devices: list[DeviceProfile], shards: list[ShardCandidate], lam: float) -> "_Tables":
+    def build(cls, devices: list[DeviceProfile], shards: list[ShardCandidate], lam: float) -> _Tables:
         if not shards:
             raise ValueError("no shard candidates: profile the teacher before planning")
         if not lam >= 0:
@@ -297,19 +300,17 @@ class _Tables:
     def best_each(self) -> np.ndarray:
         return self.value.argmax(axis=1)  # first maximum = cheapest among equal objectives
 
-    def deepest_each(self, allowed: np.ndarray, strict: bool = True) -> np.ndarray | None:
+    def deepest_each(self, allowed: np.ndarray) -> np.ndarray | None:
         """Per device, the allowed feasible shard with the most FLOPs (None if one has none)."""
         allowed = np.asarray(allowed)
         feas = self.feasible[:, allowed]
         if not feas.any(axis=1).all():
-            if strict:
-                raise AssertionError("every device has a feasible shard")
             return None
         last = feas.shape[1] - 1 - np.argmax(feas[:, ::-1], axis=1)  # shards are sorted by FLOPs
         return allowed[last]
 
     def assignments(self, choice: np.ndarray) -> list[ShardAssignment]:
-        out = []
+        out: list[ShardAssignment] = []
         for d, j in zip(self.devices, choice.tolist()):
             s = self.shards[j]
             out.append(ShardAssignment(d.device_id, s.shard_id, s.k, s.flops_per_sample * d.num_samples,

@@ -111,7 +111,8 @@ def layer_flops(layer: tf.keras.layers.Layer) -> int:
 
 def forward_flops(model: tf.keras.Model) -> int:
     """Forward FLOPs per sample of every layer of the model (all its outputs), by layer_flops."""
-    return int(sum(layer_flops(l) for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)))
+    return int(sum(layer_flops(layer) for layer in model.layers
+                   if not isinstance(layer, tf.keras.layers.InputLayer)))
 
 
 def profile_prefix(teacher: tf.keras.Model, k: int) -> PrefixProfile:
@@ -121,11 +122,11 @@ def profile_prefix(teacher: tf.keras.Model, k: int) -> PrefixProfile:
 
 def profile_model(model: tf.keras.Model, k: int = 0) -> PrefixProfile:
     """Profile any single-input, single-output Keras classifier the way profile_prefix does."""
-    layers = [l for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)]
+    layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
     params = model.count_params()
     int8 = 0
-    for l in layers:
-        for w in l.weights:
+    for layer in layers:
+        for w in layer.weights:
             int8 += int(np.prod(w.shape)) * (4 if "bias" in w.name else 1)
     graph = lower_to_tflm(model)
     return PrefixProfile(k, forward_flops(model), int(params), int(int8), int(params * 4), graph.planned_head_bytes(),
@@ -267,7 +268,8 @@ def lower_to_tflm(model: tf.keras.Model) -> TflmGraph:
         if not ins:
             continue  # not on the path to this model's output
 
-        def emit(kind: str, constants: int = 0, channels: int = 0, scratch=(), reads=None) -> int:
+        def emit(kind: str, constants: int = 0, channels: int = 0, scratch: tuple[int, ...] = (),
+                 reads: list[int] | None = None, *, ins: list[int] = ins, outs: list = outs) -> int:
             t = new_tensor(outs[0].shape)
             ops.append(TflmOp(kind, list(ins if reads is None else reads), [t], constants, channels, list(scratch)))
             return t

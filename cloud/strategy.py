@@ -18,7 +18,7 @@ import numpy as np
 from edge.privacy import clip_update
 
 
-class DpMode(str, enum.Enum):
+class DpMode(enum.StrEnum):
     """Where Gaussian noise is added (DESIGN.md §1)."""
 
     NONE = "none"
@@ -108,6 +108,7 @@ def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdat
         event = dp_accounting.GaussianDpEvent(config.noise_multiplier)  # each device noised its own release
     else:
         total = sum(u.num_examples for u in updates)
-        mean = {n: sum(u.delta[n] * (u.num_examples / total) for u in updates) for n in names}
+        mean = {n: sum((u.delta[n] * (u.num_examples / total) for u in updates),
+                       np.zeros(np.shape(global_weights[n]), np.float32)) for n in names}
     new = {n: (global_weights[n] + config.server_lr * mean[n]).astype(np.float32) for n in names}
     return AggregateResult(new, len(updates), event)

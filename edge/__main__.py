@@ -25,7 +25,8 @@ def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     with np.load(path) as z:
         if "x" not in z:
             raise ValueError(f"{path} has no array 'x' (images); it holds {sorted(z.files)}")
-        return z["x"].astype(np.float32), (z["y"] if "y" in z else None)
+        labels = z["y"] if "y" in z.files else None
+        return z["x"].astype(np.float32), labels
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,8 @@ import numpy as np
 from edge.local_training import distillation_targets, train_round, update_payload
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
-from edge.shard_runtime import ShardRunner
 from edge.seeding import round_generator
+from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
 from edge.wire import PayloadRejected, content_hash, decode_weights
@@ -57,7 +57,7 @@ class DeviceAgent:
         self._stop = threading.Event()
         self.finished = threading.Event()
 
-    def start(self) -> "DeviceAgent":
+    def start(self) -> DeviceAgent:
         """Subscribe to this device's plan and the global model, connect, resend the outbox."""
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
         self.session.subscribe(self.topics.all_models, self._on_model)
@@ -125,35 +125,30 @@ class DeviceAgent:
             except Exception:
                 log.exception("%s: local round failed", self.device_id)
 
-    def _ready(self) -> bool:
-        p = self.plan
-        return (p is not None and self.latest_model is not None and self.shard_bytes is not None
-                and self.student_bytes is not None and content_hash(self.shard_bytes) == p.shard_hash
-                and content_hash(self.student_bytes) == p.student_hash)
-
     def _maybe_train(self) -> None:
-        if not self._ready():
-            return
-        plan = self.plan
-        version, round_, weights = self.latest_model
+        plan, model, shard, program = self.plan, self.latest_model, self.shard_bytes, self.student_bytes
+        if (plan is None or model is None or shard is None or program is None
+                or content_hash(shard) != plan.shard_hash or content_hash(program) != plan.student_hash):
+            return  # not everything the plan names has arrived yet
+        version, round_, weights = model
         if round_ >= plan.rounds:
             self.finished.set()
             return
         if round_ in self.rounds_done:
             return
         if self._student is None or self._student_hash != plan.student_hash:
-            self._student = TrainableStudent.from_bytes(self.student_bytes)
+            self._student = TrainableStudent.from_bytes(program)
             self._student_hash = plan.student_hash
-        logits = self._logits_for(plan.shard_hash)
+        logits = self._logits_for(plan.shard_hash, shard)
         targets = distillation_targets(logits, self.labels, self._student.num_classes)
         result = train_round(self._student, weights, self.x_flat, targets, logits, plan,
                              round_generator(self.seed, round_))
         self._send(round_, update_payload(result, plan, round_, version))
         self.rounds_done.add(round_)
 
-    def _logits_for(self, shard_hash: str) -> np.ndarray:
+    def _logits_for(self, shard_hash: str, shard: bytes) -> np.ndarray:
         if self._shard_logits is None or self._shard_logits[0] != shard_hash:
-            self._shard_logits = (shard_hash, ShardRunner.from_bytes(self.shard_bytes).logits(self.x_images))
+            self._shard_logits = (shard_hash, ShardRunner.from_bytes(shard).logits(self.x_images))
         return self._shard_logits[1]
 
     def _send(self, round_: int, blob: bytes) -> None:

@@ -11,10 +11,12 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.chunking import DEFAULT_CHUNK_LIMIT, ChunkAssembler, ChunkError, split_message
 from edge.topics import chunk_base
@@ -67,7 +69,7 @@ class MqttSession:
         if self._connected.is_set():
             self._client.subscribe(topic_filter + "/+", qos=1)
 
-    def connect(self, timeout: float = 10.0) -> "MqttSession":
+    def connect(self, timeout: float = 10.0) -> MqttSession:
         """Connect and start the network loop; raise ConnectionError naming the broker on failure."""
         try:
             self._client.connect(self.host, self.port, keepalive=self.keepalive)
@@ -112,7 +114,8 @@ class MqttSession:
         with self._lock:
             self.traffic.append(TrafficRecord(direction, topic, nbytes))
 
-    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                        reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             log.error("%s: broker refused connection: %s", self.client_id, reason_code)
             return
@@ -120,18 +123,19 @@ class MqttSession:
             client.subscribe(topic_filter + "/+", qos=1)
         self._connected.set()
 
-    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                           reason_code: ReasonCode, properties: Properties | None) -> None:
         self._connected.clear()
         if reason_code.is_failure:
             log.warning("%s: disconnected from broker: %s (paho reconnects)", self.client_id, reason_code)
 
-    def _handle_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+    def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
             return  # a cleared retained message
         topic = chunk_base(msg.topic)
         self._record("down", topic, len(msg.payload))
         try:
-            whole = self._assembler.add(msg.payload)
+            whole = self._assembler.add(bytes(msg.payload))
         except ChunkError as exc:
             log.warning("%s: dropped chunk on %s: %s", self.client_id, msg.topic, exc)
             if self._on_error:

@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 DP_MODES = ("none", "local", "central")
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
 
 
 def _check_types(owner: str, value: Any) -> None:
     """Raise ValueError naming the first field whose value is not of its declared int/float/str type."""
     for f in fields(value):
-        expected = {"int": int, "float": (int, float), "str": str}.get(str(f.type))
+        expected = _FIELD_TYPES.get(str(f.type))
         got = getattr(value, f.name)
         if expected is not None and (not isinstance(got, expected) or isinstance(got, bool)):
             raise ValueError(f"{owner}: field {f.name!r} must be {f.type}, got {got!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edge.litert import load_interpreter
@@ -26,13 +28,13 @@ def dequantise(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class ShardRunner:
     """A quantised shard: float images in, dequantised exit logits out."""
 
-    def __init__(self, interpreter) -> None:
+    def __init__(self, interpreter: Any) -> None:
         self._interp = interpreter
         self._in = interpreter.get_input_details()[0]
         self._out = interpreter.get_output_details()[0]
 
     @classmethod
-    def from_bytes(cls, model_bytes: bytes) -> "ShardRunner":
+    def from_bytes(cls, model_bytes: bytes) -> ShardRunner:
         return cls(load_interpreter(model_bytes))
 
     @property

@@ -72,7 +72,7 @@ class TrainableStudent:
         self.num_classes = int(details["y"]["shape"][1])
 
     @classmethod
-    def from_bytes(cls, model_bytes: bytes) -> "TrainableStudent":
+    def from_bytes(cls, model_bytes: bytes) -> TrainableStudent:
         """Load a trainable student from TFLite flatbuffer bytes."""
         return cls(litert.load_interpreter(model_bytes))
 

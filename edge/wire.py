@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 from safetensors.numpy import load as st_load
@@ -52,6 +53,9 @@ class WeightsMeta:
     version: int
     round: int
     encoding: str = FLOAT32_WEIGHTS
+
+
+MetaT = TypeVar("MetaT", UpdateMeta, WeightsMeta)
 
 
 def update_id(device: str, round_: int, base_version: int) -> str:
@@ -117,13 +121,13 @@ def _allowed_dtypes(encoding: str | None) -> tuple[np.dtype, ...]:
     return _ENCODING_DTYPES.get(encoding or "", (np.dtype(np.float32),))
 
 
-def _wire_array(value, allowed: tuple[np.dtype, ...]) -> np.ndarray:
+def _wire_array(value: object, allowed: tuple[np.dtype, ...]) -> np.ndarray:
     """The tensor in its dtype when the encoding carries that dtype, else as float32 (C order)."""
     arr = np.asarray(value)
     return np.asarray(arr, dtype=arr.dtype if arr.dtype in allowed else np.float32, order="C")
 
 
-def _encode(tensors: dict[str, np.ndarray], kind: str, meta) -> bytes:
+def _encode(tensors: dict[str, np.ndarray], kind: str, meta: UpdateMeta | WeightsMeta) -> bytes:
     allowed = _allowed_dtypes(meta.encoding)
     arrays = {k: _wire_array(v, allowed) for k, v in tensors.items()}
     metadata = {k: str(v) for k, v in asdict(meta).items()}
@@ -163,7 +167,7 @@ def _read_metadata(blob: bytes, header_len: int) -> dict[str, str]:
     return dict(header.get("__metadata__", {}))
 
 
-def _meta_from(cls, raw: dict[str, str]):
+def _meta_from(cls: type[MetaT], raw: dict[str, str]) -> MetaT:
     values = {}
     for f in fields(cls):
         if f.name not in raw:

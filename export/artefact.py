@@ -81,7 +81,8 @@ class CpuFallback:
 
     def message(self) -> str:
         layer = f"layer {self.layer!r}" if self.layer else "an unnamed layer"
-        return f"edgetpu: {layer} operation {self.operation} (op #{self.op_index}) runs on the CPU: {'; '.join(self.reasons)}"
+        return (f"edgetpu: {layer} operation {self.operation} (op #{self.op_index}) runs on the CPU: "
+                f"{'; '.join(self.reasons)}")
 
 
 @dataclass(frozen=True)

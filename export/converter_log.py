@@ -44,7 +44,5 @@ def captured_native_stderr(replay_on_error: bool = True) -> Iterator[NativeStder
 
 
 def _flush_c_stdio() -> None:
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass

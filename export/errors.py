@@ -1,4 +1,5 @@
-"""Errors of the export: input it cannot use (a missing or malformed plan or teacher, exit 1) and layers a target cannot run (exit 1)."""
+"""Errors of the export: input it cannot use (a missing or malformed plan or teacher) and layers a target
+cannot run; both exit 1 (edge.cli's rule: 2 only for a bad command line)."""
 
 from __future__ import annotations
 

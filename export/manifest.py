@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from export.artefact import Artefact
 from export.pipeline import QAT_TRIGGER, ShardResult
 from export.plan_file import ExportPlan
 from export.teacher_dir import TeacherBundle
@@ -15,15 +16,13 @@ from export.verify import Agreement
 MANIFEST_VERSION = 1
 
 
-def _agreement(a: Agreement | None) -> dict | None:
-    if a is None:
-        return None
+def _agreement(a: Agreement) -> dict:
     return {"accuracy": round(a.accuracy, 6), "float_accuracy": round(a.float_accuracy, 6),
             "accuracy_drop": round(a.accuracy_drop, 6), "top1_agreement": round(a.top1_agreement, 6),
             "num_examples": a.num_examples}
 
 
-def _artefact(a) -> dict:
+def _artefact(a: Artefact) -> dict:
     d = {"shard_id": a.shard_id, "target": a.target, "kind": a.kind, "file": a.model.path,
          "bytes": a.model.bytes, "sha256": a.model.sha256, "interpreter": a.interpreter,
          "input_type": a.input_type, "output_type": a.output_type, "ops": list(a.ops),
@@ -57,7 +56,8 @@ def build_manifest(plan: ExportPlan, teacher: TeacherBundle, results: list[Shard
         "shards": {r.job.shard_id: {
             "k": r.job.k, "targets": list(r.job.targets),
             "float_accuracy": round(r.quantisation.ptq.float_accuracy, 6),
-            "ptq": _agreement(r.quantisation.ptq), "qat": _agreement(r.quantisation.qat),
+            "ptq": _agreement(r.quantisation.ptq),
+            "qat": None if r.quantisation.qat is None else _agreement(r.quantisation.qat),
             "qat_error": r.quantisation.qat_error, "qat_trigger": r.quantisation.trigger,
             "exported": r.quantisation.chosen} for r in results},
         "artefacts": [_artefact(a) for r in results for a in r.artefacts],

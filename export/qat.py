@@ -42,7 +42,7 @@ def _import_tfmot():
     from tensorflow.python.util import tf_export
 
     env_before = os.environ.get("TF_USE_LEGACY_KERAS")
-    table = tf_export._NAME_TO_SYMBOL_MAPPING  # noqa: SLF001 (the table keras' deserialiser reads)
+    table = tf_export._NAME_TO_SYMBOL_MAPPING  # private: the table keras' deserialiser reads
     keras_names_before = {k: v for k, v in table.items() if k.startswith(("keras.", "compat.v1.keras."))}
     import tensorflow_model_optimization as tfmot
 

@@ -137,8 +137,8 @@ def export_trainable_student(
     (get_weights, infer, set_weights, train), then adds the variable-initialiser subgraph that a
     CALL_ONCE at the top of each signature runs. TFLite-Micro runs only subgraph 0, and (TFLM
     nightly 20261023) segfaults in MicroAllocator::CommitStaticMemoryPlan whenever the train
-    subgraph sits beside other signatures: for microcontrollers export signatures=("train",). That model trains in TFLM with
-    weights initialised from the flatbuffer; feed inputs in `subgraph_input_names(b)` order.
+    subgraph sits beside other signatures: for microcontrollers export signatures=("train",). That model
+    trains in TFLM with weights initialised from the flatbuffer; feed inputs in `subgraph_input_names(b)` order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

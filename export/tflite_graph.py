@@ -81,7 +81,7 @@ def operator_names(tflite_bytes: bytes) -> tuple[list[str], set[str]]:
     """Every operator code the model declares, and the names used by the operators of all its subgraphs."""
     model = _model(tflite_bytes)
     declared = _op_code_names(model)
-    used = set()
+    used: set[str] = set()
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
         used.update(declared[graph.Operators(j).OpcodeIndex()] for j in range(graph.OperatorsLength()))

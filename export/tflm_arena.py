@@ -55,7 +55,7 @@ def measure_arena(tflite_bytes: bytes, arena_size: int | None = None) -> ArenaUs
     found = {name: int(v) for name, v in _LINE.findall(text)}
     if "total" not in found:
         raise ArenaMeasurementError(f"TFLite-Micro printed no arena total; got: {_last_lines(text)}")
-    report = "\n".join(l for l in text.splitlines() if l.startswith("[RecordingMicroAllocator]"))
+    report = "\n".join(line for line in text.splitlines() if line.startswith("[RecordingMicroAllocator]"))
     return ArenaUsage(found["total"], found.get("head", 0), found.get("tail", 0), report)
 
 
@@ -139,5 +139,5 @@ def _captured_fd2():
 
 
 def _last_lines(text: str, n: int = 3) -> str:
-    lines = [l for l in text.strip().splitlines() if l.strip()]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-n:]) if lines else "no message"

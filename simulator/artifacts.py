@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +50,8 @@ def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSp
             for i, (f, d) in enumerate(zip(fractions, split.devices))]
 
 
-def train_cloud_teacher(config: ExperimentConfig, progress=lambda msg: None) -> tuple[FederatedSplit, TeacherBundle, list[float]]:
+def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None] = lambda msg: None
+                        ) -> tuple[FederatedSplit, TeacherBundle, list[float]]:
     """Split the data, train the teacher on the cloud split; held-out = a fifth of the cloud split."""
     split = federated_split(load_digits(), config.devices, config.seed, alpha=config.dirichlet_alpha,
                             min_size=config.min_samples_per_device)

@@ -20,6 +20,7 @@ Both are context managers with ``host``, ``port`` and ``url``::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import BinaryIO, Self
 
 __all__ = [
     "BrokerError",
@@ -78,7 +80,7 @@ def mosquitto_binary() -> str | None:
 
 
 # Brokers still running at interpreter exit are stopped then.
-_RUNNING: "weakref.WeakSet[_ProcessBroker]" = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[_ProcessBroker] = weakref.WeakSet()
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -87,10 +89,8 @@ def _stop_all_at_exit() -> None:
     with _RUNNING_LOCK:
         brokers = list(_RUNNING)
     for broker in brokers:
-        try:
+        with contextlib.suppress(Exception):  # best effort at exit
             broker.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
 
 
 class _ProcessBroker:
@@ -106,7 +106,7 @@ class _ProcessBroker:
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: str | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self.log_path: Path | None = None
 
     # -- to be provided by subclasses -----------------------------------------------------
@@ -125,7 +125,7 @@ class _ProcessBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "_ProcessBroker":
+    def start(self) -> Self:
         if self._proc is not None:
             return self
         attempts = 1 if self._fixed_port is not None else self._PORT_ATTEMPTS
@@ -178,7 +178,7 @@ class _ProcessBroker:
             self._kill()
             self._cleanup()
 
-    def __enter__(self) -> "_ProcessBroker":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -223,15 +223,11 @@ class _ProcessBroker:
             return
         if proc.poll() is None:
             proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # pragma: no cover - a SIGKILLed child always goes
             proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a SIGKILLed child always goes
-            pass
         if proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
 
     def _cleanup(self) -> None:
         self._proc = None
@@ -300,10 +296,8 @@ class MosquittoBroker(_ProcessBroker):
 
     def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # _kill follows
             proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass  # _kill follows
 
 
 # Runs in the child interpreter (python -c). stdin EOF or SIGTERM/SIGINT -> graceful shutdown.
@@ -348,7 +342,8 @@ async def main():
     patch = settings["fix_retained_replay"] and hasattr(Broker, "_publish_retained_messages_for_subscription")
     broker = (DmskdBroker if patch else Broker)(settings["config"])
     await broker.start()
-    logging.getLogger("dmskd.broker").info("amqtt broker listening on %s", settings["config"]["listeners"]["default"]["bind"])
+    logging.getLogger("dmskd.broker").info("amqtt broker listening on %s",
+                                           settings["config"]["listeners"]["default"]["bind"])
     await stop.wait()
     try:
         await asyncio.wait_for(broker.shutdown(), timeout=settings["shutdown_timeout"])
@@ -430,10 +425,8 @@ class EmbeddedBroker(_ProcessBroker):
         except (OSError, subprocess.TimeoutExpired):
             pass
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def start_broker(kind: str = "auto", **kwargs) -> MosquittoBroker | EmbeddedBroker:

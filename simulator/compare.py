@@ -18,9 +18,9 @@ from cloud.accounting import calibrate_noise_multiplier
 from cloud.candidates import shard_id
 from cloud.strategy import DpMode, FedAvgConfig
 from cloud.teacher import TeacherConfig, build_teacher
+from edge.plan import TrainingSettings
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA
 from simulator.artifacts import CloudArtifacts
-from edge.plan import TrainingSettings
 from simulator.baselines.distill import DeviceShard, run_distillation
 from simulator.baselines.fedavg import run_fedavg
 from simulator.baselines.result import MethodResult

@@ -17,7 +17,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, idx: np.ndarray) -> "Dataset":
+    def take(self, idx: np.ndarray) -> Dataset:
         return Dataset(self.x[idx], self.y[idx])
 
 

@@ -50,7 +50,7 @@ class DevicePool:
     targets: np.ndarray
 
     @classmethod
-    def from_artifacts(cls, art: CloudArtifacts, num_classes: int) -> "DevicePool":
+    def from_artifacts(cls, art: CloudArtifacts, num_classes: int) -> DevicePool:
         x = np.concatenate([d.x for d in art.split.devices])
         y = np.concatenate([d.y for d in art.split.devices])
         shard_id = max(art.shards, key=lambda s: len(art.shards[s]))

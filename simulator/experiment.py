@@ -22,6 +22,8 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
         return 0.0
     if config.noise_multiplier is not None:
         return config.noise_multiplier
+    if config.target_epsilon is None:
+        raise ValueError(f"--dp {config.dp.value} needs --target-epsilon or --noise-multiplier")
     return calibrate_noise_multiplier(config.target_epsilon, 1.0, config.rounds, config.delta)
 
 

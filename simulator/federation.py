@@ -4,16 +4,16 @@ same fleet in memory (run_in_process): one bundle, one round engine, one set of 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from cloud.aggregator import AggregatorService
-from cloud.round_engine import RoundEngine, RoundRecord
-from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
 from cloud.evaluation import student_evaluator
+from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
+from cloud.round_engine import RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan

@@ -20,7 +20,8 @@ def plot_accuracy(run_dir: Path, history: list[dict], teacher_accuracy: float) -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["round"] + 1 for h in history], [h["accuracy"] for h in history], marker="o", label="global student (DMSKD)")
+    ax.plot([h["round"] + 1 for h in history], [h["accuracy"] for h in history], marker="o",
+            label="global student (DMSKD)")
     ax.axhline(teacher_accuracy, color="grey", linestyle="--", label="teacher (cloud)")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
@@ -51,16 +52,21 @@ def write_report(run_dir: Path, m: dict) -> Path:
         f"| epsilon (RDP accountant, delta={m['delta']}) | {m['epsilon']} |",
         f"| wall time | {m['wall_seconds']:.1f} s |", "",
         "![accuracy per round](accuracy.png)", "",
-        "## Shards", "", "| shard | exit | bytes | devices | LiteRT vs Keras top-1 agreement | int8 accuracy |", "|---|---|---|---|---|---|",
+        "## Shards", "",
+        "| shard | exit | bytes | devices | LiteRT vs Keras top-1 agreement | int8 accuracy |",
+        "|---|---|---|---|---|---|",
     ]
     for sid, s in m["shards"].items():
-        lines.append(f"| {sid} | {s['exit']} | {s['bytes']:,} | {s['devices']} | {s['top1_agreement']:.4f} | {s['tflite_accuracy']:.4f} |")
+        lines.append(f"| {sid} | {s['exit']} | {s['bytes']:,} | {s['devices']} | {s['top1_agreement']:.4f} "
+                     f"| {s['tflite_accuracy']:.4f} |")
     lines += ["", "## Devices", "", "| device | shard | local FLOPs / epoch |", "|---|---|---|"]
     for dev, flops in m["local_flops_per_epoch"].items():
         lines.append(f"| {dev} | {m['plan'][dev]} | {flops:,} |")
-    lines += ["", "## Rounds", "", "| round | accuracy | accepted | rejected | up bytes | down bytes |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Rounds", "", "| round | accuracy | accepted | rejected | up bytes | down bytes |",
+              "|---|---|---|---|---|---|"]
     for h, up, down in zip(m["history"], m["bytes_up_per_round"], m["bytes_down_per_round"]):
-        lines.append(f"| {h['round']} | {h['accuracy']:.4f} | {len(h['accepted'])} | {len(h['rejected'])} | {up:,} | {down:,} |")
+        lines.append(f"| {h['round']} | {h['accuracy']:.4f} | {len(h['accepted'])} | {len(h['rejected'])} "
+                     f"| {up:,} | {down:,} |")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

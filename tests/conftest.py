@@ -1,19 +1,16 @@
-"""Shared fixtures. The repo root goes on sys.path so tests import cloud/, edge/, simulator/."""
+"""Shared fixtures: one loopback broker and one default teacher per session.
+
+The packages are importable because the Makefile installs the project (`pip install -e .`)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from simulator.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary, start_broker  # noqa: E402
+from simulator.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary, start_broker
 
 
 def broker_kind_for_tests() -> str:
@@ -36,3 +33,15 @@ def broker() -> Iterator[MosquittoBroker | EmbeddedBroker]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def default_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default four-exit teacher (cloud.teacher.TeacherConfig()) trained once per session on digits.
+
+    Shared by tests/cloud and tests/export; TensorFlow loads only when a test asks for it."""
+    from cloud.teacher import TeacherConfig
+
+    from .teachers import DEFAULT_TEACHER_EPOCHS, make_teacher_dir
+
+    return make_teacher_dir(tmp_path_factory.mktemp("default_teacher"), TeacherConfig(), epochs=DEFAULT_TEACHER_EPOCHS)

@@ -43,7 +43,8 @@ def op_problems(op: OpInfo) -> list[str]:
             what = "constant" if t.constant else "tensor"
             reasons.append(f"{what} {_short(t.name)} is {t.dtype}, not quantised to int8")
         if t.dynamic:
-            reasons.append(f"tensor {_short(t.name)} has a dynamic shape {list(t.shape_signature)}; export with a fixed batch of 1")
+            reasons.append(f"tensor {_short(t.name)} has a dynamic shape {list(t.shape_signature)}; "
+                           "export with a fixed batch of 1")
         if not t.constant and len(t.shape) > 3 and any(d > 1 for d in t.shape[:-3]):
             reasons.append(f"tensor {_short(t.name)} has shape {list(t.shape)}: only the 3 innermost "
                            "dimensions may be larger than 1")
@@ -114,7 +115,8 @@ def _report(source: ShardSource, model: bytes, path: str, command: str, fallback
         "`edgetpu_compiler` runs on x86-64 Debian/Ubuntu only and could not run where this was exported.",
         "Compile it on such a machine, from the export directory:", "",
         f"    {command}", "",
-        f"It writes `{TARGET}/compiled/{Path(path).stem}_edgetpu.tflite` and a `.log` listing the operators it mapped.", "",
+        f"It writes `{TARGET}/compiled/{Path(path).stem}_edgetpu.tflite` and a `.log` listing the operators "
+        "it mapped.", "",
         f"Expected mapping (from the compiler's documented requirements): {summary}", "",
         "| # | operation | version | Keras layer | runs on |", "|---|---|---|---|---|", *rows, ""])
 

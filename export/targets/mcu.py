@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from export.artefact import Artefact, ArenaFigures, ShardSource, write_file
+from export.artefact import ArenaFigures, Artefact, ShardSource, write_file
 from export.c_array import model_data_header, model_data_source
 from export.errors import Unsupported, UnsupportedOnTarget
 from export.op_support import TFLM_OPS, model_ops

@@ -56,11 +56,11 @@ def run_distillation(method: str, student_program: bytes, initial_weights: dict[
                           settings.training)
         clients[plan.device] = StudentClient.from_shard_logits(plan, student, data.x, data.y,
                                                                runners[shard.shard_id].logits(data.x), seed)
-    engine = RoundEngine(EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta),
-                         student_evaluator(student, test.x, test.y))
+    evaluate = student_evaluator(student, test.x, test.y)
+    engine = RoundEngine(EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta), evaluate)
     state = engine.init(initial_weights, seeds.server)
     result = MethodResult(
-        method, engine.evaluate(state.weights)["accuracy"],
+        method, evaluate(state.weights)["accuracy"],
         one_off_bytes=sum(len(s.model) + len(student_program) for s in shards),
         flops_per_epoch_mean=float(np.mean([(s.flops_per_sample + 3 * student_flops_per_sample) * len(d)
                                             for s, d in zip(shards, devices)])),

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dp_accounting
 import pytest
 
-import dp_accounting
-
-from cloud.accounting import (DEFAULT_ORDERS, PrivacyLedger, calibrate_noise_multiplier, compute_epsilon, epsilon_of,
-                              event_from_json, event_to_json, round_event)
+from cloud.accounting import (
+    DEFAULT_ORDERS,
+    PrivacyLedger,
+    calibrate_noise_multiplier,
+    compute_epsilon,
+    epsilon_of,
+    event_from_json,
+    event_to_json,
+    round_event,
+)
 
 DELTA = 1e-5
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import itertools
 
 import numpy as np
+import pytest
 
 from cloud.bench_planner import random_fleet, random_teacher
 from cloud.planner import (

@@ -17,8 +17,8 @@ ARENA_TOLERANCE = 0.02  # the stated bound: |estimate - measured| / measured <= 
 
 
 @pytest.fixture(scope="module")
-def bundle(small_teacher_dir: Path):
-    return load_teacher_dir(small_teacher_dir)
+def bundle(default_teacher_dir: Path):
+    return load_teacher_dir(default_teacher_dir)
 
 
 @pytest.fixture(scope="module")

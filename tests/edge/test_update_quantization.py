@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.update_quantization import (QPARAMS_SUFFIX, decoded_delta, dequantize_tensor, dequantize_update,
-                                      quantize_tensor, quantize_update, update_tensors)
+from edge.update_quantization import (
+    QPARAMS_SUFFIX,
+    decoded_delta,
+    dequantize_tensor,
+    dequantize_update,
+    quantize_tensor,
+    quantize_update,
+    update_tensors,
+)
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected, UpdateMeta, decode_update, encode_update
 
 

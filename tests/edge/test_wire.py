@@ -1,9 +1,16 @@
-"""Wire format: updates and weights survive chunked transport bit-exactly; bad payloads are named."""
+"""Wire format: updates and weights survive chunked transport bit-exactly; bad payloads are named.
+
+Malformed payloads are one table (CASES): a name, how the payload is built, the decoder it is offered
+to, and the rejection reason it must produce; each case breaks one thing of a payload that
+test_hand_built_blob_is_accepted_so_rejections_below_are_meaningful shows is otherwise accepted."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,68 +98,68 @@ def test_hand_built_blob_is_accepted_so_rejections_below_are_meaningful() -> Non
     assert meta == META
 
 
-def test_decode_rejects_blob_cut_inside_its_header() -> None:
-    blob = encode_update(_tensors(), META)
-    with pytest.raises(PayloadRejected, match="truncated"):
-        decode_update(blob[:40])
-    with pytest.raises(PayloadRejected, match="truncated"):
-        decode_update(blob[:5])
+def _update_blob(tensors: dict[str, np.ndarray] | None = None) -> bytes:
+    return encode_update(_tensors() if tensors is None else tensors, META)
 
 
-def test_decode_rejects_blob_cut_inside_its_tensor_data() -> None:
-    blob = encode_update(_tensors(), META)
-    with pytest.raises(PayloadRejected, match="not valid safetensors"):
-        decode_update(blob[:-16])
+def _weights_blob() -> bytes:
+    return encode_weights({"w": np.ones(2, np.float32)}, WeightsMeta("f1", 1, 1))
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-def test_decode_rejects_non_finite_values(bad: float) -> None:
-    tensors = {"w": np.array([1.0, bad, 2.0], np.float32)}
-    with pytest.raises(PayloadRejected, match="NaN or infinity"):
-        decode_update(encode_update(tensors, META))
-
-
-def test_decode_rejects_float64_tensors() -> None:
-    with pytest.raises(PayloadRejected, match="dtype float64, expected float32"):
-        decode_update(_raw_blob({"w": np.ones(4, np.float64)}))
-
-
-def test_decode_rejects_tampered_tensor_bytes_by_checksum() -> None:
-    blob = bytearray(encode_update({"w": np.linspace(1, 2, 16, dtype=np.float32)}, META))
+def _tampered_blob() -> bytes:
+    blob = bytearray(_update_blob({"w": np.linspace(1, 2, 16, dtype=np.float32)}))
     blob[-4] ^= 0x01  # lowest mantissa bit of the last value: still finite, still float32
-    with pytest.raises(PayloadRejected, match="checksum mismatch"):
-        decode_update(bytes(blob))
+    return bytes(blob)
 
 
-def test_decode_rejects_other_protocol_version() -> None:
-    with pytest.raises(PayloadRejected, match="protocol version '2'"):
-        decode_update(_raw_blob({"w": np.ones(2, np.float32)}, protocol="2"))
+def _two_floats() -> dict[str, np.ndarray]:
+    return {"w": np.ones(2, np.float32)}
 
 
-def test_decode_rejects_weights_where_an_update_was_expected_and_vice_versa() -> None:
-    weights = encode_weights({"w": np.ones(2, np.float32)}, WeightsMeta("f1", 1, 1))
-    with pytest.raises(PayloadRejected, match="kind 'weights' where 'update'"):
-        decode_update(weights)
-    with pytest.raises(PayloadRejected, match="kind 'update' where 'weights'"):
-        decode_weights(encode_update({"w": np.ones(2, np.float32)}, META))
+def _without_field(field: str) -> Callable[[], bytes]:
+    return lambda: _raw_blob(_two_floats(), **{field: None})
 
 
-@pytest.mark.parametrize("field", ["device", "round", "num_examples", "update_id"])
-def test_decode_rejects_missing_metadata_field_by_name(field: str) -> None:
-    with pytest.raises(PayloadRejected, match=f"metadata field '{field}' missing"):
-        decode_update(_raw_blob({"w": np.ones(2, np.float32)}, **{field: None}))
+@dataclass(frozen=True)
+class Case:
+    """One malformed payload: how it is built, the decoder it is offered to, and the reason it must be refused for."""
+
+    name: str
+    build: Callable[[], Any]  # bytes, except where a case sends something that is not bytes at all
+    reason: str
+    decoder: Callable[[bytes], object] = decode_update
 
 
-def test_decode_rejects_unreadable_metadata_number_by_name() -> None:
-    with pytest.raises(PayloadRejected, match="metadata field 'round' unreadable"):
-        decode_update(_raw_blob({"w": np.ones(2, np.float32)}, round="four"))
+CASES = [
+    Case("cut-inside-header", lambda: _update_blob()[:40], "truncated"),
+    Case("cut-inside-length-prefix", lambda: _update_blob()[:5], "truncated"),
+    Case("cut-inside-tensor-data", lambda: _update_blob()[:-16], "not valid safetensors"),
+    Case("garbage-after-length", lambda: (8).to_bytes(8, "little") + b"{garbage", "not valid safetensors"),
+    Case("not-bytes", lambda: "not bytes", "truncated"),
+    Case("nan", lambda: _update_blob({"w": np.array([1.0, np.nan, 2.0], np.float32)}), "NaN or infinity"),
+    Case("inf", lambda: _update_blob({"w": np.array([1.0, np.inf, 2.0], np.float32)}), "NaN or infinity"),
+    Case("-inf", lambda: _update_blob({"w": np.array([1.0, -np.inf, 2.0], np.float32)}), "NaN or infinity"),
+    Case("float64-tensor", lambda: _raw_blob({"w": np.ones(4, np.float64)}), "dtype float64, expected float32"),
+    Case("tampered-tensor-bytes", _tampered_blob, "checksum mismatch"),
+    Case("other-protocol-version", lambda: _raw_blob(_two_floats(), protocol="2"), "protocol version '2'"),
+    Case("weights-offered-as-update", _weights_blob, "kind 'weights' where 'update'"),
+    Case("update-offered-as-weights", lambda: _update_blob(_two_floats()), "kind 'update' where 'weights'",
+         decoder=decode_weights),
+    *(Case(f"missing-{field}", _without_field(field), f"metadata field '{field}' missing")
+      for field in ("device", "round", "num_examples", "update_id")),
+    Case("unreadable-round", lambda: _raw_blob(_two_floats(), round="four"), "metadata field 'round' unreadable"),
+]
 
 
-def test_decode_rejects_garbage_and_non_bytes() -> None:
-    with pytest.raises(PayloadRejected, match="not valid safetensors"):
-        decode_update((8).to_bytes(8, "little") + b"{garbage")
-    with pytest.raises(PayloadRejected, match="truncated"):
-        decode_update("not bytes")  # type: ignore[arg-type]
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_malformed_payload_is_rejected_with_its_reason(case: Case) -> None:
+    with pytest.raises(PayloadRejected) as rejected:
+        case.decoder(case.build())
+    assert case.reason in str(rejected.value), str(rejected.value)
+
+
+def test_case_names_are_unique() -> None:
+    assert len({c.name for c in CASES}) == len(CASES)
 
 
 def test_metadata_is_plain_strings_in_the_safetensors_header() -> None:

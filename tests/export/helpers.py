@@ -1,34 +1,15 @@
-"""Shared builders for the export tests: teacher directories on digits, plans, deliberately bad models."""
+"""Shared builders for the export tests: the tiny teacher's architecture, plans, deliberately bad models."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
-from cloud.teacher import TeacherConfig, build_teacher, exit_accuracies, train_teacher
-from export.teacher_dir import TeacherBundle, save_teacher_dir
+from cloud.teacher import TeacherConfig
 
-TINY = TeacherConfig(blocks=((8, False), (16, True)))
-
-
-def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits as (N, 8, 8, 1) in [0, 1]: 1,400 training images (calibration), 397 held out."""
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[..., None]
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], d.target[order].astype(np.int64)
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
-def make_teacher_dir(directory: Path, config: TeacherConfig, epochs: int, seed: int = 0) -> Path:
-    x, y, hx, hy = digits_split(seed)
-    teacher = build_teacher(config, seed=seed)
-    train_teacher(teacher, x, y, epochs=epochs, seed=seed)
-    return save_teacher_dir(directory, TeacherBundle(teacher, exit_accuracies(teacher, hx, hy), x, hx, hy))
+TINY = TeacherConfig(blocks=((8, False), (16, True)))  # two exits: fast conversions
 
 
 def write_plan(path: Path, teacher_dir: Path, shards: dict[str, tuple[int, list[str]]]) -> Path:

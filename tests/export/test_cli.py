@@ -4,7 +4,6 @@ bad flags and 1 for a missing or malformed plan or teacher or a layer a target c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +11,18 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from export.teacher_dir import TeacherBundle, save_teacher_dir
 from export.__main__ import build_parser, main
+from export.teacher_dir import TeacherBundle, save_teacher_dir
 
 from ..cli_helpers import assert_every_flag_documented, call, one_error_line
-from .helpers import bad_model, digits_split, write_plan
+from ..teachers import digits_split
+from .helpers import bad_model, write_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -18,7 +18,8 @@ from export.quantize import convert_int8
 from export.targets import ExportOptions
 from export.teacher_dir import load_teacher_dir
 
-from .helpers import bad_model, digits_split, write_plan
+from ..teachers import digits_split
+from .helpers import bad_model, write_plan
 
 ALL = ["linux", "edgetpu", "mcu"]
 
@@ -36,7 +37,8 @@ def default_export(default_teacher_dir, tmp_path_factory):
 def test_every_shard_and_target_agrees_with_float(default_export):
     _, manifest = default_export
     pairs = {(a["shard_id"], a["target"], a["kind"]) for a in manifest["artefacts"]}
-    expected = {(f"p{k}", t, "int8") for k in range(1, 5) for t in ALL} | {(f"p{k}", "linux", "float16") for k in range(1, 5)}
+    expected = ({(f"p{k}", t, "int8") for k in range(1, 5) for t in ALL}
+                | {(f"p{k}", "linux", "float16") for k in range(1, 5)})
     assert pairs == expected
     for a in manifest["artefacts"]:
         assert a["top1_agreement"] >= 0.95, a
@@ -65,7 +67,7 @@ def test_target_specific_fields(default_export):
         if a["target"] == "mcu":
             assert 0 < a["arena_bytes"] < a["arena_bytes_with_headroom"]
             assert a["interpreter"] == "tflite-micro"
-    for sid, shard in manifest["shards"].items():
+    for shard in manifest["shards"].values():
         assert shard["ptq"]["top1_agreement"] >= 0.95 and shard["exported"] in ("ptq", "qat")
 
 

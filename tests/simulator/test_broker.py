@@ -252,9 +252,8 @@ def test_session_broker_fixture_serves_mqtt(broker) -> None:
 def test_mosquitto_disconnects_a_client_whose_packet_exceeds_max_packet_size() -> None:
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    with MosquittoBroker(max_packet_size=64 * 1024) as small:
-        with client(small, "big") as c:
-            dropped = threading.Event()
-            c.paho.on_disconnect = lambda *args: dropped.set()
-            c.paho.publish(fresh_topic("model/2"), os.urandom(CHUNK_LIMIT), qos=1)
-            assert dropped.wait(TIMEOUT), "mosquitto accepted a packet over max_packet_size"
+    with MosquittoBroker(max_packet_size=64 * 1024) as small, client(small, "big") as c:
+        dropped = threading.Event()
+        c.paho.on_disconnect = lambda *args: dropped.set()
+        c.paho.publish(fresh_topic("model/2"), os.urandom(CHUNK_LIMIT), qos=1)
+        assert dropped.wait(TIMEOUT), "mosquitto accepted a packet over max_packet_size"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.__main__ import build_parser, main
 from edge.plan import TrainingSettings
+from simulator.__main__ import build_parser, main
 from simulator.data import dirichlet_partition
 
 from ..cli_helpers import assert_every_flag_documented, call, free_port, one_error_line, verbs
