@@ -10,15 +10,22 @@ from cloud.round_engine import Evaluate
 from edge.student_runtime import TrainableStudent
 
 
-def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.ndarray) -> Evaluate:
-    """An Evaluate giving {"accuracy": top-1 on (x, y)} for any student weights."""
+def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.ndarray,
+                      device_holdouts: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Evaluate:
+    """An Evaluate giving {"accuracy": top-1 on (x, y)} for any student weights, and with device_holdouts
+    also "device_accuracy": the mean over devices of the top-1 on each device's own held-out data."""
     student = program if isinstance(program, TrainableStudent) else TrainableStudent.from_bytes(program)
     flat = np.asarray(x, np.float32).reshape(len(x), -1)
     labels = np.asarray(y)
+    holdouts = [(np.asarray(hx, np.float32).reshape(len(hx), -1), np.asarray(hy))
+                for hx, hy in device_holdouts or [] if len(hy)]
 
     def evaluate(weights: dict[str, np.ndarray]) -> dict[str, float]:
         student.set_weights(weights)
-        return {"accuracy": student.accuracy(flat, labels)}
+        out = {"accuracy": student.accuracy(flat, labels)}
+        if holdouts:
+            out["device_accuracy"] = float(np.mean([student.accuracy(hx, hy) for hx, hy in holdouts]))
+        return out
 
     return evaluate
 

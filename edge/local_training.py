@@ -34,10 +34,20 @@ class LocalResult:
     losses: list[float]
 
 
+UNLABELLED = -1  # a sample whose label the device does not have
+
+
 def distillation_targets(shard_logits: np.ndarray, labels: np.ndarray | None, num_classes: int) -> np.ndarray:
-    """One-hot hard targets: the local label where there is one, else the shard's arg-max."""
-    hard = np.argmax(shard_logits, axis=1) if labels is None else np.asarray(labels)
-    return np.eye(num_classes, dtype=np.float32)[hard]
+    """One-hot hard targets: the local label where there is one (not UNLABELLED), else the shard's arg-max."""
+    guess = np.argmax(shard_logits, axis=1)
+    if labels is None:
+        return np.eye(num_classes, dtype=np.float32)[guess]
+    labels = np.asarray(labels)
+    if labels.shape != guess.shape:
+        raise ValueError(f"{len(labels)} labels for {len(guess)} samples; give one label (or -1) per sample")
+    if np.any((labels < UNLABELLED) | (labels >= num_classes)):
+        raise ValueError(f"labels must be class indices 0..{num_classes - 1}, or -1 for an unlabelled sample")
+    return np.eye(num_classes, dtype=np.float32)[np.where(labels == UNLABELLED, guess, labels)]
 
 
 def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat: np.ndarray, targets: np.ndarray,

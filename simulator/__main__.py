@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,48 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=positive_float, default=d.clip, help="L2 clip norm C of a device update")
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type: comma-separated integer seeds, such as 0,1,2,3,4."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2,3,4, got {text!r}") from None
+
+
+def device_labels(text: str) -> float:
+    """argparse type: none, all, or the fraction of every device's samples that carry labels."""
+    named = {"none": 0.0, "all": 1.0}
+    try:
+        value = named[text] if text in named else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected none, all or a fraction in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected none, all or a fraction in [0, 1], got {text!r}")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """How the data is split and labelled, and where the federation starts (simulator.config fields)."""
+    parser.add_argument("--device-labels", type=device_labels, default="none",
+                        help="labels a device holds: none (a meter: the shard is its only supervisor), all, "
+                             "or a fraction such as 0.1")
+    parser.add_argument("--cloud-fraction", type=positive_float, default=0.35,
+                        help="share of the data set in the cloud's labelled proxy split")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="federate from a fresh student instead of the cloud-distilled one")
+    parser.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
+                        help="non-IID-ness of the device split: labels ~ Dirichlet(alpha); smaller = more skewed")
+    parser.add_argument("--min-samples-per-device", type=positive_int, default=8,
+                        help="the split redraws until every device holds at least this many examples")
+
+
+def data_config(args: argparse.Namespace) -> dict:
+    """The ExperimentConfig fields add_data_flags sets."""
+    return {"labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
+            "warm_start": not args.cold_start, "dirichlet_alpha": args.dirichlet_alpha,
+            "min_samples_per_device": args.min_samples_per_device}
+
+
 def training_from(args: argparse.Namespace):
     """The TrainingSettings the flags of add_training_flags name (ValueError names a bad value)."""
     from edge.plan import TrainingSettings
@@ -72,10 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use this noise multiplier z (default: calibrated from --target-epsilon)")
     run.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the reported epsilon")
     add_training_flags(run)
-    run.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
-                     help="non-IID-ness of the device split: labels ~ Dirichlet(alpha); smaller = more skewed")
-    run.add_argument("--min-samples-per-device", type=positive_int, default=8,
-                     help="the split redraws until every device holds at least this many examples")
+    add_data_flags(run)
     run.add_argument("--broker", type=broker_address,
                      help="host:port of an MQTT broker (default: start an embedded amqtt broker)")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
@@ -101,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target-epsilon", type=float, default=8.0, help="epsilon of the DP rows (RDP, q = 1)")
     comp.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the DP rows")
     add_training_flags(comp)
+    add_data_flags(comp)
+    comp.add_argument("--methods", default="all",
+                      help="comma-separated rows to run (all; students = every row but the three trained on the "
+                           "full teacher; or keys: teacher, central, cloud-only, cloud-distilled, fedavg, "
+                           "fedcompress, dp-fedavg, fedavg-student, fedkd, dmskd-no-kd, dmskd, dmskd-dp)")
+    comp.add_argument("--seeds", type=seed_list,
+                      help="run every seed of a comma-separated list and report mean, std and the paired "
+                           "difference against DMSKD (default: --seed only)")
     comp.add_argument("--out", type=Path, default=Path("runs/compare"), help="directory for compare.json, .md, .png")
     prep = sub.add_parser("prepare", help="write a fleet bundle and per-device data for separate processes")
     prep.add_argument("--out", type=Path, required=True,
@@ -136,7 +184,7 @@ def prepare(args: argparse.Namespace) -> int:
     save_bundle(args.out / "bundle", bundle)
     (args.out / "devices").mkdir(parents=True, exist_ok=True)
     for plan, data in zip(bundle.plans, art.split.devices):
-        np.savez(args.out / "devices" / f"{plan.device}.npz", x=data.x, y=data.y)
+        np.savez(args.out / "devices" / f"{plan.device}.npz", x=data.x, y=data.visible_labels())
     np.savez(args.out / "test.npz", x=art.split.test.x, y=art.split.test.y)
     print(f"wrote {args.out}/bundle, {args.out}/devices/*.npz, {args.out}/test.npz")
     return EXIT_OK
@@ -163,35 +211,30 @@ def dp_scaling(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    """`compare` verb: the five methods of Table 1 on one split; compare.json, .md, .png in --out."""
-    from simulator.artifacts import prepare_cloud
-    from simulator.compare import CompareSettings, run_compare
-    from simulator.compare_report import markdown_table
+    """`compare` verb: every method on one split (or several seeds); compare.json, .md, .png in --out."""
+    from simulator.compare import METHODS, STUDENT_METHODS, CompareSettings
     from simulator.config import ExperimentConfig
+    from simulator.seed_study import run_seed_study
 
-    started = time.monotonic()
+    named = {"all": tuple(METHODS), "students": STUDENT_METHODS}
+    methods = named.get(args.methods) or tuple(m.strip() for m in args.methods.split(","))
+    seeds = args.seeds or [args.seed]
     try:
         training = training_from(args)
-        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, delta=args.delta,
-                                  training=training)
-        settings = CompareSettings(rounds=args.rounds, seed=args.seed, target_epsilon=args.target_epsilon,
-                                   delta=args.delta, training=training)
+        configs = [ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=seed, delta=args.delta,
+                                    training=training, **data_config(args)) for seed in seeds]
+        settings = [CompareSettings(rounds=args.rounds, seed=seed, target_epsilon=args.target_epsilon,
+                                    delta=args.delta, training=training, methods=methods) for seed in seeds]
     except ValueError as exc:
         return usage(str(exc))
     try:
-        art = prepare_cloud(config, progress=print)
+        summary = run_seed_study(configs, settings, args.out, command=args.command_line)
     except ValueError as exc:
         return fail(str(exc))
-    prepared = time.monotonic() - started
-    command = (f"python -m simulator compare --devices {args.devices} --rounds {args.rounds} --seed {args.seed} "
-               f"--target-epsilon {args.target_epsilon:g} --delta {args.delta:g} --clip {args.clip:g} "
-               f"--local-epochs {args.local_epochs} --alpha {args.alpha:g} --tau {args.tau:g} --lr {args.lr:g} "
-               f"--batch-size {args.batch_size} --out {args.out}")
-    results = run_compare(art, settings, args.out, context={"command": command, "prepare_seconds": round(prepared, 1)})
     print()
-    print(markdown_table(results))
-    print(f"\n  cloud preparation {prepared:.1f} s, total {time.monotonic() - started:.1f} s")
-    print(f"  wrote {args.out}/compare.json, compare.md, compare.png")
+    print(summary)
+    print(f"\n  wrote {args.out}/compare.md, compare.json, compare.png" +
+          (", compare_seeds.md, compare_seeds.json" if len(seeds) > 1 else ""))
     return EXIT_OK
 
 
@@ -211,6 +254,7 @@ def save_teacher(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the verb; exit codes as in edge.cli (0 done, 1 failed, 2 bad command line)."""
     args = build_parser().parse_args(argv)
+    args.command_line = "python -m simulator " + shlex.join(sys.argv[1:] if argv is None else argv)
     configure_logging(args.log_level)
     if args.verb == "teacher":
         return save_teacher(args)
@@ -231,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         training = training_from(args)
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
-                                  delta=args.delta, training=training, dirichlet_alpha=args.dirichlet_alpha,
-                                  min_samples_per_device=args.min_samples_per_device)
+                                  delta=args.delta, training=training, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
@@ -263,6 +306,11 @@ def print_summary(m: dict, run_dir: Path) -> None:
         ("teacher accuracy", f"{m['teacher_accuracy']:.4f}"),
         ("student accuracy", f"{m['student_accuracy']:.4f}"),
         ("student / teacher", f"{m['student_accuracy'] / m['teacher_accuracy']:.3f}"),
+        ("cloud-only / cloud-distilled student (no federation)",
+         f"{m['cloud_only_accuracy']:.4f} / {m['cloud_distilled_accuracy']:.4f}"),
+        ("device accuracy: teacher / cloud-distilled / federated",
+         f"{m['teacher_device_accuracy']:.4f} / {m['cloud_distilled_device_accuracy']:.4f} / "
+         f"{m['student_device_accuracy']:.4f}"),
         ("bytes total (DMSKD)", f"{m['bytes_total']:,}"),
         ("bytes total (FedAvg, full teacher)", f"{m['fedavg_bytes_total']:,}"),
         ("DMSKD / FedAvg bytes", f"{m['bytes_total'] / m['fedavg_bytes_total']:.4f}"),

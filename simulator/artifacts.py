@@ -6,12 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow as tf
 
 from cloud.candidates import teacher_candidates
 from cloud.planner import DeviceProfile, ShardAssignment, plan_shards
 from cloud.profiler import PrefixProfile, forward_flops
 from cloud.student import build_student, student_weight_names
+from cloud.student_training import train_in_cloud
 from cloud.teacher import build_teacher, exit_accuracies, train_teacher
+from edge.shard_runtime import ShardRunner
+from edge.student_runtime import TrainableStudent
 from export.shards import check_shard
 from export.student import export_trainable_student
 from export.teacher_dir import TeacherBundle, prefix_model
@@ -35,6 +39,10 @@ class CloudArtifacts:
     student_weights: dict[str, np.ndarray]
     student_flops_per_sample: int
     prefix_shards: dict[int, bytes] = field(default_factory=dict)  # every prefix's int8 shard, by exit k
+    cloud_only_weights: dict[str, np.ndarray] = field(default_factory=dict)  # CE on the proxy split
+    cloud_distilled_weights: dict[str, np.ndarray] = field(default_factory=dict)  # KD from the full teacher
+    start_weights: dict[str, np.ndarray] = field(default_factory=dict)  # where the federation starts
+    teacher_device_accuracy: float = float("nan")  # final exit, mean over the devices' own held-out data
 
     @property
     def teacher_accuracy(self) -> float:
@@ -53,8 +61,9 @@ def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSp
 def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None] = lambda msg: None
                         ) -> tuple[FederatedSplit, TeacherBundle, list[float]]:
     """Split the data, train the teacher on the cloud split; held-out = a fifth of the cloud split."""
-    split = federated_split(load_digits(), config.devices, config.seed, alpha=config.dirichlet_alpha,
-                            min_size=config.min_samples_per_device)
+    split = federated_split(load_digits(), config.devices, config.seed, cloud_fraction=config.cloud_fraction,
+                            alpha=config.dirichlet_alpha, min_size=config.min_samples_per_device,
+                            labelled_fraction=config.labelled_fraction)
     n_val = len(split.cloud) // 5
     train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))
     progress("training the multi-exit teacher")
@@ -81,5 +90,20 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     student = build_student(input_dim, config.student_hidden, 10, seed=config.seed)
     program = export_trainable_student(student, batch_size=config.training.batch_size)
     weights = {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(student), student.weights)}
+    prefix_shards = {f.k: f.model for f in facts}
+    progress("training the cloud-only and cloud-distilled students on the proxy split")
+    runtime = TrainableStudent.from_bytes(program)
+    full = ShardRunner.from_bytes(prefix_shards[max(prefix_shards)]).logits(split.cloud.x)
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+    cloud_only = train_in_cloud(runtime, weights, split.cloud.x, split.cloud.y, None, config.training, rng)
+    distilled = train_in_cloud(runtime, weights, split.cloud.x, split.cloud.y, full, config.training, rng)
     return CloudArtifacts(split, bundle.model.count_params(), test_acc, profiles, shards, checks,
-                          assignments, program, weights, forward_flops(student), {f.k: f.model for f in facts})
+                          assignments, program, weights, forward_flops(student), prefix_shards, cloud_only, distilled,
+                          distilled if config.warm_start else weights,
+                          _teacher_device_accuracy(bundle.model, split))
+
+
+def _teacher_device_accuracy(teacher: tf.keras.Model, split: FederatedSplit) -> float:
+    """The full teacher's (final exit's) accuracy on every device's held-out data, mean over devices."""
+    accs = [exit_accuracies(teacher, h.x, h.y)[-1] for h in split.device_holdout if len(h)]
+    return float(np.mean(accs)) if accs else float("nan")

@@ -12,19 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from cloud.accounting import calibrate_noise_multiplier
 from cloud.candidates import shard_id
+from cloud.evaluation import student_evaluator
 from cloud.strategy import DpMode, FedAvgConfig
+from cloud.student_training import train_in_cloud
 from cloud.teacher import TeacherConfig, build_teacher
 from edge.plan import TrainingSettings
+from edge.student_runtime import TrainableStudent
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA
 from simulator.artifacts import CloudArtifacts
 from simulator.baselines.distill import DeviceShard, run_distillation
 from simulator.baselines.fedavg import run_fedavg
 from simulator.baselines.result import MethodResult
-from simulator.baselines.settings import BaselineSettings
+from simulator.baselines.settings import BaselineSettings, NoLabelledDevices
 from simulator.compare_report import write_report
 
 
@@ -38,9 +42,14 @@ class CompareSettings:
     delta: float = 1e-5
     training: TrainingSettings = TrainingSettings()  # the students' local training (SGD in the LiteRT program)
     teacher_lr: float = 3e-3  # Adam, FedAvg-family local training; otherwise as `training`
-    dmskd_dp_row: bool = True
+    methods: tuple[str, ...] = ()  # keys of compare.METHODS; () = all of them
 
     def __post_init__(self) -> None:
+        if not self.methods:
+            object.__setattr__(self, "methods", tuple(METHODS))
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown} (--methods); choose all, students or from {list(METHODS)}")
         if self.rounds < 1:
             raise ValueError("--rounds must be at least 1")
         if not self.target_epsilon > 0:
@@ -63,39 +72,96 @@ def dmskd_shards(art: CloudArtifacts) -> list[DeviceShard]:
     return [DeviceShard(a.shard_id, art.shards[a.shard_id], flops[a.k]) for a in art.assignments]
 
 
-def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path,
+METHODS = {  # key: the row's name in the table
+    "teacher": "Teacher (upper bound)",
+    "central": "Student on all data, central (upper bound)",
+    "cloud-only": "Cloud-only student",
+    "cloud-distilled": "Cloud-distilled student",
+    "fedavg": "FedAvg",
+    "fedcompress": "FedCompress",
+    "dp-fedavg": "DP-FedAvg",
+    "fedavg-student": "FedAvg of the student",
+    "fedkd": "FedKD (no sharding)",
+    "dmskd-no-kd": "DMSKD without KD",
+    "dmskd": "DMSKD",
+    "dmskd-dp": "DMSKD + central DP",
+}
+STUDENT_METHODS = tuple(k for k in METHODS if k not in ("fedavg", "fedcompress", "dp-fedavg"))  # fast: LiteRT only
+
+
+def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | None,
                 teacher_config: TeacherConfig = TeacherConfig(), show_progress: bool = True,
                 context: dict | None = None) -> list[MethodResult]:
-    """Run every method, write compare.json, compare.md and compare.png into out_dir, return the rows."""
+    """Run the chosen methods; write compare.json, .md and .png into out_dir (None: no files); return the rows.
+
+    A supervised row on a fleet without labels is left out and named in the context's "skipped"."""
     s = settings
     z = calibrate_noise_multiplier(s.target_epsilon, 1.0, s.rounds, s.delta)
-    devices, test = art.split.devices, art.split.test
-
+    devices, test, holdout = art.split.devices, art.split.test, art.split.device_holdout
     teacher_training = replace(s.training, lr=s.teacher_lr)
+    start = art.start_weights or art.student_weights
 
     def fedavg(method: str, encoding: str, agg: FedAvgConfig):
         cfg = BaselineSettings(s.rounds, teacher_training, agg, encoding, s.delta, s.seed)
-        return lambda cb: run_fedavg(method, build_teacher(teacher_config, seed=s.seed), devices, test, cfg, cb)
+        return lambda cb: run_fedavg(method, build_teacher(teacher_config, seed=s.seed), devices, test, cfg, cb,
+                                     holdout)
 
-    def distill(method: str, shards: list[DeviceShard], agg: FedAvgConfig):
-        cfg = BaselineSettings(s.rounds, s.training, agg, delta=s.delta, seed=s.seed)
-        return lambda cb: run_distillation(method, art.student_program, art.student_weights, devices, shards, test,
-                                           cfg, art.student_flops_per_sample, cb)
+    def distill(method: str, shards: list[DeviceShard] | None, agg: FedAvgConfig, alpha: float | None = None):
+        training = s.training if alpha is None else replace(s.training, alpha=alpha)
+        cfg = BaselineSettings(s.rounds, training, agg, delta=s.delta, seed=s.seed)
+        return lambda cb: run_distillation(method, art.student_program, start, devices, shards, test, cfg,
+                                           art.student_flops_per_sample, cb, holdout)
+
+    def fixed(method: str, weights: dict[str, np.ndarray] | None):
+        return lambda cb: cloud_row(method, art, weights)
 
     clip = s.training.clip
     no_dp, central = FedAvgConfig(DpMode.NONE, clip), FedAvgConfig(DpMode.CENTRAL, clip, z)
-    methods = [
-        ("FedAvg", fedavg("FedAvg", FLOAT32_DELTA, no_dp)),
-        ("FedCompress", fedavg("FedCompress", UINT8_AFFINE_DELTA, no_dp)),
-        ("FedKD", distill("FedKD", fedkd_shards(art), no_dp)),
-        ("DP-FedAvg", fedavg("DP-FedAvg", FLOAT32_DELTA, central)),
-        ("DMSKD", distill("DMSKD", dmskd_shards(art), no_dp)),
-    ]
-    if s.dmskd_dp_row:
-        methods.append(("DMSKD + central DP", distill("DMSKD + central DP", dmskd_shards(art), central)))
-    results = [_with_progress(name, run, s.rounds, show_progress) for name, run in methods]
-    write_report(out_dir, results, {**(context or {}), **_context(art, s, z, teacher_config)})
+    build = {
+        "teacher": lambda n: fixed(n, None),
+        "central": lambda n: fixed(n, central_student(art, s.training, s.seed)),
+        "cloud-only": lambda n: fixed(n, art.cloud_only_weights),
+        "cloud-distilled": lambda n: fixed(n, art.cloud_distilled_weights),
+        "fedavg": lambda n: fedavg(n, FLOAT32_DELTA, no_dp),
+        "fedcompress": lambda n: fedavg(n, UINT8_AFFINE_DELTA, no_dp),
+        "dp-fedavg": lambda n: fedavg(n, FLOAT32_DELTA, central),
+        "fedavg-student": lambda n: distill(n, None, no_dp, alpha=1.0),
+        "fedkd": lambda n: distill(n, fedkd_shards(art), no_dp),
+        "dmskd-no-kd": lambda n: distill(n, dmskd_shards(art), no_dp, alpha=1.0),
+        "dmskd": lambda n: distill(n, dmskd_shards(art), no_dp),
+        "dmskd-dp": lambda n: distill(n, dmskd_shards(art), central),
+    }
+    results, skipped = [], []
+    for key in (k for k in METHODS if k in s.methods):
+        name = METHODS[key]
+        try:
+            results.append(_with_progress(name, build[key](name), s.rounds, show_progress))
+        except NoLabelledDevices:
+            skipped.append(name)
+    if out_dir is not None:
+        write_report(out_dir, results, {**(context or {}), **_context(art, s, z, teacher_config),
+                                        "skipped (no device labels)": skipped})
     return results
+
+
+def cloud_row(method: str, art: CloudArtifacts, weights: dict[str, np.ndarray] | None) -> MethodResult:
+    """A row trained without federation: the teacher (weights None) or a student flashed from the cloud."""
+    if weights is None:
+        return MethodResult(method, art.teacher_accuracy, params=art.teacher_params,
+                            initial_device_accuracy=art.teacher_device_accuracy, notes="no federation")
+    got = student_evaluator(art.student_program, art.split.test.x, art.split.test.y,
+                            [(h.x, h.y) for h in art.split.device_holdout])(weights)
+    return MethodResult(method, got["accuracy"], params=int(sum(w.size for w in weights.values())),
+                        initial_device_accuracy=got.get("device_accuracy", float("nan")), notes="no federation")
+
+
+def central_student(art: CloudArtifacts, training: TrainingSettings, seed: int) -> dict[str, np.ndarray]:
+    """The student trained centrally on the cloud's and every device's training data with true labels."""
+    x = np.concatenate([art.split.cloud.x, *[d.x for d in art.split.devices]])
+    y = np.concatenate([art.split.cloud.y, *[d.y for d in art.split.devices]])
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    return train_in_cloud(TrainableStudent.from_bytes(art.student_program), art.student_weights, x, y, None,
+                          training, rng)
 
 
 def _with_progress(name: str, run, rounds: int, show: bool) -> MethodResult:
@@ -110,6 +176,10 @@ def _context(art: CloudArtifacts, s: CompareSettings, z: float, teacher_config: 
     """The setup a reader needs next to the table."""
     return {
         "devices": len(art.split.devices),
+        "device_labels": [d.num_labelled for d in art.split.devices],
+        "device_holdout_examples": [len(h) for h in art.split.device_holdout],
+        "cloud_proxy_examples": len(art.split.cloud),
+        "warm_start": art.start_weights is art.cloud_distilled_weights,
         "device_examples": [len(d) for d in art.split.devices],
         "test_examples": len(art.split.test),
         "rounds": s.rounds,

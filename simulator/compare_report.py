@@ -37,13 +37,15 @@ def table_rows(results: list[MethodResult]) -> list[list[str]]:
     rows = []
     for r in results:
         ratio = f"{r.bytes_total / base:.4f}" if base else "-"
-        rows.append([r.method, f"{r.params:,}", f"{r.final_accuracy:.4f}", f"{_mean(r.bytes_up_per_round):,.0f}",
+        rows.append([r.method, f"{r.params:,}", f"{r.final_accuracy:.4f}", f"{r.final_device_accuracy:.4f}",
+                     f"{_mean(r.bytes_up_per_round):,.0f}",
                      f"{_mean(r.bytes_down_per_round):,.0f}", f"{r.one_off_bytes:,}", f"{r.bytes_total:,}", ratio,
                      _eps(r.epsilon), f"{r.flops_per_epoch_mean:,.0f}", f"{r.wall_seconds:.1f}"])
     return rows
 
 
-HEADER = ["method", "params", "top-1 accuracy", "upload B / round", "download B / round", "one-off B", "total B",
+HEADER = ["method", "params", "top-1 accuracy", "device accuracy (mean)", "upload B / round", "download B / round",
+          "one-off B", "total B",
           "total / FedAvg", "epsilon", "local FLOPs / epoch / device", "wall s"]
 
 

@@ -1,33 +1,68 @@
-"""Bundled data (scikit-learn digits) and the splits a federated run needs."""
+"""Bundled data (scikit-learn digits) and the splits a federated run needs.
+
+A device's training data may carry labels for all, some or none of its samples (`labelled`);
+what it sees of the unlabelled ones is edge.local_training.UNLABELLED, and it trains on the
+shard's arg-max there. Every device also keeps a held-out part of its own data, never trained on:
+the accuracy a household sees is measured there.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from edge.local_training import UNLABELLED
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images in [0, 1] as (N, H, W, 1) float32 and integer labels."""
+    """Images in [0, 1] as (N, H, W, 1) float32, their true labels, and which labels the holder has.
+
+    labelled: a boolean mask (None: every label is known); y stays the truth, for evaluation."""
 
     x: np.ndarray
     y: np.ndarray
+    labelled: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, idx: np.ndarray) -> Dataset:
-        return Dataset(self.x[idx], self.y[idx])
+        return Dataset(self.x[idx], self.y[idx], None if self.labelled is None else self.labelled[idx])
+
+    @property
+    def num_labelled(self) -> int:
+        return len(self) if self.labelled is None else int(self.labelled.sum())
+
+    def visible_labels(self) -> np.ndarray:
+        """The labels as the holder sees them: UNLABELLED where it has none."""
+        if self.labelled is None:
+            return self.y
+        return np.where(self.labelled, self.y, UNLABELLED)
+
+    def labelled_only(self) -> Dataset:
+        """Only the samples whose label the holder has."""
+        return self if self.labelled is None else self.take(np.flatnonzero(self.labelled))
+
+    def with_labelled_fraction(self, fraction: float, rng: np.random.Generator) -> Dataset:
+        """The same samples, round(fraction * n) of them (drawn by rng) labelled."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"--device-labels must be none, all or a fraction in [0, 1], got {fraction}")
+        mask = np.zeros(len(self), bool)
+        mask[rng.permutation(len(self))[:int(round(fraction * len(self)))]] = True
+        return Dataset(self.x, self.y, mask)
 
 
 @dataclass(frozen=True)
 class FederatedSplit:
-    """Cloud (proxy) data for the teacher, held-out test data, and one shard per device."""
+    """Cloud (proxy) data for the teacher, held-out test data, every device's training data and its
+    own held-out data (true labels, never trained on)."""
 
     cloud: Dataset
     test: Dataset
     devices: list[Dataset]
+    device_holdout: list[Dataset] = field(default_factory=list)
 
 
 def load_digits() -> Dataset:
@@ -69,8 +104,14 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
 
 
 def federated_split(data: Dataset, num_devices: int, seed: int, cloud_fraction: float = 0.35,
-                    test_fraction: float = 0.2, alpha: float = 1.0, min_size: int = 8) -> FederatedSplit:
-    """Shuffle once, carve cloud and test splits, Dirichlet-partition the rest over devices."""
+                    test_fraction: float = 0.2, alpha: float = 1.0, min_size: int = 8,
+                    labelled_fraction: float = 1.0, holdout_fraction: float = 0.2) -> FederatedSplit:
+    """Shuffle once, carve cloud and test splits, Dirichlet-partition the rest over devices, keep a
+    `holdout_fraction` of every device's data aside and label `labelled_fraction` of the rest."""
+    if not 0.0 < cloud_fraction < 1.0 - test_fraction:
+        raise ValueError(f"--cloud-fraction must be in (0, {1.0 - test_fraction:g}), got {cloud_fraction}")
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"device holdout fraction must be in [0, 1), got {holdout_fraction}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
     n_cloud = int(round(cloud_fraction * len(data)))
@@ -78,4 +119,10 @@ def federated_split(data: Dataset, num_devices: int, seed: int, cloud_fraction: 
     cloud, test, rest = order[:n_cloud], order[n_cloud:n_cloud + n_test], order[n_cloud + n_test:]
     device_data = data.take(rest)
     parts = dirichlet_partition(device_data.y, num_devices, alpha, rng, min_size)
-    return FederatedSplit(data.take(cloud), data.take(test), [device_data.take(p) for p in parts])
+    train, holdout = [], []
+    for part in parts:
+        order = rng.permutation(part)
+        n_hold = int(round(holdout_fraction * len(order)))
+        holdout.append(device_data.take(np.sort(order[:n_hold])))
+        train.append(device_data.take(np.sort(order[n_hold:])).with_labelled_fraction(labelled_fraction, rng))
+    return FederatedSplit(data.take(cloud), data.take(test), train, holdout)

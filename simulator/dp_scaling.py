@@ -52,7 +52,7 @@ class DevicePool:
     @classmethod
     def from_artifacts(cls, art: CloudArtifacts, num_classes: int) -> DevicePool:
         x = np.concatenate([d.x for d in art.split.devices])
-        y = np.concatenate([d.y for d in art.split.devices])
+        y = np.concatenate([d.visible_labels() for d in art.split.devices])
         shard_id = max(art.shards, key=lambda s: len(art.shards[s]))
         logits = ShardRunner.from_bytes(art.shards[shard_id]).logits(x)
         return cls(shard_id, x.reshape(len(x), -1), logits, distillation_targets(logits, y, num_classes))
@@ -77,7 +77,7 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
                                              samples_per_round=samples_per_device)
     config = EngineConfig("scaling", tuple(clients), rounds, FedAvgConfig(mode, training.clip, z), delta)
     engine = RoundEngine(config)
-    run = run_rounds(engine, engine.init(art.student_weights, seeds.server), clients)
+    run = run_rounds(engine, engine.init(art.start_weights, seeds.server), clients)
     test = art.split.test
     acc = student_evaluator(student, test.x, test.y)(run.state.weights)["accuracy"]
     eps = run.state.ledger.epsilon if run.state.ledger is not None else 0.0

@@ -11,7 +11,7 @@ from cloud.accounting import calibrate_noise_multiplier
 from cloud.strategy import DpMode
 from simulator.artifacts import CloudArtifacts, prepare_cloud
 from simulator.config import ExperimentConfig
-from simulator.federation import FederationOutcome, run_federation
+from simulator.federation import FederationOutcome, fleet_evaluator, run_federation
 from simulator.report import plot_accuracy, write_metrics, write_report
 from simulator.traffic import fedavg_bytes, traffic_summary
 
@@ -46,6 +46,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None =
         else:
             embedded = stack.enter_context(EmbeddedBroker())
             host, port, broker_name = embedded.host, embedded.port, f"embedded amqtt {embedded.host}:{embedded.port}"
+        status(regime_line(config))
         status(f"federating over MQTT at {host}:{port}")
         outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end)
     metrics = collect_metrics(config, art, outcome, z, broker_name, time.monotonic() - started)
@@ -54,6 +55,15 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None =
         plot_accuracy(run_dir, outcome.history, art.teacher_accuracy)
     write_report(run_dir, metrics)
     return metrics
+
+
+def regime_line(config: ExperimentConfig) -> str:
+    """What the devices know and where the federation starts, in one line."""
+    labels = ("devices hold no labels (meters): the shard's arg-max and logits are their only supervisor"
+              if config.labelled_fraction == 0 else f"devices hold labels for {config.labelled_fraction:.0%} of "
+              f"their samples")
+    start = "from the cloud-distilled student" if config.warm_start else "from a fresh student (--cold-start)"
+    return f"{labels}; federating {start}"
 
 
 def _probe_broker(host: str, port: int) -> None:
@@ -80,12 +90,22 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         shards[sid] = {"exit": k, "bytes": len(blob), "top1_agreement": chk.top1_agreement,
                        "keras_accuracy": chk.float_accuracy, "tflite_accuracy": chk.accuracy,
                        "devices": sum(a.shard_id == sid for a in art.assignments)}
-    final = out.history[-1]["accuracy"] if out.history else float("nan")
+    final = out.history[-1] if out.history else {}
+    cloud = fleet_evaluator(art.student_program, art)
+    cloud_only, distilled = cloud(art.cloud_only_weights), cloud(art.cloud_distilled_weights)
     return {
         "teacher_accuracy": art.teacher_accuracy,
         "teacher_exit_accuracies": art.exit_accuracies,
         "teacher_params": art.teacher_params,
-        "student_accuracy": final,
+        "student_accuracy": final.get("accuracy", float("nan")),
+        "student_device_accuracy": final.get("device_accuracy", float("nan")),
+        "teacher_device_accuracy": art.teacher_device_accuracy,
+        "cloud_only_accuracy": cloud_only["accuracy"],
+        "cloud_only_device_accuracy": cloud_only.get("device_accuracy", float("nan")),
+        "cloud_distilled_accuracy": distilled["accuracy"],
+        "cloud_distilled_device_accuracy": distilled.get("device_accuracy", float("nan")),
+        "device_labels": config.labelled_fraction,
+        "warm_start": config.warm_start,
         "student_params": int(sum(w.size for w in art.student_weights.values())),
         "rounds": len(out.history),
         "devices": config.devices,

@@ -13,7 +13,7 @@ import numpy as np
 from cloud.aggregator import AggregatorService
 from cloud.evaluation import student_evaluator
 from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
-from cloud.round_engine import RoundEngine, RoundRecord
+from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
@@ -39,6 +39,12 @@ class FederationOutcome:
     epsilon: float | None
 
 
+def fleet_evaluator(program: bytes | TrainableStudent, art: CloudArtifacts) -> Evaluate:
+    """Accuracy on the test split and, mean over devices, on every device's own held-out data."""
+    return student_evaluator(program, art.split.test.x, art.split.test.y,
+                             [(h.x, h.y) for h in art.split.device_holdout])
+
+
 def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str) -> FleetBundle:
     """What the aggregator publishes for this experiment: plans, shards, student, round settings."""
     student_hash = content_hash(art.student_program)
@@ -47,7 +53,7 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
     settings = RoundSettings(fleet, config.rounds, config.dp.value, config.training.clip, noise_multiplier,
                              config.delta,
                              config.target_epsilon, quorum=len(plans), deadline_s=config.deadline_s)
-    return FleetBundle(settings, plans, art.student_program, art.student_weights, art.shards)
+    return FleetBundle(settings, plans, art.student_program, art.start_weights, art.shards)
 
 
 def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, port: int, run_dir: Path,
@@ -61,12 +67,12 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices):
         session = MqttSession(f"{fleet}-{plan.device}", host, port, config.chunk_limit,
                               will=(topics.status(plan.device), b"offline"))
-        agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.y, seed=seed,
+        agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.visible_labels(), seed=seed,
                                   outbox_dir=run_dir / "outbox"))
     agg_session = MqttSession(f"{fleet}-aggregator", host, port, config.chunk_limit)
     service = AggregatorService.from_bundle(
         bundle, agg_session, seeds.server, checkpoint_dir=run_dir / "checkpoint",
-        evaluate=student_evaluator(art.student_program, art.split.test.x, art.split.test.y),
+        evaluate=fleet_evaluator(art.student_program, art),
         on_round_end=on_round_end)
     agg_session.connect()
     try:
@@ -94,8 +100,8 @@ def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multipli
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     student = TrainableStudent.from_bytes(art.student_program)
     runners = {sid: ShardRunner.from_bytes(blob) for sid, blob in bundle.shards.items()}
-    clients = {plan.device: StudentClient.from_shard_logits(plan, student, data.x, data.y,
+    clients = {plan.device: StudentClient.from_shard_logits(plan, student, data.x, data.visible_labels(),
                                                             runners[plan.shard_id].logits(data.x), seed)
                for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices)}
-    engine = RoundEngine(engine_config(bundle), student_evaluator(student, art.split.test.x, art.split.test.y))
+    engine = RoundEngine(engine_config(bundle), fleet_evaluator(student, art))
     return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end)

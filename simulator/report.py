@@ -44,6 +44,13 @@ def write_report(run_dir: Path, m: dict) -> Path:
         f"| teacher accuracy (test) | {m['teacher_accuracy']:.4f} |",
         f"| global student accuracy (test) | {m['student_accuracy']:.4f} |",
         f"| student / teacher | {m['student_accuracy'] / m['teacher_accuracy']:.3f} |",
+        f"| device labels (share of each device's samples) | {m['device_labels']:g} |",
+        f"| federation start | {'cloud-distilled student' if m['warm_start'] else 'fresh student'} |",
+        f"| cloud-only / cloud-distilled student, no federation (test) | {m['cloud_only_accuracy']:.4f} / "
+        f"{m['cloud_distilled_accuracy']:.4f} |",
+        f"| on the devices' own held-out data: teacher / cloud-distilled / federated student | "
+        f"{m['teacher_device_accuracy']:.4f} / {m['cloud_distilled_device_accuracy']:.4f} / "
+        f"{m['student_device_accuracy']:.4f} |",
         f"| bytes on the wire, total | {m['bytes_total']:,} |",
         f"| FedAvg (full teacher) bytes, total | {m['fedavg_bytes_total']:,} |",
         f"| DMSKD / FedAvg bytes | {m['bytes_total'] / m['fedavg_bytes_total']:.4f} |",

@@ -29,7 +29,7 @@ from edge.seeding import FleetSeeds, round_generator
 from edge.update_quantization import update_tensors
 from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
 from simulator.baselines.result import MethodResult
-from simulator.baselines.settings import BaselineSettings
+from simulator.baselines.settings import BaselineSettings, NoLabelledDevices
 from simulator.data import Dataset
 from simulator.in_process import run_rounds
 
@@ -88,7 +88,8 @@ class KerasClient:
 
 
 def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test: Dataset, settings: BaselineSettings,
-               on_round: Callable[[int, float], None] | None = None) -> MethodResult:
+               on_round: Callable[[int, float], None] | None = None,
+               device_holdout: list[Dataset] | None = None) -> MethodResult:
     """Federate `model` (initial weights = its current ones) over `devices`; accuracy after every round."""
     started = time.monotonic()
     agg = settings.aggregation
@@ -96,18 +97,26 @@ def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test:
         raise ValueError("run_fedavg supports DP modes none and central")
     compile_teacher(model, settings.training.lr)
     seeds = FleetSeeds.from_seed(settings.seed, len(devices))
-    clients = {f"dev{i:03d}": KerasClient(f"dev{i:03d}", model, d, settings, s)
-               for i, (d, s) in enumerate(zip(devices, seeds.devices))}
+    clients = {f"dev{i:03d}": KerasClient(f"dev{i:03d}", model, d.labelled_only(), settings, s)
+               for i, (d, s) in enumerate(zip(devices, seeds.devices)) if d.num_labelled > 0}
+    if not clients:
+        raise NoLabelledDevices(f"{method} trains on the devices' labels and no device holds any; "
+                                f"pass --device-labels with a fraction above 0 to run it")
 
     def evaluate(weights: dict[str, np.ndarray]) -> dict[str, float]:
         set_keras_weights(model, weights)
-        return {"accuracy": final_exit_accuracy(model, test)}
+        out = {"accuracy": final_exit_accuracy(model, test)}
+        holdouts = [h for h in device_holdout or [] if len(h)]
+        if holdouts:
+            out["device_accuracy"] = float(np.mean([final_exit_accuracy(model, h) for h in holdouts]))
+        return out
 
     config = EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta,
                           bound_updates=agg.dp_mode is not DpMode.NONE, encodings=(settings.encoding,))
     engine = RoundEngine(config, evaluate)
     state = engine.init(keras_weights(model), seeds.server)
-    result = MethodResult(method, evaluate(state.weights)["accuracy"],
+    first = evaluate(state.weights)
+    result = MethodResult(method, first["accuracy"], initial_device_accuracy=first.get("device_accuracy", float("nan")),
                           flops_per_epoch_mean=float(np.mean([3 * forward_flops(model) * len(d) for d in devices])),
                           noise_multiplier=agg.noise_multiplier if agg.dp_mode is not DpMode.NONE else 0.0,
                           params=int(model.count_params()))

@@ -29,10 +29,16 @@ class MethodResult:
     flops_per_epoch_mean: float = 0.0
     wall_seconds: float = 0.0
     notes: str = ""
+    initial_device_accuracy: float = float("nan")  # mean over devices, on each device's own held-out data
+    device_accuracy_per_round: list[float] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
         return self.accuracy_per_round[-1] if self.accuracy_per_round else self.initial_accuracy
+
+    @property
+    def final_device_accuracy(self) -> float:
+        return self.device_accuracy_per_round[-1] if self.device_accuracy_per_round else self.initial_device_accuracy
 
     @property
     def bytes_per_round(self) -> list[int]:
@@ -51,9 +57,12 @@ class MethodResult:
         """Take accuracy, bytes and epsilon of every round of an in-process run."""
         for record, up, down in zip(run.records, run.bytes_up, run.bytes_down):
             self.record_round(record.metrics["accuracy"], up, down)
+            if "device_accuracy" in record.metrics:
+                self.device_accuracy_per_round.append(record.metrics["device_accuracy"])
         if run.state.ledger is not None:
             self.epsilon = run.state.ledger.epsilon
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "final_accuracy": self.final_accuracy, "bytes_per_round": self.bytes_per_round,
+        return {**asdict(self), "final_accuracy": self.final_accuracy,
+                "final_device_accuracy": self.final_device_accuracy, "bytes_per_round": self.bytes_per_round,
                 "bytes_total": self.bytes_total}

@@ -9,6 +9,10 @@ from edge.plan import TrainingSettings
 from edge.wire import FLOAT32_DELTA
 
 
+class NoLabelledDevices(ValueError):
+    """A supervised baseline asked of a fleet whose devices hold no labels."""
+
+
 @dataclass(frozen=True)
 class BaselineSettings:
     """One method's run: `training` on the devices, `aggregation` on the server, `encoding` of updates."""

@@ -11,8 +11,9 @@ from simulator.config import ExperimentConfig
 
 @pytest.fixture(scope="session")
 def tiny_config() -> ExperimentConfig:
+    """Devices with labels and a fresh student (cold start), so a few rounds visibly improve it."""
     return ExperimentConfig(devices=3, rounds=3, seed=1, teacher_epochs=8, training=TrainingSettings(local_epochs=2),
-                            deadline_s=60.0)
+                            deadline_s=60.0, labelled_fraction=1.0, warm_start=False)
 
 
 @pytest.fixture(scope="session")

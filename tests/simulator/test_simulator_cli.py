@@ -105,3 +105,35 @@ def test_python_m_simulator_help_works():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--dirichlet-alpha" in proc.stdout and "(default: 10)" in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize("text, value", [("none", 0.0), ("all", 1.0), ("0.1", 0.1)])
+def test_device_labels_take_none_all_or_a_fraction(text, value, monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(config, run_dir, **kwargs):
+        seen.update(labels=config.labelled_fraction, warm=config.warm_start, cloud=config.cloud_fraction)
+        raise ConnectionError("stop here")
+
+    monkeypatch.setattr("simulator.experiment.run_experiment", fake_run)
+    code, _, _ = call(main, ["run", "--run-dir", str(tmp_path), "--device-labels", text, "--cold-start",
+                             "--cloud-fraction", "0.1"], capsys)
+    assert code == 1 and seen == {"labels": value, "warm": False, "cloud": 0.1}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--device-labels", "lots"], "argument --device-labels: expected none, all or a fraction"),
+    (["run", "--device-labels", "1.5"], "argument --device-labels: expected none, all or a fraction"),
+    (["compare", "--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
+], ids=["word", "above-one", "bad-seed-list"])
+def test_bad_label_and_seed_flags_exit_2(args, words, capsys):
+    code, _, err = call(main, args, capsys)
+    assert code == 2
+    one_error_line(err, words)
+
+
+def test_compare_names_an_unknown_method_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("simulator.artifacts.prepare_cloud", lambda *a, **k: pytest.fail("must not train"))
+    code, _, err = call(main, ["compare", "--methods", "dmskd,fedsgd", "--out", str(tmp_path)], capsys)
+    assert code == 2
+    one_error_line(err, "unknown methods ['fedsgd']")
