@@ -7,8 +7,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from cloud.accounting import calibrate_noise_multiplier
 from cloud.strategy import DpMode
+from edge.shard_runtime import ShardRunner
+from edge.student_runtime import TrainableStudent
 from simulator.artifacts import CloudArtifacts, prepare_cloud
 from simulator.config import ExperimentConfig
 from simulator.federation import FederationOutcome, fleet_evaluator, run_federation
@@ -57,6 +61,28 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None =
     return metrics
 
 
+def shard_quality(art: CloudArtifacts, final_weights: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per planned shard, on the held-out data of the devices that got it: the shard's own accuracy,
+    the cloud-distilled student's and the federated student's (does a weak shard help or harm?)."""
+    student = TrainableStudent.from_bytes(art.student_program)
+    out: dict[str, dict[str, float]] = {}
+    for sid in art.shards:
+        held = [h for a, h in zip(art.assignments, art.split.device_holdout) if a.shard_id == sid and len(h)]
+        if not held:
+            continue
+        x = np.concatenate([h.x for h in held])
+        y = np.concatenate([h.y for h in held])
+        shard_acc = float(np.mean(np.argmax(ShardRunner.from_bytes(art.shards[sid]).logits(x), 1) == y))
+        accs = {}
+        for name, weights in (("cloud_distilled", art.cloud_distilled_weights), ("federated", final_weights)):
+            student.set_weights(weights)
+            accs[name] = student.accuracy(x.reshape(len(x), -1), y)
+        out[sid] = {"device_holdout_examples": len(y), "shard_device_accuracy": shard_acc,
+                    "cloud_distilled_device_accuracy": accs["cloud_distilled"],
+                    "federated_device_accuracy": accs["federated"]}
+    return out
+
+
 def regime_line(config: ExperimentConfig) -> str:
     """What the devices know and where the federation starts, in one line."""
     labels = ("devices hold no labels (meters): the shard's arg-max and logits are their only supervisor"
@@ -90,6 +116,8 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         shards[sid] = {"exit": k, "bytes": len(blob), "top1_agreement": chk.top1_agreement,
                        "keras_accuracy": chk.float_accuracy, "tflite_accuracy": chk.accuracy,
                        "devices": sum(a.shard_id == sid for a in art.assignments)}
+    for sid, row in shard_quality(art, out.final_weights).items():
+        shards[sid].update(row)
     final = out.history[-1] if out.history else {}
     cloud = fleet_evaluator(art.student_program, art)
     cloud_only, distilled = cloud(art.cloud_only_weights), cloud(art.cloud_distilled_weights)

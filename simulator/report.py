@@ -60,12 +60,16 @@ def write_report(run_dir: Path, m: dict) -> Path:
         f"| wall time | {m['wall_seconds']:.1f} s |", "",
         "![accuracy per round](accuracy.png)", "",
         "## Shards", "",
-        "| shard | exit | bytes | devices | LiteRT vs Keras top-1 agreement | int8 accuracy |",
-        "|---|---|---|---|---|---|",
+        "| shard | exit | bytes | devices | LiteRT vs Keras top-1 agreement | int8 accuracy (test) "
+        "| on its devices' held-out data: shard / cloud-distilled / federated student |",
+        "|---|---|---|---|---|---|---|",
     ]
     for sid, s in m["shards"].items():
+        own = (f"{s['shard_device_accuracy']:.4f} / {s['cloud_distilled_device_accuracy']:.4f} / "
+               f"{s['federated_device_accuracy']:.4f} ({s['device_holdout_examples']} examples)"
+               if "shard_device_accuracy" in s else "-")
         lines.append(f"| {sid} | {s['exit']} | {s['bytes']:,} | {s['devices']} | {s['top1_agreement']:.4f} "
-                     f"| {s['tflite_accuracy']:.4f} |")
+                     f"| {s['tflite_accuracy']:.4f} | {own} |")
     lines += ["", "## Devices", "", "| device | shard | local FLOPs / epoch |", "|---|---|---|"]
     for dev, flops in m["local_flops_per_epoch"].items():
         lines.append(f"| {dev} | {m['plan'][dev]} | {flops:,} |")
