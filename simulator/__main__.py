@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--rounds", type=int, default=10, help="federated rounds")
     prep.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the plans")
     prep.add_argument("--fleet", default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
+    add_data_flags(prep)
     for verb in sub.choices.values():
         add_log_level(verb)
     return p
@@ -173,7 +174,7 @@ def prepare(args: argparse.Namespace) -> int:
     from simulator.federation import fleet_bundle
 
     try:
-        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed)
+        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     try:

@@ -86,6 +86,7 @@ METHODS = {  # key: the row's name in the table
     "dmskd": "DMSKD",
     "dmskd-dp": "DMSKD + central DP",
 }
+FIXED_METHODS = ("teacher", "central", "cloud-only", "cloud-distilled")  # trained without federation: no rounds
 STUDENT_METHODS = tuple(k for k in METHODS if k not in ("fedavg", "fedcompress", "dp-fedavg"))  # fast: LiteRT only
 
 
@@ -135,7 +136,8 @@ def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | 
     for key in (k for k in METHODS if k in s.methods):
         name = METHODS[key]
         try:
-            results.append(_with_progress(name, build[key](name), s.rounds, show_progress))
+            results.append(_with_progress(name, build[key](name), s.rounds,
+                                          show_progress and key not in FIXED_METHODS))
         except NoLabelledDevices:
             skipped.append(name)
     if out_dir is not None:
