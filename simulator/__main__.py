@@ -20,6 +20,7 @@ from edge.cli import (
     broker_address,
     configure_logging,
     fail,
+    float_between,
     non_negative_float,
     positive_float,
     positive_int,
@@ -74,6 +75,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                              "or a fraction such as 0.1")
     parser.add_argument("--cloud-fraction", type=positive_float, default=0.35,
                         help="share of the data set in the cloud's labelled proxy split")
+    parser.add_argument("--device-shift", type=float_between(0.0, 1.0), default=0.0,
+                        help="strength in [0, 1] of every device's own transform of its data (gain, offset, "
+                             "translation, noise, one missing class); the cloud's data stays as it is")
     parser.add_argument("--cold-start", action="store_true",
                         help="federate from a fresh student instead of the cloud-distilled one")
     parser.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
@@ -85,8 +89,8 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 def data_config(args: argparse.Namespace) -> dict:
     """The ExperimentConfig fields add_data_flags sets."""
     return {"labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
-            "warm_start": not args.cold_start, "dirichlet_alpha": args.dirichlet_alpha,
-            "min_samples_per_device": args.min_samples_per_device}
+            "warm_start": not args.cold_start, "device_shift": args.device_shift,
+            "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
 
 
 def training_from(args: argparse.Namespace):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from export.teacher_dir import TeacherBundle, prefix_model
 from export.verify import Agreement
 from simulator.config import ExperimentConfig
 from simulator.data import FederatedSplit, federated_split, load_digits
+from simulator.device_shift import shift_devices
 
 
 @dataclass
@@ -64,6 +66,10 @@ def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None
     split = federated_split(load_digits(), config.devices, config.seed, cloud_fraction=config.cloud_fraction,
                             alpha=config.dirichlet_alpha, min_size=config.min_samples_per_device,
                             labelled_fraction=config.labelled_fraction)
+    if config.device_shift > 0:
+        rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
+        devices, holdout, shifts = shift_devices(split.devices, split.device_holdout, config.device_shift, 10, rng)
+        split = dataclasses.replace(split, devices=devices, device_holdout=holdout, device_shifts=shifts)
     n_val = len(split.cloud) // 5
     train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))
     progress("training the multi-exit teacher")

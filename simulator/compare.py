@@ -9,7 +9,7 @@ from the full-teacher int8 shard (FedKD) or the planned shards (DMSKD).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +182,8 @@ def _context(art: CloudArtifacts, s: CompareSettings, z: float, teacher_config: 
         "device_holdout_examples": [len(h) for h in art.split.device_holdout],
         "cloud_proxy_examples": len(art.split.cloud),
         "warm_start": art.start_weights is art.cloud_distilled_weights,
+        "device_shifts": [asdict(s) for s in art.split.device_shifts],
+        "teacher_device_accuracy": art.teacher_device_accuracy,
         "device_examples": [len(d) for d in art.split.devices],
         "test_examples": len(art.split.test),
         "rounds": s.rounds,

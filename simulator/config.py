@@ -24,6 +24,7 @@ class ExperimentConfig:
     dirichlet_alpha: float = 1.0
     labelled_fraction: float = 0.0  # of every device's training samples (0: meters without labels, the default)
     cloud_fraction: float = 0.35  # of the data set: the cloud's labelled proxy split
+    device_shift: float = 0.0  # strength in [0, 1] of every device's own transform (simulator.device_shift)
     warm_start: bool = True  # federate from the cloud-distilled student (False: from a fresh init)
     min_samples_per_device: int = 8  # the Dirichlet split redraws until every device holds at least this many
     teacher_epochs: int = 30
@@ -42,6 +43,8 @@ class ExperimentConfig:
             raise ValueError("--target-epsilon must be positive")
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise ValueError("--device-labels must be none, all or a fraction in [0, 1]")
+        if not 0.0 <= self.device_shift <= 1.0:
+            raise ValueError("--device-shift must be in [0, 1]")
         if self.min_samples_per_device < 1:
             raise ValueError("--min-samples-per-device must be at least 1")
         lo, hi = self.budget_span

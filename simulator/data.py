@@ -63,6 +63,7 @@ class FederatedSplit:
     test: Dataset
     devices: list[Dataset]
     device_holdout: list[Dataset] = field(default_factory=list)
+    device_shifts: list = field(default_factory=list)  # simulator.device_shift.ImageShift per device, if shifted
 
 
 def load_digits() -> Dataset:

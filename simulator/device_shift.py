@@ -1,0 +1,69 @@
+"""Device shift: every device's data passes through its own transform; the cloud's data through none.
+
+The image analogue of a meter's own sensor and household: a gain and an offset on the intensities
+(sensor calibration), a translation of up to a few pixels (mounting), additive noise (the sensor's
+noise floor) and one class the device never sees (an appliance the household does not own). All
+drawn per device from `strength` in [0, 1] (0: no shift) by a seeded Generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.data import Dataset
+
+MIN_KEPT = 4
+
+
+@dataclass(frozen=True)
+class ImageShift:
+    """One device's transform of (N, H, W, C) images in [0, 1]."""
+
+    gain: float
+    offset: float
+    dy: int
+    dx: int
+    noise_sd: float
+    missing_class: int | None
+
+    @classmethod
+    def draw(cls, strength: float, num_classes: int, rng: np.random.Generator) -> ImageShift:
+        """A device's shift at `strength` (0 = identity)."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"--device-shift must be in [0, 1], got {strength}")
+        if strength == 0:
+            return cls(1.0, 0.0, 0, 0, 0.0, None)
+        reach = int(round(2 * strength))
+        return cls(float(rng.uniform(1 - 0.5 * strength, 1 + 0.5 * strength)),
+                   float(rng.uniform(-0.25 * strength, 0.25 * strength)),
+                   int(rng.integers(-reach, reach + 1)), int(rng.integers(-reach, reach + 1)),
+                   0.1 * strength, int(rng.integers(num_classes)))
+
+    def apply(self, data: Dataset, rng: np.random.Generator) -> Dataset:
+        """The device's view of `data`: its missing class removed, then the transform."""
+        kept = np.flatnonzero(data.y != self.missing_class)
+        if self.missing_class is not None and len(kept) >= MIN_KEPT:  # a device made of that class keeps it
+            data = data.take(kept)
+        x = translate(data.x, self.dy, self.dx) * self.gain + self.offset
+        if self.noise_sd:
+            x = x + rng.normal(0.0, self.noise_sd, x.shape)
+        return Dataset(np.clip(x, 0.0, 1.0).astype(np.float32), data.y, data.labelled)
+
+
+def translate(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Images moved by (dy, dx) pixels, the uncovered border filled with 0 (no wrap-around)."""
+    h, w = x.shape[1], x.shape[2]
+    out = np.zeros_like(x)
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def shift_devices(devices: list[Dataset], holdouts: list[Dataset], strength: float, num_classes: int,
+                  rng: np.random.Generator) -> tuple[list[Dataset], list[Dataset], list[ImageShift]]:
+    """Every device's training and held-out data through that device's own shift."""
+    shifts = [ImageShift.draw(strength, num_classes, rng) for _ in devices]
+    return ([s.apply(d, rng) for s, d in zip(shifts, devices)], [s.apply(h, rng) for s, h in zip(shifts, holdouts)],
+            shifts)
