@@ -12,7 +12,8 @@ TEACHER_LEARNING_RATE = 3e-3  # Adam, for training in the cloud
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Shape of the teacher: input, classes, and one (filters, pool_after) pair per block."""
+    """Shape of the teacher: input (H, W, C; a series is (length, 1, 1)), classes, and one (filters,
+    pool_after) pair per block."""
 
     input_shape: tuple[int, int, int] = (8, 8, 1)
     num_classes: int = 10
@@ -25,12 +26,15 @@ def build_teacher(config: TeacherConfig = TeacherConfig(), seed: int = 0) -> tf.
     inputs = tf.keras.Input(shape=config.input_shape, name="image")
     x = inputs
     exits = []
+    one_dim = config.input_shape[1] == 1  # a series stored as (length, 1, 1): convolve and pool along time only
+    kernel = (3, 1) if one_dim else 3
     for k, (filters, pool) in enumerate(config.blocks, start=1):
-        x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{k}_conv")(x)
+        x = tf.keras.layers.Conv2D(filters, kernel, padding="same", activation="relu", name=f"block{k}_conv")(x)
         if pool:
-            x = tf.keras.layers.MaxPooling2D(2, name=f"block{k}_pool")(x)
-        side = int(x.shape[1])
-        h = tf.keras.layers.AveragePooling2D(max(1, side // 2), name=f"exit{k}_pool")(x)  # keep a 2x2 layout
+            x = tf.keras.layers.MaxPooling2D((2, 1) if one_dim else 2, name=f"block{k}_pool")(x)
+        h_side, w_side = int(x.shape[1]), int(x.shape[2])
+        h = tf.keras.layers.AveragePooling2D((max(1, h_side // 2), max(1, w_side // 2)),
+                                             name=f"exit{k}_pool")(x)  # keep a 2x2 (series: 2x1) layout
         h = tf.keras.layers.Flatten(name=f"exit{k}_flatten")(h)
         exits.append(tf.keras.layers.Dense(config.num_classes, name=f"exit{k}_logits")(h))
     return tf.keras.Model(inputs, exits, name="multi_exit_teacher")

@@ -70,6 +70,12 @@ def device_labels(text: str) -> float:
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """How the data is split and labelled, and where the federation starts (simulator.config fields)."""
+    parser.add_argument("--task", choices=["digits", "plaid", "acsf1", "italy-power"], default="digits",
+                        help="bundled data: scikit-learn's digits, or a smart-meter task from sktime's wheel "
+                             "(PLAID appliances, ACSF1 appliance power, ItalyPowerDemand daily load)")
+    parser.add_argument("--data", type=Path,
+                        help="a data set the user has (MNIST IDX or .npz, CIFAR-10 pickles, Tiny-ImageNet, an image "
+                             "folder, meter readings as CSV; simulator.loaders) (default: the bundled digits)")
     parser.add_argument("--device-labels", type=device_labels, default="none",
                         help="labels a device holds: none (a meter: the shard is its only supervisor), all, "
                              "or a fraction such as 0.1")
@@ -88,7 +94,8 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def data_config(args: argparse.Namespace) -> dict:
     """The ExperimentConfig fields add_data_flags sets."""
-    return {"labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
+    return {"task": args.task, "data": None if args.data is None else str(args.data),
+            "labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
             "warm_start": not args.cold_start, "device_shift": args.device_shift,
             "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
 

@@ -14,7 +14,7 @@ from cloud.planner import DeviceProfile, ShardAssignment, plan_shards
 from cloud.profiler import PrefixProfile, forward_flops
 from cloud.student import build_student, student_weight_names
 from cloud.student_training import train_in_cloud
-from cloud.teacher import build_teacher, exit_accuracies, train_teacher
+from cloud.teacher import TeacherConfig, build_teacher, exit_accuracies, train_teacher
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from export.shards import check_shard
@@ -22,8 +22,10 @@ from export.student import export_trainable_student
 from export.teacher_dir import TeacherBundle, prefix_model
 from export.verify import Agreement
 from simulator.config import ExperimentConfig
-from simulator.data import FederatedSplit, federated_split, load_digits
+from simulator.data import Dataset, FederatedSplit, federated_split, load_digits
 from simulator.device_shift import shift_devices
+from simulator.loaders import load_dataset, num_classes
+from simulator.meter_tasks import load_task
 
 
 @dataclass
@@ -45,6 +47,7 @@ class CloudArtifacts:
     cloud_distilled_weights: dict[str, np.ndarray] = field(default_factory=dict)  # KD from the full teacher
     start_weights: dict[str, np.ndarray] = field(default_factory=dict)  # where the federation starts
     teacher_device_accuracy: float = float("nan")  # final exit, mean over the devices' own held-out data
+    teacher_config: TeacherConfig = TeacherConfig()  # the teacher's architecture (input shape, classes)
 
     @property
     def teacher_accuracy(self) -> float:
@@ -63,17 +66,19 @@ def device_budgets(config: ExperimentConfig, full_flops: int, split: FederatedSp
 def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None] = lambda msg: None
                         ) -> tuple[FederatedSplit, TeacherBundle, list[float]]:
     """Split the data, train the teacher on the cloud split; held-out = a fifth of the cloud split."""
-    split = federated_split(load_digits(), config.devices, config.seed, cloud_fraction=config.cloud_fraction,
+    data = bundled_data(config.task) if config.data is None else load_dataset(config.data)
+    split = federated_split(data, config.devices, config.seed, cloud_fraction=config.cloud_fraction,
                             alpha=config.dirichlet_alpha, min_size=config.min_samples_per_device,
                             labelled_fraction=config.labelled_fraction)
     if config.device_shift > 0:
         rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
-        devices, holdout, shifts = shift_devices(split.devices, split.device_holdout, config.device_shift, 10, rng)
+        devices, holdout, shifts = shift_devices(split.devices, split.device_holdout, config.device_shift,
+                                                 num_classes(data), rng)
         split = dataclasses.replace(split, devices=devices, device_holdout=holdout, device_shifts=shifts)
     n_val = len(split.cloud) // 5
     train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))
     progress("training the multi-exit teacher")
-    teacher = build_teacher(seed=config.seed)
+    teacher = build_teacher(teacher_config_for(data), seed=config.seed)
     train_teacher(teacher, train.x, train.y, epochs=config.teacher_epochs, seed=config.seed)
     bundle = TeacherBundle(teacher, exit_accuracies(teacher, val.x, val.y), train.x, val.x, val.y)
     return split, bundle, exit_accuracies(teacher, split.test.x, split.test.y)
@@ -93,7 +98,7 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
               for sid in shards}
     progress("exporting the trainable student")
     input_dim = int(np.prod(split.cloud.x.shape[1:]))
-    student = build_student(input_dim, config.student_hidden, 10, seed=config.seed)
+    student = build_student(input_dim, config.student_hidden, num_classes(split.cloud), seed=config.seed)
     program = export_trainable_student(student, batch_size=config.training.batch_size)
     weights = {n: w.numpy().astype(np.float32) for n, w in zip(student_weight_names(student), student.weights)}
     prefix_shards = {f.k: f.model for f in facts}
@@ -106,7 +111,20 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     return CloudArtifacts(split, bundle.model.count_params(), test_acc, profiles, shards, checks,
                           assignments, program, weights, forward_flops(student), prefix_shards, cloud_only, distilled,
                           distilled if config.warm_start else weights,
-                          _teacher_device_accuracy(bundle.model, split))
+                          _teacher_device_accuracy(bundle.model, split), teacher_config_for(split.cloud))
+
+
+def bundled_data(task: str) -> Dataset:
+    """The bundled digits, or one of the smart-meter tasks sktime's wheel ships."""
+    return load_digits() if task == "digits" else load_task(task)
+
+
+def teacher_config_for(data: Dataset) -> TeacherConfig:
+    """The default teacher architecture for the shape and classes of `data`."""
+    if data.x.ndim != 4:
+        raise ValueError(f"data must be (N, H, W, C) images or (N, length, 1, 1) series, got shape {data.x.shape}")
+    h, w, c = (int(d) for d in data.x.shape[1:])
+    return TeacherConfig(input_shape=(h, w, c), num_classes=num_classes(data))
 
 
 def _teacher_device_accuracy(teacher: tf.keras.Model, split: FederatedSplit) -> float:

@@ -91,12 +91,13 @@ STUDENT_METHODS = tuple(k for k in METHODS if k not in ("fedavg", "fedcompress",
 
 
 def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | None,
-                teacher_config: TeacherConfig = TeacherConfig(), show_progress: bool = True,
+                teacher_config: TeacherConfig | None = None, show_progress: bool = True,
                 context: dict | None = None) -> list[MethodResult]:
     """Run the chosen methods; write compare.json, .md and .png into out_dir (None: no files); return the rows.
 
     A supervised row on a fleet without labels is left out and named in the context's "skipped"."""
     s = settings
+    teacher_config = teacher_config or art.teacher_config
     z = calibrate_noise_multiplier(s.target_epsilon, 1.0, s.rounds, s.delta)
     devices, test, holdout = art.split.devices, art.split.test, art.split.device_holdout
     teacher_training = replace(s.training, lr=s.teacher_lr)

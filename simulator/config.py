@@ -21,6 +21,8 @@ class ExperimentConfig:
     noise_multiplier: float | None = None
     delta: float = 1e-5
     training: TrainingSettings = TrainingSettings()
+    task: str = "digits"  # the bundled data: digits, or a smart-meter task of simulator.meter_tasks.TASKS
+    data: str | None = None  # a data set file or folder of the user's (simulator.loaders), instead of `task`
     dirichlet_alpha: float = 1.0
     labelled_fraction: float = 0.0  # of every device's training samples (0: meters without labels, the default)
     cloud_fraction: float = 0.35  # of the data set: the cloud's labelled proxy split
@@ -43,6 +45,8 @@ class ExperimentConfig:
             raise ValueError("--target-epsilon must be positive")
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise ValueError("--device-labels must be none, all or a fraction in [0, 1]")
+        if self.data is not None and self.task != "digits":
+            raise ValueError("pass --task or --data, not both")
         if not 0.0 <= self.device_shift <= 1.0:
             raise ValueError("--device-shift must be in [0, 1]")
         if self.min_samples_per_device < 1:

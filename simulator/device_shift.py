@@ -46,7 +46,8 @@ class ImageShift:
         kept = np.flatnonzero(data.y != self.missing_class)
         if self.missing_class is not None and len(kept) >= MIN_KEPT:  # a device made of that class keeps it
             data = data.take(kept)
-        x = translate(data.x, self.dy, self.dx) * self.gain + self.offset
+        dx = self.dx if data.x.shape[2] > 1 else 0  # a series (length, 1, 1) moves along time only
+        x = translate(data.x, self.dy, dx) * self.gain + self.offset
         if self.noise_sd:
             x = x + rng.normal(0.0, self.noise_sd, x.shape)
         return Dataset(np.clip(x, 0.0, 1.0).astype(np.float32), data.y, data.labelled)
