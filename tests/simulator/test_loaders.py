@@ -316,29 +316,14 @@ def _corrupt_image(tmp: Path) -> tuple[Path, Path]:
     return tmp, tmp / "cat" / "broken.png"
 
 
-def _csv_non_numeric_reading(tmp: Path) -> tuple[Path, Path]:
-    (tmp / "m.csv").write_text("meter,t0,label\nkitchen,1.5,a\nhall,2.5,b\n")
-    return tmp / "m.csv", tmp / "m.csv"
+def _csv_case(text: str) -> Callable[[Path], tuple[Path, Path]]:
+    """A bad-input case: m.csv holding `text`, named in the error."""
 
+    def build(tmp: Path) -> tuple[Path, Path]:
+        (tmp / "m.csv").write_text(text)
+        return tmp / "m.csv", tmp / "m.csv"
 
-def _csv_without_label_column(tmp: Path) -> tuple[Path, Path]:
-    (tmp / "m.csv").write_text("t0,t1\n1,2\n3,4\n")
-    return tmp / "m.csv", tmp / "m.csv"
-
-
-def _csv_ragged_row(tmp: Path) -> tuple[Path, Path]:
-    (tmp / "m.csv").write_text("t0,t1,label\n1,2,a\n3,b\n")
-    return tmp / "m.csv", tmp / "m.csv"
-
-
-def _csv_with_nan(tmp: Path) -> tuple[Path, Path]:
-    (tmp / "m.csv").write_text("t0,t1,label\n1,nan,a\n3,4,b\n")
-    return tmp / "m.csv", tmp / "m.csv"
-
-
-def _empty_csv(tmp: Path) -> tuple[Path, Path]:
-    (tmp / "m.csv").write_text("")
-    return tmp / "m.csv", tmp / "m.csv"
+    return build
 
 
 BAD_INPUTS: dict[str, tuple[Callable[[Path], tuple[Path, Path]], type[Exception], list[str]]] = {
@@ -357,13 +342,13 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], tuple[Path, Path]], type[Exception]
     "cifar-wrong-shape": (_cifar_wrong_shape, ValueError, ["(2, 100)", "CIFAR-10"]),
     "image-folder-without-images": (_image_folder_without_images, ValueError, ["no images", "['cat']", "image folder"]),
     "corrupt-image": (_corrupt_image, ValueError, ["cannot read image", "image folder"]),
-    "csv-non-numeric-reading": (_csv_non_numeric_reading, ValueError,
+    "csv-non-numeric-reading": (_csv_case("meter,t0,label\nkitchen,1.5,a\nhall,2.5,b\n"), ValueError,
                                 ["'kitchen'", "column 'meter'", "meter readings"]),
-    "csv-without-label-column": (_csv_without_label_column, ValueError,
+    "csv-without-label-column": (_csv_case("t0,t1\n1,2\n3,4\n"), ValueError,
                                  ["'label' (or 'class') column", "['t0', 't1']"]),
-    "csv-ragged-row": (_csv_ragged_row, ValueError, ["row 2 has 2 cells", "meter readings"]),
-    "csv-with-nan": (_csv_with_nan, ValueError, ["NaN", "meter readings"]),
-    "empty-csv": (_empty_csv, ValueError, ["empty", "meter readings"]),
+    "csv-ragged-row": (_csv_case("t0,t1,label\n1,2,a\n3,b\n"), ValueError, ["row 2 has 2 cells", "meter readings"]),
+    "csv-with-nan": (_csv_case("t0,t1,label\n1,nan,a\n3,4,b\n"), ValueError, ["NaN", "meter readings"]),
+    "empty-csv": (_csv_case(""), ValueError, ["empty", "meter readings"]),
 }
 
 
