@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dp_accounting
 import numpy as np
@@ -182,11 +182,10 @@ def state_from_json(raw: dict, weights: dict[str, np.ndarray], engine: RoundEngi
     """Inverse of state_to_json for `engine`'s config; ValueError names what is missing or wrong."""
     try:
         seed = np.random.SeedSequence(raw["seed"]["entropy"], spawn_key=tuple(raw["seed"]["spawn_key"]))
-        ledger = engine.init(weights, seed).ledger
-        if ledger is not None:
-            ledger = PrivacyLedger(ledger.delta, ledger.max_epsilon,
-                                   tuple(event_from_json(e) for e in raw["privacy_events"] or []))
-        return RoundState(int(raw["round"]), int(raw["version"]), {k: np.asarray(v, np.float32)
-                          for k, v in weights.items()}, seed, ledger, tuple(raw["history"]))
+        fresh = engine.init(weights, seed)
+        events = tuple(event_from_json(e) for e in raw["privacy_events"] or [])
+        ledger = None if fresh.ledger is None else replace(fresh.ledger, events=events)
+        return replace(fresh, round=int(raw["round"]), version=int(raw["version"]), ledger=ledger,
+                       history=tuple(raw["history"]))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"checkpoint state lacks or garbles {exc}; delete the checkpoint to start over") from exc

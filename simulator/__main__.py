@@ -28,14 +28,13 @@ from edge.cli import (
     probability,
     usage,
 )
+from edge.plan import TrainingSettings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """--alpha, --tau, --lr, --local-epochs, --batch-size, --clip: edge.plan.TrainingSettings, its defaults."""
-    from edge.plan import TrainingSettings
-
     d = TrainingSettings()
     parser.add_argument("--alpha", type=float, default=d.alpha,
                         help="weight of the hard-target cross-entropy against the KL to the shard, in [0, 1]")
@@ -68,14 +67,19 @@ def device_labels(text: str) -> float:
     return value
 
 
-def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    """How the data is split and labelled, and where the federation starts (simulator.config fields)."""
+def add_task_flags(parser: argparse.ArgumentParser) -> None:
+    """--task and --data: which data set the run uses."""
     parser.add_argument("--task", choices=["digits", "plaid", "acsf1", "italy-power"], default="digits",
                         help="bundled data: scikit-learn's digits, or a smart-meter task from sktime's wheel "
                              "(PLAID appliances, ACSF1 appliance power, ItalyPowerDemand daily load)")
     parser.add_argument("--data", type=Path,
                         help="a data set the user has (MNIST IDX or .npz, CIFAR-10 pickles, Tiny-ImageNet, an image "
                              "folder, meter readings as CSV; simulator.loaders) (default: the bundled digits)")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """How the data is split and labelled, and where the federation starts (simulator.config fields)."""
+    add_task_flags(parser)
     parser.add_argument("--device-labels", type=device_labels, default="none",
                         help="labels a device holds: none (a meter: the shard is its only supervisor), all, "
                              "or a fraction such as 0.1")
@@ -100,10 +104,8 @@ def data_config(args: argparse.Namespace) -> dict:
             "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
 
 
-def training_from(args: argparse.Namespace):
+def training_from(args: argparse.Namespace) -> TrainingSettings:
     """The TrainingSettings the flags of add_training_flags name (ValueError names a bad value)."""
-    from edge.plan import TrainingSettings
-
     return TrainingSettings(alpha=args.alpha, tau=args.tau, lr=args.lr, local_epochs=args.local_epochs,
                             batch_size=args.batch_size, clip=args.clip)
 
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
     teacher.add_argument("--epochs", type=positive_int, default=30, help="training epochs")
     teacher.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    add_task_flags(teacher)
     scaling = sub.add_parser("dp-scaling", help="accuracy against fleet size at a fixed epsilon (in-process)")
     scaling.add_argument("--fleet-sizes", type=positive_int_list, default="10,100,1000",
                          help="comma-separated device counts")
@@ -256,7 +259,12 @@ def save_teacher(args: argparse.Namespace) -> int:
     from simulator.artifacts import train_cloud_teacher
     from simulator.config import ExperimentConfig
 
-    _, bundle, test_acc = train_cloud_teacher(ExperimentConfig(seed=args.seed, teacher_epochs=args.epochs), print)
+    try:
+        config = ExperimentConfig(seed=args.seed, teacher_epochs=args.epochs, task=args.task,
+                                  data=None if args.data is None else str(args.data))
+    except ValueError as exc:
+        return usage(str(exc))
+    _, bundle, test_acc = train_cloud_teacher(config, print)
     save_teacher_dir(args.out, bundle)
     print(f"wrote {args.out}: exit accuracies (held-out) {[round(a, 4) for a in bundle.exit_accuracies]}, "
           f"test {[round(a, 4) for a in test_acc]}")

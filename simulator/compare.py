@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from cloud.accounting import calibrate_noise_multiplier
 from cloud.candidates import shard_id
-from cloud.evaluation import student_evaluator
 from cloud.strategy import DpMode, FedAvgConfig
 from cloud.student_training import train_in_cloud
 from cloud.teacher import TeacherConfig, build_teacher
@@ -30,6 +29,7 @@ from simulator.baselines.fedavg import run_fedavg
 from simulator.baselines.result import MethodResult
 from simulator.baselines.settings import BaselineSettings, NoLabelledDevices
 from simulator.compare_report import write_report
+from simulator.federation import fleet_evaluator
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,7 @@ def cloud_row(method: str, art: CloudArtifacts, weights: dict[str, np.ndarray] |
     if weights is None:
         return MethodResult(method, art.teacher_accuracy, params=art.teacher_params,
                             initial_device_accuracy=art.teacher_device_accuracy, notes="no federation")
-    got = student_evaluator(art.student_program, art.split.test.x, art.split.test.y,
-                            [(h.x, h.y) for h in art.split.device_holdout])(weights)
+    got = fleet_evaluator(art.student_program, art)(weights)
     return MethodResult(method, got["accuracy"], params=int(sum(w.size for w in weights.values())),
                         initial_device_accuracy=got.get("device_accuracy", float("nan")), notes="no federation")
 

@@ -50,7 +50,7 @@ class MethodSummary:
 def _verdict(mean: float | None, sd: float | None) -> str:
     if mean is None or sd is None:
         return "-"
-    if abs(mean) <= sd or mean == 0:
+    if abs(mean) <= sd:
         return "within spread"
     return "better" if mean > 0 else "worse"
 

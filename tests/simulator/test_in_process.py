@@ -29,3 +29,21 @@ def test_another_seed_gives_other_weights(tiny_config, tiny_cloud):
     a = run_in_process(dataclasses.replace(tiny_config, rounds=1), tiny_cloud, 0.0)
     b = run_in_process(dataclasses.replace(tiny_config, rounds=1, seed=tiny_config.seed + 1), tiny_cloud, 0.0)
     assert any(not np.array_equal(a.state.weights[n], b.state.weights[n]) for n in a.state.weights)
+
+
+def test_devices_without_labels_train_on_nothing_the_hidden_labels_tell(tiny_config, tiny_cloud):
+    """Meters hold no labels: scrambling the truth behind their (absent) labels must not change one bit."""
+    from simulator.data import Dataset
+
+    def unlabelled(scramble: bool):
+        rng = np.random.default_rng(0)
+        devices = [Dataset(d.x, rng.permutation(d.y) if scramble else d.y, np.zeros(len(d), bool))
+                   for d in tiny_cloud.split.devices]
+        return dataclasses.replace(tiny_cloud, split=dataclasses.replace(tiny_cloud.split, devices=devices))
+
+    config = dataclasses.replace(tiny_config, rounds=1)
+    a = run_in_process(config, unlabelled(False), 0.0).state.weights
+    b = run_in_process(config, unlabelled(True), 0.0).state.weights
+    labelled = run_in_process(config, tiny_cloud, 0.0).state.weights
+    assert all(a[n].tobytes() == b[n].tobytes() for n in a)
+    assert any(not np.array_equal(a[n], labelled[n]) for n in a)  # the labels do matter when held
