@@ -38,6 +38,9 @@ Fields of a class or device:
                     flash for the model, the same way; required for mcu.
   uplink_kbps       link rate in kbit/s (1 kbit = 1000 bit), or "250 kbps", "1 Mbps". Optional.
   downlink_kbps     download rate if it differs from uplink_kbps. Optional.
+  labels            how many of the device's samples carry labels it may train on: "none" (a meter:
+                    the shard is its only supervisor), "all", a fraction in [0, 1] or a percentage
+                    ("10%"). Optional, default "all" (train on whatever labels the local data holds).
   description       free text, ignored.
 A class also has `name` and `count`; a device has `id`. A class's or device's own field replaces
 the same field in [defaults], and its own budget (arena, flash) replaces any budget form there.
@@ -58,12 +61,13 @@ from typing import Any
 import yaml
 
 from cloud.planner import DeviceProfile
+from edge.plan import parse_label_fraction
 from export.op_support import TARGETS  # linux, edgetpu, mcu
 
 MAX_CLASS_COUNT = 1_000_000
 
 _COMMON = ("target", "samples", "flops_per_epoch", "flops_per_sample", "arena_kb", "arena_bytes", "flash_kb",
-           "flash_bytes", "uplink_kbps", "downlink_kbps", "description")
+           "flash_bytes", "uplink_kbps", "downlink_kbps", "labels", "description")
 _GROUPS = {"flops_per_epoch": "flops", "flops_per_sample": "flops", "arena_kb": "arena", "arena_bytes": "arena",
            "flash_kb": "flash", "flash_bytes": "flash"}
 _TOP = {"fleet": ("name", "description"), "defaults": _COMMON}
@@ -336,8 +340,9 @@ class _Builder:
                                                           f"{MAX_CLASS_COUNT:,}; split the class")
             width = max(3, len(str(count - 1)))
             ids, cls = [f"{label_value}-{i:0{width}d}" for i in range(count)], label_value
+        labels = self.labels(merged, what)
         src = f"{self.source}:{self.line(path)}"
-        return [DeviceProfile(i, budget, samples, arena, flash, target, None, uplink, downlink, cls, src)
+        return [DeviceProfile(i, budget, samples, arena, flash, target, None, uplink, downlink, cls, src, labels)
                 for i in ids]
 
     # field readers: each names the field and what it expects; entry is the path of the class/device
@@ -349,6 +354,15 @@ class _Builder:
         if value not in TARGETS:
             raise self.fail(path, name, f"{what} field '{name}': expected one of {', '.join(TARGETS)}, got {value!r}")
         return value
+
+    def labels(self, fields: dict, what: str) -> float:
+        if "labels" not in fields:
+            return 1.0
+        value, path = fields["labels"]
+        try:
+            return parse_label_fraction(value)
+        except ValueError as exc:
+            raise self.fail(path, "labels", f"{what} field 'labels': {exc}") from None
 
     def integer(self, fields: dict, name: str, what: str, entry: tuple) -> int:
         if name not in fields:

@@ -7,7 +7,7 @@ plan.json (read by `python -m export --plan plan.json --out DIR`):
                          "arena_bytes_estimate", "arena_bytes_measured", "expected_accuracy",
                          "ops": [...], "devices": int}},
    "devices": [{"device_id", "shard_id", "k", "target", "flops_per_epoch", "model_bytes", "arena_bytes",
-                "expected_accuracy", "class", "samples", "flops_budget", "arena_limit", "flash_limit",
+                "expected_accuracy", "class", "samples", "labels", "flops_budget", "arena_limit", "flash_limit",
                 "download_seconds", "objective"}],
    "candidates": [{"shard_id", "k", "flops_per_sample", "params", "int8_bytes_profile", "float_bytes",
                    "tflite_bytes", "peak_activation_bytes", "arena_bytes_estimate", "arena_bytes_measured",
@@ -15,7 +15,8 @@ plan.json (read by `python -m export --plan plan.json --out DIR`):
 shards lists only the shards some device uses; "targets" are the targets of those devices.
 int8_bytes_estimate is the size of the full-int8 TFLite conversion done while planning;
 arena_bytes_estimate the profiler's TFLite-Micro arena estimate; devices[].arena_bytes the
-arena the plan was checked against (measured in TFLite-Micro when it ran there).
+arena the plan was checked against (measured in TFLite-Micro when it ran there); devices[].labels
+the fleet file's labelled fraction (0: a meter, the shard its only supervisor), for DevicePlan.labelled_fraction.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def plan_document(fleet, facts, assignments, teacher_dir: Path, lam: float, solv
         rows.append({"device_id": a.device_id, "shard_id": a.shard_id, "k": a.k, "target": a.target,
                      "flops_per_epoch": int(a.flops_per_epoch), "model_bytes": int(a.model_bytes),
                      "arena_bytes": int(a.arena_bytes), "expected_accuracy": float(a.expected_accuracy),
-                     "class": d.device_class, "samples": d.num_samples, "flops_budget": float(d.flops_per_epoch),
+                     "class": d.device_class, "samples": d.num_samples,
+                     "labels": d.labelled_fraction, "flops_budget": float(d.flops_per_epoch),
                      "arena_limit": d.arena_bytes, "flash_limit": d.flash_bytes,
                      "download_seconds": round(a.comm_seconds, 6), "objective": round(a.objective, 6)})
     from export.op_support import TARGETS

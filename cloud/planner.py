@@ -77,12 +77,16 @@ class DeviceProfile:
     downlink_kbps: float | None = None
     device_class: str | None = None
     source: str | None = field(default=None, compare=False)
+    labelled_fraction: float = 1.0  # of its samples the device may train on with labels (0: a meter)
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
             raise ValueError(f"device {self.device_id}: num_samples must be at least 1, got {self.num_samples}")
         if not self.flops_per_epoch > 0:
             raise ValueError(f"device {self.device_id}: flops_per_epoch must be positive, got {self.flops_per_epoch}")
+        if not 0.0 <= self.labelled_fraction <= 1.0:
+            raise ValueError(f"device {self.device_id}: labelled_fraction must be in [0, 1], got "
+                             f"{self.labelled_fraction}")
         if self.target not in TARGETS:
             raise ValueError(f"device {self.device_id}: target {self.target!r} is not one of {', '.join(TARGETS)}")
         for name in ("arena_bytes", "flash_bytes"):

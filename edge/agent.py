@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.local_training import distillation_targets, train_round, update_payload
+from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.seeding import round_generator
@@ -140,7 +140,8 @@ class DeviceAgent:
             self._student = TrainableStudent.from_bytes(program)
             self._student_hash = plan.student_hash
         logits = self._logits_for(plan.shard_hash, shard)
-        targets = distillation_targets(logits, self.labels, self._student.num_classes)
+        labels = labels_in_use(self.labels, plan.labelled_fraction)
+        targets = distillation_targets(logits, labels, self._student.num_classes)
         result = train_round(self._student, weights, self.x_flat, targets, logits, plan,
                              round_generator(self.seed, round_))
         self._send(round_, update_payload(result, plan, round_, version))

@@ -50,6 +50,20 @@ def distillation_targets(shard_logits: np.ndarray, labels: np.ndarray | None, nu
     return np.eye(num_classes, dtype=np.float32)[np.where(labels == UNLABELLED, guess, labels)]
 
 
+def labels_in_use(labels: np.ndarray | None, fraction: float) -> np.ndarray | None:
+    """The labels a device may train on: the first round(fraction * n) samples' labels, the rest UNLABELLED."""
+    if labels is None or fraction >= 1.0:
+        return labels
+    labels = np.asarray(labels)
+    if fraction <= 0.0:
+        return None
+    keep = int(round(fraction * len(labels)))
+    held = np.flatnonzero(labels != UNLABELLED)
+    out = np.full_like(labels, UNLABELLED)
+    out[held[:keep]] = labels[held[:keep]]
+    return out
+
+
 def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat: np.ndarray, targets: np.ndarray,
                 shard_logits: np.ndarray, plan: DevicePlan, rng: np.random.Generator) -> LocalResult:
     """Start from the global student, run local epochs of KD, return the clipped (noised) delta."""

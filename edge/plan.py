@@ -59,6 +59,23 @@ class TrainingSettings:
         return cls(**raw)
 
 
+def parse_label_fraction(value: Any) -> float:
+    """The fraction of a device's samples that carry labels: "none" = 0, "all" = 1, 0.1, "10%"."""
+    expected = 'expected "none", "all", a fraction in [0, 1] or a percentage such as "10%"'
+    number = value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "all"):
+            return 0.0 if text == "none" else 1.0
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(f"{expected}, got {value!r}") from None
+    if isinstance(number, bool) or not isinstance(number, int | float) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{expected}, got {value!r}")
+    return float(number)
+
+
 @dataclass(frozen=True)
 class DevicePlan:
     """What a device runs: its shard, the student program, DP mode and noise, local training."""
@@ -72,6 +89,7 @@ class DevicePlan:
     dp_mode: str = "none"
     noise_multiplier: float = 0.0
     training: TrainingSettings = TrainingSettings()
+    labelled_fraction: float = 1.0  # at most this share of the local samples is trained on with its label
 
     def __post_init__(self) -> None:
         _check_types(f"plan for {self.device}", self)
@@ -79,6 +97,9 @@ class DevicePlan:
             raise ValueError(f"plan for {self.device}: field 'training' must be TrainingSettings")
         if self.dp_mode not in DP_MODES:
             raise ValueError(f"plan for {self.device}: dp_mode {self.dp_mode!r} is not one of {DP_MODES}")
+        if not 0.0 <= self.labelled_fraction <= 1.0:
+            raise ValueError(f"plan for {self.device}: labelled_fraction must be in [0, 1], got "
+                             f"{self.labelled_fraction}")
         if self.noise_multiplier < 0 or self.rounds < 1:
             raise ValueError(f"plan for {self.device}: need noise_multiplier >= 0 and rounds >= 1")
 

@@ -8,6 +8,7 @@ a deployment's devices draw from OS entropy (`SeedSequence()` with no entropy gi
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,13 @@ def spawned_child(parent: np.random.SeedSequence, index: int) -> np.random.SeedS
     if index < 0:
         raise ValueError(f"child index must be >= 0, got {index}")
     return np.random.SeedSequence(parent.entropy, spawn_key=(*parent.spawn_key, index), pool_size=parent.pool_size)
+
+
+def side_stream(seed: int, purpose: str) -> np.random.SeedSequence:
+    """A SeedSequence for one named simulation purpose (e.g. "device-shift"), disjoint from the fleet's tree."""
+    if not purpose:
+        raise ValueError("a side stream needs a purpose name, e.g. 'device-shift'")
+    return np.random.SeedSequence([seed, zlib.crc32(purpose.encode())])
 
 
 def round_generator(party: np.random.SeedSequence, round_: int) -> np.random.Generator:

@@ -28,7 +28,7 @@ from edge.cli import (
     probability,
     usage,
 )
-from edge.plan import TrainingSettings
+from edge.plan import TrainingSettings, parse_label_fraction
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -57,14 +57,10 @@ def seed_list(text: str) -> list[int]:
 
 def device_labels(text: str) -> float:
     """argparse type: none, all, or the fraction of every device's samples that carry labels."""
-    named = {"none": 0.0, "all": 1.0}
     try:
-        value = named[text] if text in named else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected none, all or a fraction in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected none, all or a fraction in [0, 1], got {text!r}")
-    return value
+        return parse_label_fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_task_flags(parser: argparse.ArgumentParser) -> None:

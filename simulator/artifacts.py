@@ -15,6 +15,7 @@ from cloud.profiler import PrefixProfile, forward_flops
 from cloud.student import build_student, student_weight_names
 from cloud.student_training import train_in_cloud
 from cloud.teacher import TeacherConfig, build_teacher, exit_accuracies, train_teacher
+from edge.seeding import side_stream
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from export.shards import check_shard
@@ -71,7 +72,7 @@ def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None
                             alpha=config.dirichlet_alpha, min_size=config.min_samples_per_device,
                             labelled_fraction=config.labelled_fraction)
     if config.device_shift > 0:
-        rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
+        rng = np.random.default_rng(side_stream(config.seed, "device-shift"))
         devices, holdout, shifts = shift_devices(split.devices, split.device_holdout, config.device_shift,
                                                  num_classes(data), rng)
         split = dataclasses.replace(split, devices=devices, device_holdout=holdout, device_shifts=shifts)
@@ -105,7 +106,7 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     progress("training the cloud-only and cloud-distilled students on the proxy split")
     runtime = TrainableStudent.from_bytes(program)
     full = ShardRunner.from_bytes(prefix_shards[max(prefix_shards)]).logits(split.cloud.x)
-    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+    rng = np.random.default_rng(side_stream(config.seed, "cloud-students"))
     cloud_only = train_in_cloud(runtime, weights, split.cloud.x, split.cloud.y, None, config.training, rng)
     distilled = train_in_cloud(runtime, weights, split.cloud.x, split.cloud.y, full, config.training, rng)
     return CloudArtifacts(split, bundle.model.count_params(), test_acc, profiles, shards, checks,

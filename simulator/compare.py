@@ -21,6 +21,7 @@ from cloud.strategy import DpMode, FedAvgConfig
 from cloud.student_training import train_in_cloud
 from cloud.teacher import TeacherConfig, build_teacher
 from edge.plan import TrainingSettings
+from edge.seeding import side_stream
 from edge.student_runtime import TrainableStudent
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA
 from simulator.artifacts import CloudArtifacts
@@ -161,7 +162,7 @@ def central_student(art: CloudArtifacts, training: TrainingSettings, seed: int) 
     """The student trained centrally on the cloud's and every device's training data with true labels."""
     x = np.concatenate([art.split.cloud.x, *[d.x for d in art.split.devices]])
     y = np.concatenate([art.split.cloud.y, *[d.y for d in art.split.devices]])
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    rng = np.random.default_rng(side_stream(seed, "central-student"))
     return train_in_cloud(TrainableStudent.from_bytes(art.student_program), art.student_weights, x, y, None,
                           training, rng)
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from cloud.round_engine import RoundEngine, RoundRecord, RoundState
-from edge.local_training import distillation_targets, train_round, update_payload
+from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.plan import DevicePlan
 from edge.seeding import round_generator
 from edge.student_runtime import TrainableStudent
@@ -78,8 +78,9 @@ class StudentClient:
                           shard_logits: np.ndarray, seed: np.random.SeedSequence,
                           samples_per_round: int | None = None) -> StudentClient:
         """A client whose hard targets are its labels (or the shard's arg-max where it has none)."""
-        return cls(plan, student, np.asarray(x, np.float32).reshape(len(x), -1),
-                   distillation_targets(shard_logits, y, student.num_classes), shard_logits, seed, samples_per_round)
+        targets = distillation_targets(shard_logits, labels_in_use(y, plan.labelled_fraction), student.num_classes)
+        return cls(plan, student, np.asarray(x, np.float32).reshape(len(x), -1), targets, shard_logits, seed,
+                   samples_per_round)
 
     def fit(self, model_payload: bytes, round_: int) -> bytes:
         weights, meta = decode_weights(model_payload)

@@ -67,6 +67,19 @@ def test_toml_and_yaml_describe_the_same_devices() -> None:
     assert t.devices[-1].supported_ops is None and t.devices[-1].arena_bytes is None
 
 
+@pytest.mark.parametrize("value, fraction", [('"none"', 0.0), ('"all"', 1.0), ("0.1", 0.1), ('"25%"', 0.25),
+                                             ("0", 0.0), ("1", 1.0), (None, 1.0)])
+def test_labels_field_gives_the_labelled_fraction_and_defaults_to_all(value: str | None, fraction: float) -> None:
+    (device,) = parse_fleet(_device(labels=value), "toml", "f.toml").devices
+    assert device.labelled_fraction == pytest.approx(fraction)
+
+
+def test_labels_in_defaults_reach_every_class_device_unless_overridden() -> None:
+    text = TOML.replace("[defaults]\n", '[defaults]\nlabels = "none"\n') + 'labels = "10%"\n'
+    devices = {d.device_id: d.labelled_fraction for d in parse_fleet(text, "toml", "f.toml").devices}
+    assert devices == {"meter-000": 0.0, "meter-001": 0.0, "meter-002": 0.0, "gw-1": pytest.approx(0.1)}
+
+
 def test_a_class_expands_to_count_numbered_devices_and_records_its_line() -> None:
     devices = parse_fleet(TOML, "toml", "f.toml").devices
     assert [d.device_id for d in devices] == ["meter-000", "meter-001", "meter-002", "gw-1"]
@@ -144,6 +157,9 @@ MALFORMED = [
     ("float-samples", "toml", _device(samples="2.5"), 4, "samples", "expected an integer >= 1, got 2.5"),
     ("mcu-without-arena", "toml", _device(target='"mcu"', flash_kb="64"), 1, "arena_kb", "needs arena_kb"),
     ("bad-arena-unit", "toml", _device(arena_kb='"12 parsecs"'), 6, "arena_kb", 'such as "256 KB"'),
+    ("bad-labels-word", "toml", _device(labels='"some"'), 6, "labels", 'expected "none", "all", a fraction'),
+    ("labels-above-one", "toml", _device(labels="1.5"), 6, "labels", "got 1.5"),
+    ("labels-bad-percent", "toml", _device(labels='"120%"'), 6, "labels", "got '120%'"),
     ("bad-rate", "toml", _device(uplink_kbps='"fast"'), 6, "uplink_kbps", "positive rate in kbit/s"),
     ("class-zero-count", "toml", '[[class]]\nname = "m"\ncount = 0\ntarget = "linux"\nsamples = 1\n'
      'flops_per_epoch = 1\n', 3, "count", "expected an integer >= 1, got 0"),

@@ -8,7 +8,6 @@ import pytest
 from cloud.accounting import compute_epsilon
 from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
-from edge.seeding import FleetSeeds, round_generator, spawned_child
 from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
 
 DEVICES = ("d2", "d0", "d1")
@@ -150,22 +149,3 @@ def test_engine_config_refuses_a_fleet_it_cannot_run(config: dict, message: str)
     base = dict(fleet="f", devices=DEVICES, rounds=1)
     with pytest.raises(ValueError, match=message):
         EngineConfig(**{**base, **config})
-
-
-def test_spawned_child_is_what_seedsequence_spawn_gives() -> None:
-    root = np.random.SeedSequence(123)
-    children = np.random.SeedSequence(123).spawn(4)
-    for i, child in enumerate(children):
-        mine = spawned_child(root, i)
-        assert mine.spawn_key == child.spawn_key
-        assert np.array_equal(mine.generate_state(4), child.generate_state(4))
-    assert root.n_children_spawned == 0  # the parent is not advanced
-
-
-def test_fleet_seeds_give_every_party_its_own_stream_per_round() -> None:
-    seeds = FleetSeeds.from_seed(5, 3)
-    draws = {(p, r): round_generator(s, r).integers(0, 2**63)
-             for p, s in enumerate((seeds.server, *seeds.devices)) for r in range(3)}
-    assert len(set(draws.values())) == len(draws)
-    again = FleetSeeds.from_seed(5, 3)
-    assert round_generator(again.devices[1], 2).integers(0, 2**63) == draws[(2, 2)]

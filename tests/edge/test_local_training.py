@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.local_training import UNLABELLED, distillation_targets
+from edge.local_training import UNLABELLED, distillation_targets, labels_in_use
 
 LOGITS = np.array([[0.1, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)  # arg-max 1, 0, 2
 
@@ -28,3 +28,18 @@ def test_no_labels_at_all_is_the_argmax_everywhere() -> None:
 def test_malformed_labels_are_refused_naming_the_rule(labels: np.ndarray, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         distillation_targets(LOGITS, labels, 3)
+
+
+def test_plan_fraction_none_hides_every_label_the_data_file_holds() -> None:
+    labels = np.array([2, 0, 1])
+    assert labels_in_use(labels, 0.0) is None
+    np.testing.assert_array_equal(distillation_targets(LOGITS, labels_in_use(labels, 0.0), 3).argmax(axis=1),
+                                  distillation_targets(LOGITS, None, 3).argmax(axis=1))
+
+
+def test_plan_fraction_keeps_that_many_of_the_held_labels_and_never_invents_one() -> None:
+    labels = np.array([UNLABELLED, 3, 1, UNLABELLED, 0, 2, 2, 1, 0, 3])
+    got = labels_in_use(labels, 0.3)
+    np.testing.assert_array_equal(got, [UNLABELLED, 3, 1, UNLABELLED, 0] + [UNLABELLED] * 5)
+    np.testing.assert_array_equal(labels_in_use(labels, 1.0), labels)
+    assert labels_in_use(None, 0.5) is None

@@ -92,3 +92,10 @@ def test_plan_rejects_json_that_is_not_an_object(payload: bytes) -> None:
 def test_plan_rejects_out_of_range_values_naming_the_device(changes: dict, words: str) -> None:
     with pytest.raises(ValueError, match=f"meter-7.*{words}"):
         DevicePlan.from_json(_raw(**changes))
+
+
+def test_plan_carries_the_labelled_fraction_and_refuses_one_outside_zero_to_one() -> None:
+    meter = DevicePlan.from_json(_raw(labelled_fraction=0.0))
+    assert meter.labelled_fraction == 0.0 and DevicePlan.from_json(meter.to_json()) == meter
+    with pytest.raises(ValueError, match=r"meter-7: labelled_fraction must be in \[0, 1\], got 1.5"):
+        DevicePlan.from_json(_raw(labelled_fraction=1.5))

@@ -122,8 +122,8 @@ def test_device_labels_take_none_all_or_a_fraction(text, value, monkeypatch, tmp
 
 
 @pytest.mark.parametrize("args, words", [
-    (["run", "--device-labels", "lots"], "argument --device-labels: expected none, all or a fraction"),
-    (["run", "--device-labels", "1.5"], "argument --device-labels: expected none, all or a fraction"),
+    (["run", "--device-labels", "lots"], 'argument --device-labels: expected "none", "all", a fraction'),
+    (["run", "--device-labels", "1.5"], 'argument --device-labels: expected "none", "all", a fraction'),
     (["compare", "--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
 ], ids=["word", "above-one", "bad-seed-list"])
 def test_bad_label_and_seed_flags_exit_2(args, words, capsys):
