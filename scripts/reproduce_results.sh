@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Re-run every figure of the README's "Measured figures" section, in the order the README gives them.
+# Usage: bash scripts/reproduce_results.sh [PART ...]   (parts: demo dp compare labels shift meters sweeps; default all)
+# About 40 minutes on a 2-core machine without a GPU. Writes docs/results/ and runs/; logs to runs/reproduce/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+LOG=runs/reproduce
+mkdir -p "$LOG"
+SEEDS=0,1,2,3,4
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(demo dp compare labels shift meters sweeps)
+
+step() {  # step NAME CMD...: run, log stdout+stderr, time it
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$LOG/steps.txt"
+  local t0=$SECONDS
+  "$@" >"$LOG/$name.log" 2>&1 || { echo "   FAILED (see $LOG/$name.log)" | tee -a "$LOG/steps.txt"; return 1; }
+  echo "   $((SECONDS - t0)) s" | tee -a "$LOG/steps.txt"
+}
+students() {  # students OUT FLAGS...: the 5-seed comparison of every student row
+  local out=$1; shift
+  step "$(basename "$out")" "$PY" -m simulator compare --methods students --seeds "$SEEDS" "$@" --out "$out"
+}
+sweep() {  # sweep NAME FLAGS...: start vs DMSKD (and the teacher) over 5 seeds; only the summary is kept
+  local out=docs/results/sweeps/$1; shift
+  step "sweep-$(basename "$out")" "$PY" -m simulator compare --methods teacher,cloud-distilled,dmskd --seeds "$SEEDS" \
+    "$@" --out "$out"
+  rm -rf "$out"/seed-*
+}
+
+for part in "${parts[@]}"; do
+  case $part in
+    demo) step demo "$PY" -m simulator run --run-dir runs/demo ;;
+    dp)
+      step dp-central "$PY" -m simulator run --dp central --target-epsilon 8 --run-dir runs/dp-central
+      step dp-local "$PY" -m simulator run --dp local --target-epsilon 8 --run-dir runs/dp-local
+      step dp-scaling "$PY" -m simulator dp-scaling --fleet-sizes 10,100,1000,3000 --out docs/results ;;
+    compare) step compare "$PY" -m simulator compare --device-labels all --cold-start --out docs/results ;;
+    labels)
+      students docs/results/labels-none --device-labels none
+      students docs/results/labels-0.1 --device-labels 0.1
+      students docs/results/labels-all --device-labels all ;;
+    shift)
+      students docs/results/shift-0.25 --device-shift 0.25
+      students docs/results/shift-0.5 --device-shift 0.5 ;;
+    meters)
+      for task in italy-power plaid; do
+        students "docs/results/$task-labels-none" --task "$task"
+        students "docs/results/$task-labels-0.1" --task "$task" --device-labels 0.1
+        students "docs/results/$task-labels-all" --task "$task" --device-labels all
+        students "docs/results/$task-shift-0.5" --task "$task" --device-shift 0.5
+      done ;;
+    sweeps)
+      for task in digits italy-power; do
+        sweep "$task-shift-0.5-rounds-30" --task "$task" --device-shift 0.5 --rounds 30
+        sweep "$task-shift-0.5-alpha-0" --task "$task" --device-shift 0.5 --rounds 30 --alpha 0
+        sweep "$task-shift-0.5-clip-10" --task "$task" --device-shift 0.5 --rounds 30 --clip 10
+        sweep "$task-shift-0.5-tau-4" --task "$task" --device-shift 0.5 --rounds 30 --tau 4
+        sweep "$task-shift-0.5-cloud-0.15" --task "$task" --device-shift 0.5 --rounds 30 --cloud-fraction 0.15
+      done ;;
+    *) echo "unknown part $part; expected demo dp compare labels shift meters sweeps" >&2; exit 2 ;;
+  esac
+done
