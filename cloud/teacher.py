@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,19 @@ def compile_teacher(model: tf.keras.Model, learning_rate: float) -> None:
     """Adam at learning_rate on the sum of every exit's sparse cross-entropy on logits (labels as integers)."""
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
                   loss=[tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(model.outputs))
+
+
+def final_exit_accuracy(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of the last exit on (x, y): the full teacher's, or a FedAvg model's, accuracy."""
+    outs = teacher(x, training=False)
+    last = outs[-1] if isinstance(outs, (list, tuple)) else outs
+    return float(np.mean(np.argmax(np.asarray(last), axis=1) == y))
+
+
+def mean_device_accuracy(teacher: tf.keras.Model, holdouts: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The last exit's accuracy on every device's own held-out data, mean over devices (NaN without any)."""
+    accs = [final_exit_accuracy(teacher, x, y) for x, y in holdouts if len(y)]
+    return float(np.mean(accs)) if accs else float("nan")
 
 
 def exit_accuracies(teacher: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> list[float]:

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     from cloud.round_engine import RoundRecord
     from cloud.strategy import DpMode
     from simulator.config import ExperimentConfig
-    from simulator.experiment import run_experiment
+    from simulator.experiment import federation_verdict, run_experiment
 
     try:
         training = training_from(args)
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         for bar in bars:
             bar.close()
     print_summary(m, run_dir)
+    print(f"\n  {federation_verdict(m)}")
     return EXIT_OK
 
 

@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
 from cloud.candidates import teacher_candidates
 from cloud.planner import DeviceProfile, ShardAssignment, plan_shards
 from cloud.profiler import PrefixProfile, forward_flops
 from cloud.student import build_student, student_weight_names
 from cloud.student_training import train_in_cloud
-from cloud.teacher import TeacherConfig, build_teacher, exit_accuracies, train_teacher
+from cloud.teacher import TeacherConfig, build_teacher, exit_accuracies, mean_device_accuracy, train_teacher
 from edge.seeding import side_stream
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
@@ -112,7 +111,8 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     return CloudArtifacts(split, bundle.model.count_params(), test_acc, profiles, shards, checks,
                           assignments, program, weights, forward_flops(student), prefix_shards, cloud_only, distilled,
                           distilled if config.warm_start else weights,
-                          _teacher_device_accuracy(bundle.model, split), teacher_config_for(split.cloud))
+                          mean_device_accuracy(bundle.model, [(h.x, h.y) for h in split.device_holdout]),
+                          teacher_config_for(split.cloud))
 
 
 def bundled_data(task: str) -> Dataset:
@@ -126,9 +126,3 @@ def teacher_config_for(data: Dataset) -> TeacherConfig:
         raise ValueError(f"data must be (N, H, W, C) images or (N, length, 1, 1) series, got shape {data.x.shape}")
     h, w, c = (int(d) for d in data.x.shape[1:])
     return TeacherConfig(input_shape=(h, w, c), num_classes=num_classes(data))
-
-
-def _teacher_device_accuracy(teacher: tf.keras.Model, split: FederatedSplit) -> float:
-    """The full teacher's (final exit's) accuracy on every device's held-out data, mean over devices."""
-    accs = [exit_accuracies(teacher, h.x, h.y)[-1] for h in split.device_holdout if len(h)]
-    return float(np.mean(accs)) if accs else float("nan")

@@ -132,6 +132,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "cloud_only_device_accuracy": cloud_only.get("device_accuracy", float("nan")),
         "cloud_distilled_accuracy": distilled["accuracy"],
         "cloud_distilled_device_accuracy": distilled.get("device_accuracy", float("nan")),
+        "test_examples": len(art.split.test),
         "device_labels": config.labelled_fraction,
         "warm_start": config.warm_start,
         "student_params": int(sum(w.size for w in art.student_weights.values())),
@@ -153,3 +154,16 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "wall_seconds": wall,
         "seed": config.seed,
     }
+
+
+def federation_verdict(m: dict) -> str:
+    """One line: what the federation added over the student it started from (one seed; spread needs --seeds)."""
+    if not m["warm_start"]:
+        return "federation from a cold start: compare it with the cloud-distilled student above"
+    test = (m["student_accuracy"] - m["cloud_distilled_accuracy"]) * m["test_examples"]
+    device = 100 * (m["student_device_accuracy"] - m["cloud_distilled_device_accuracy"])
+    return (f"federation minus its start (the cloud-distilled student): {test:+.0f} test examples, "
+            f"{device:+.1f} points on the devices' own data. One seed: whether that exceeds the spread, see "
+            f"`python -m simulator compare --methods students --seeds 0,1,2,3,4` (README: on these tasks it "
+            f"does not, except with strong device shift)")
+

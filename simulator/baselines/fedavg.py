@@ -22,7 +22,7 @@ import tensorflow as tf
 from cloud.profiler import forward_flops
 from cloud.round_engine import EngineConfig, RoundEngine, RoundRecord
 from cloud.strategy import DpMode
-from cloud.teacher import compile_teacher
+from cloud.teacher import compile_teacher, final_exit_accuracy, mean_device_accuracy
 from edge.plan import TrainingSettings
 from edge.privacy import clip_update
 from edge.seeding import FleetSeeds, round_generator
@@ -44,12 +44,6 @@ def keras_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
 
 def set_keras_weights(model: tf.keras.Model, weights: dict[str, np.ndarray]) -> None:
     model.set_weights([weights[w.name.removesuffix(":0")] for w in model.weights])
-
-
-def final_exit_accuracy(model: tf.keras.Model, data: Dataset) -> float:
-    outs = model(data.x, training=False)
-    last = outs[-1] if isinstance(outs, (list, tuple)) else outs
-    return float(np.mean(np.argmax(last.numpy(), axis=1) == data.y))
 
 
 def local_train(model: tf.keras.Model, data: Dataset, training: TrainingSettings, rng: np.random.Generator) -> None:
@@ -105,10 +99,9 @@ def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test:
 
     def evaluate(weights: dict[str, np.ndarray]) -> dict[str, float]:
         set_keras_weights(model, weights)
-        out = {"accuracy": final_exit_accuracy(model, test)}
-        holdouts = [h for h in device_holdout or [] if len(h)]
-        if holdouts:
-            out["device_accuracy"] = float(np.mean([final_exit_accuracy(model, h) for h in holdouts]))
+        out = {"accuracy": final_exit_accuracy(model, test.x, test.y)}
+        if device_holdout:
+            out["device_accuracy"] = mean_device_accuracy(model, [(h.x, h.y) for h in device_holdout])
         return out
 
     config = EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta,

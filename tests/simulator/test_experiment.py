@@ -27,3 +27,13 @@ def test_the_run_says_what_devices_know_and_where_it_starts(tiny_config):
     assert "no labels (meters)" in regime_line(dataclasses.replace(tiny_config, labelled_fraction=0.0))
     line = regime_line(dataclasses.replace(tiny_config, labelled_fraction=0.1, warm_start=True))
     assert "labels for 10%" in line and "cloud-distilled" in line
+
+
+def test_the_run_states_what_federation_added_over_its_start_in_examples_and_points():
+    from simulator.experiment import federation_verdict
+
+    m = {"warm_start": True, "test_examples": 200, "student_accuracy": 0.90, "cloud_distilled_accuracy": 0.92,
+         "student_device_accuracy": 0.80, "cloud_distilled_device_accuracy": 0.75}
+    line = federation_verdict(m)
+    assert "-4 test examples" in line and "+5.0 points" in line and "--seeds" in line
+    assert "cold start" in federation_verdict({**m, "warm_start": False})
