@@ -84,6 +84,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-shift", type=float_between(0.0, 1.0), default=0.0,
                         help="strength in [0, 1] of every device's own transform of its data (gain, offset, "
                              "translation, noise, one missing class); the cloud's data stays as it is")
+    parser.add_argument("--cloud-augment", type=float_between(0.0, 1.0), default=0.0,
+                        help="strength in [0, 1] of random shifts of the same family the cloud trains its teacher "
+                             "and cloud students on (2 extra copies of its data); 0: none")
     parser.add_argument("--cold-start", action="store_true",
                         help="federate from a fresh student instead of the cloud-distilled one")
     parser.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
@@ -97,6 +100,7 @@ def data_config(args: argparse.Namespace) -> dict:
     return {"task": args.task, "data": None if args.data is None else str(args.data),
             "labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
             "warm_start": not args.cold_start, "device_shift": args.device_shift,
+            "cloud_augment": args.cloud_augment,
             "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
 
 

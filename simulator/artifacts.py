@@ -23,7 +23,7 @@ from export.teacher_dir import TeacherBundle, prefix_model
 from export.verify import Agreement
 from simulator.config import ExperimentConfig
 from simulator.data import Dataset, FederatedSplit, federated_split, load_digits
-from simulator.device_shift import shift_devices
+from simulator.device_shift import augmented, shift_devices
 from simulator.loaders import load_dataset, num_classes
 from simulator.meter_tasks import load_task
 
@@ -77,6 +77,9 @@ def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None
         split = dataclasses.replace(split, devices=devices, device_holdout=holdout, device_shifts=shifts)
     n_val = len(split.cloud) // 5
     train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))
+    if config.cloud_augment > 0:
+        train = augmented(train, config.cloud_augment, config.augment_copies,
+                          np.random.default_rng(side_stream(config.seed, "cloud-augment-teacher")))
     progress("training the multi-exit teacher")
     teacher = build_teacher(teacher_config_for(data), seed=config.seed)
     train_teacher(teacher, train.x, train.y, epochs=config.teacher_epochs, seed=config.seed)
@@ -104,10 +107,13 @@ def prepare_cloud(config: ExperimentConfig, progress=lambda msg: None) -> CloudA
     prefix_shards = {f.k: f.model for f in facts}
     progress("training the cloud-only and cloud-distilled students on the proxy split")
     runtime = TrainableStudent.from_bytes(program)
-    full = ShardRunner.from_bytes(prefix_shards[max(prefix_shards)]).logits(split.cloud.x)
+    proxy = split.cloud if config.cloud_augment == 0 else augmented(
+        split.cloud, config.cloud_augment, config.augment_copies,
+        np.random.default_rng(side_stream(config.seed, "cloud-augment-students")))
+    full = ShardRunner.from_bytes(prefix_shards[max(prefix_shards)]).logits(proxy.x)
     rng = np.random.default_rng(side_stream(config.seed, "cloud-students"))
-    cloud_only = train_in_cloud(runtime, weights, split.cloud.x, split.cloud.y, None, config.training, rng)
-    distilled = train_in_cloud(runtime, weights, split.cloud.x, split.cloud.y, full, config.training, rng)
+    cloud_only = train_in_cloud(runtime, weights, proxy.x, proxy.y, None, config.training, rng)
+    distilled = train_in_cloud(runtime, weights, proxy.x, proxy.y, full, config.training, rng)
     return CloudArtifacts(split, bundle.model.count_params(), test_acc, profiles, shards, checks,
                           assignments, program, weights, forward_flops(student), prefix_shards, cloud_only, distilled,
                           distilled if config.warm_start else weights,

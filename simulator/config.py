@@ -27,6 +27,8 @@ class ExperimentConfig:
     labelled_fraction: float = 0.0  # of every device's training samples (0: meters without labels, the default)
     cloud_fraction: float = 0.35  # of the data set: the cloud's labelled proxy split
     device_shift: float = 0.0  # strength in [0, 1] of every device's own transform (simulator.device_shift)
+    cloud_augment: float = 0.0  # strength of the random shifts the cloud trains its teacher and students on
+    augment_copies: int = 2  # transformed copies of the cloud's training data when cloud_augment > 0
     warm_start: bool = True  # federate from the cloud-distilled student (False: from a fresh init)
     min_samples_per_device: int = 8  # the Dirichlet split redraws until every device holds at least this many
     teacher_epochs: int = 30
@@ -49,6 +51,8 @@ class ExperimentConfig:
             raise ValueError("pass --task or --data, not both")
         if not 0.0 <= self.device_shift <= 1.0:
             raise ValueError("--device-shift must be in [0, 1]")
+        if not 0.0 <= self.cloud_augment <= 1.0:
+            raise ValueError("--cloud-augment must be in [0, 1]")
         if self.min_samples_per_device < 1:
             raise ValueError("--min-samples-per-device must be at least 1")
         lo, hi = self.budget_span

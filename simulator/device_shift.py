@@ -4,10 +4,14 @@ The image analogue of a meter's own sensor and household: a gain and an offset o
 (sensor calibration), a translation of up to a few pixels (mounting), additive noise (the sensor's
 noise floor) and one class the device never sees (an appliance the household does not own). All
 drawn per device from `strength` in [0, 1] (0: no shift) by a seeded Generator.
+
+`augmented` is the cloud's answer: it knows the family of transforms, not any device's draw, and
+trains the teacher and its students on random members of the family (`--cloud-augment S`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +19,7 @@ import numpy as np
 from simulator.data import Dataset
 
 MIN_KEPT = 4
+AUGMENT_GROUP = 16  # examples sharing one random shift when the cloud augments its data
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,24 @@ def translate(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
         x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
     return out
+
+
+def augmented(data: Dataset, strength: float, copies: int, rng: np.random.Generator,
+              group: int = AUGMENT_GROUP) -> Dataset:
+    """`data` plus `copies` transformed copies: every group of examples through its own random shift
+    of the same family (no missing class), so the cloud trains for variation it cannot see."""
+    if copies < 0:
+        raise ValueError(f"augmentation copies must be >= 0, got {copies}")
+    if strength == 0 or copies == 0:
+        return data
+    parts = [data]
+    for _ in range(copies):
+        order = rng.permutation(len(data))
+        for start in range(0, len(data), group):
+            shift = dataclasses.replace(ImageShift.draw(strength, 1, rng), missing_class=None)
+            parts.append(shift.apply(data.take(order[start:start + group]), rng))
+    return Dataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                   None if data.labelled is None else np.concatenate([p.labelled for p in parts]))
 
 
 def shift_devices(devices: list[Dataset], holdouts: list[Dataset], strength: float, num_classes: int,

@@ -89,7 +89,9 @@ def regime_line(config: ExperimentConfig) -> str:
               if config.labelled_fraction == 0 else f"devices hold labels for {config.labelled_fraction:.0%} of "
               f"their samples")
     start = "from the cloud-distilled student" if config.warm_start else "from a fresh student (--cold-start)"
-    return f"{labels}; federating {start}"
+    shift = f"; every device's data shifted at {config.device_shift:g}" if config.device_shift else ""
+    augment = (f"; the cloud trains on random shifts at {config.cloud_augment:g}" if config.cloud_augment else "")
+    return f"{labels}; federating {start}{shift}{augment}"
 
 
 def _probe_broker(host: str, port: int) -> None:
@@ -134,6 +136,8 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "cloud_distilled_device_accuracy": distilled.get("device_accuracy", float("nan")),
         "test_examples": len(art.split.test),
         "device_labels": config.labelled_fraction,
+        "device_shift": config.device_shift,
+        "cloud_augment": config.cloud_augment,
         "warm_start": config.warm_start,
         "student_params": int(sum(w.size for w in art.student_weights.values())),
         "rounds": len(out.history),

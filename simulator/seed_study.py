@@ -121,7 +121,8 @@ def run_seed_study(configs: list[ExperimentConfig], settings: list[CompareSettin
     c = configs[0]
     setup = (f"{len(configs)} seeds ({', '.join(str(x.seed) for x in configs)}), {c.devices} devices, {c.rounds} "
              f"rounds, device labels {c.labelled_fraction:g} (0 = none), cloud proxy split {c.cloud_fraction:g} of "
-             f"the data, federation {'warm-started from the cloud-distilled student' if c.warm_start else 'cold'}; "
+             f"the data, device shift {c.device_shift:g}, cloud augmentation {c.cloud_augment:g}, "
+             f"federation {'warm-started from the cloud-distilled student' if c.warm_start else 'cold'}; "
              f"test split {per_seed[0][0]} examples. 'better'/'worse' only where the paired difference's mean "
              f"exceeds its standard deviation.")
     table = summary_table(rows)

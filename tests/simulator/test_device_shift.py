@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulator.data import Dataset
-from simulator.device_shift import ImageShift, shift_devices, translate
+from simulator.device_shift import ImageShift, augmented, shift_devices, translate
 
 
 def _data(n: int = 40, seed: int = 0) -> Dataset:
@@ -49,3 +49,15 @@ def test_devices_get_different_shifts_and_the_same_seed_gives_the_same_ones() ->
 def test_a_strength_outside_0_1_is_refused_naming_the_flag() -> None:
     with pytest.raises(ValueError, match="--device-shift must be in"):
         ImageShift.draw(1.5, 10, np.random.default_rng(0))
+
+
+def test_cloud_augmentation_adds_shifted_copies_and_keeps_the_originals_and_labels():
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.uniform(0, 1, (40, 8, 8, 1)).astype(np.float32), np.arange(40) % 10)
+    out = augmented(data, 0.5, 2, np.random.default_rng(1))
+    assert len(out) == 120
+    np.testing.assert_array_equal(out.x[:40], data.x)
+    assert sorted(out.y[40:80]) == sorted(data.y)  # a copy holds every example once, every class kept
+    assert not np.allclose(out.x[40:], np.concatenate([data.x, data.x]))
+    assert out.x.min() >= 0 and out.x.max() <= 1
+    assert augmented(data, 0.0, 2, np.random.default_rng(1)) is data
