@@ -29,6 +29,7 @@ from edge.cli import (
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
+from simulator.device_shift import PARTS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -53,6 +54,15 @@ def seed_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2,3,4, got {text!r}") from None
+
+
+def shift_parts(text: str) -> tuple[str, ...]:
+    """argparse type: a comma-separated subset of the device shift's components."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(PARTS)}, got {text!r}")
+    return parts
 
 
 def device_labels(text: str) -> float:
@@ -84,6 +94,8 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-shift", type=float_between(0.0, 1.0), default=0.0,
                         help="strength in [0, 1] of every device's own transform of its data (gain, offset, "
                              "translation, noise, one missing class); the cloud's data stays as it is")
+    parser.add_argument("--shift-parts", type=shift_parts, default=",".join(PARTS),
+                        help="which components of the device shift apply (comma-separated)")
     parser.add_argument("--cloud-augment", type=float_between(0.0, 1.0), default=0.0,
                         help="strength in [0, 1] of random shifts of the same family the cloud trains its teacher "
                              "and cloud students on (2 extra copies of its data); 0: none")
@@ -100,7 +112,7 @@ def data_config(args: argparse.Namespace) -> dict:
     return {"task": args.task, "data": None if args.data is None else str(args.data),
             "labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
             "warm_start": not args.cold_start, "device_shift": args.device_shift,
-            "cloud_augment": args.cloud_augment,
+            "cloud_augment": args.cloud_augment, "shift_parts": args.shift_parts,
             "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
 
 

@@ -73,7 +73,7 @@ def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None
     if config.device_shift > 0:
         rng = np.random.default_rng(side_stream(config.seed, "device-shift"))
         devices, holdout, shifts = shift_devices(split.devices, split.device_holdout, config.device_shift,
-                                                 num_classes(data), rng)
+                                                 num_classes(data), rng, config.shift_parts)
         split = dataclasses.replace(split, devices=devices, device_holdout=holdout, device_shifts=shifts)
     n_val = len(split.cloud) // 5
     train, val = split.cloud.take(np.arange(n_val, len(split.cloud))), split.cloud.take(np.arange(n_val))

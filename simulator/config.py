@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from cloud.strategy import DpMode
 from edge.chunking import DEFAULT_CHUNK_LIMIT
 from edge.plan import TrainingSettings
+from simulator.device_shift import PARTS
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ExperimentConfig:
     labelled_fraction: float = 0.0  # of every device's training samples (0: meters without labels, the default)
     cloud_fraction: float = 0.35  # of the data set: the cloud's labelled proxy split
     device_shift: float = 0.0  # strength in [0, 1] of every device's own transform (simulator.device_shift)
+    shift_parts: tuple[str, ...] = PARTS  # which components of the device shift apply
     cloud_augment: float = 0.0  # strength of the random shifts the cloud trains its teacher and students on
     augment_copies: int = 2  # transformed copies of the cloud's training data when cloud_augment > 0
     warm_start: bool = True  # federate from the cloud-distilled student (False: from a fresh init)
@@ -51,6 +53,9 @@ class ExperimentConfig:
             raise ValueError("pass --task or --data, not both")
         if not 0.0 <= self.device_shift <= 1.0:
             raise ValueError("--device-shift must be in [0, 1]")
+        unknown = sorted(set(self.shift_parts) - set(PARTS))
+        if unknown or not self.shift_parts:
+            raise ValueError(f"--shift-parts takes some of {', '.join(PARTS)}; got {unknown or 'none'}")
         if not 0.0 <= self.cloud_augment <= 1.0:
             raise ValueError("--cloud-augment must be in [0, 1]")
         if self.min_samples_per_device < 1:

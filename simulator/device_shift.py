@@ -19,6 +19,7 @@ import numpy as np
 from simulator.data import Dataset
 
 MIN_KEPT = 4
+PARTS = ("gain", "offset", "translate", "noise", "missing")  # the components of a shift, all on by default
 AUGMENT_GROUP = 16  # examples sharing one random shift when the cloud augments its data
 
 
@@ -45,6 +46,17 @@ class ImageShift:
                    float(rng.uniform(-0.25 * strength, 0.25 * strength)),
                    int(rng.integers(-reach, reach + 1)), int(rng.integers(-reach, reach + 1)),
                    0.1 * strength, int(rng.integers(num_classes)))
+
+    def only(self, parts: tuple[str, ...]) -> ImageShift:
+        """The same draw with the components not in `parts` switched off (the sweep of the shift's parts)."""
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise ValueError(f"unknown shift parts {unknown}; choose from {', '.join(PARTS)}")
+        keep = set(parts)
+        return ImageShift(self.gain if "gain" in keep else 1.0, self.offset if "offset" in keep else 0.0,
+                          self.dy if "translate" in keep else 0, self.dx if "translate" in keep else 0,
+                          self.noise_sd if "noise" in keep else 0.0,
+                          self.missing_class if "missing" in keep else None)
 
     def apply(self, data: Dataset, rng: np.random.Generator) -> Dataset:
         """The device's view of `data`: its missing class removed, then the transform."""
@@ -86,8 +98,9 @@ def augmented(data: Dataset, strength: float, copies: int, rng: np.random.Genera
 
 
 def shift_devices(devices: list[Dataset], holdouts: list[Dataset], strength: float, num_classes: int,
-                  rng: np.random.Generator) -> tuple[list[Dataset], list[Dataset], list[ImageShift]]:
-    """Every device's training and held-out data through that device's own shift."""
-    shifts = [ImageShift.draw(strength, num_classes, rng) for _ in devices]
+                  rng: np.random.Generator, parts: tuple[str, ...] = PARTS
+                  ) -> tuple[list[Dataset], list[Dataset], list[ImageShift]]:
+    """Every device's training and held-out data through that device's own shift (only `parts` of it)."""
+    shifts = [ImageShift.draw(strength, num_classes, rng).only(parts) for _ in devices]
     return ([s.apply(d, rng) for s, d in zip(shifts, devices)], [s.apply(h, rng) for s, h in zip(shifts, holdouts)],
             shifts)

@@ -61,3 +61,12 @@ def test_cloud_augmentation_adds_shifted_copies_and_keeps_the_originals_and_labe
     assert not np.allclose(out.x[40:], np.concatenate([data.x, data.x]))
     assert out.x.min() >= 0 and out.x.max() <= 1
     assert augmented(data, 0.0, 2, np.random.default_rng(1)) is data
+
+
+def test_a_shift_restricted_to_some_parts_keeps_their_draw_and_switches_off_the_rest():
+    full = ImageShift.draw(0.8, 10, np.random.default_rng(2))
+    gain_only = full.only(("gain",))
+    assert gain_only == ImageShift(full.gain, 0.0, 0, 0, 0.0, None)
+    assert full.only(("gain", "offset", "translate", "noise", "missing")) == full
+    with pytest.raises(ValueError, match="unknown shift parts \\['tilt'\\]"):
+        full.only(("tilt",))
