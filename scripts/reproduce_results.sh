@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Re-run every figure of the README's "Measured figures" section, in the order the README gives them.
-# Usage: bash scripts/reproduce_results.sh [PART ...]   (parts: demo dp compare labels shift meters sweeps; default all)
-# About 40 minutes on a 2-core machine without a GPU. Writes docs/results/ and runs/; logs to runs/reproduce/.
+# Usage: bash scripts/reproduce_results.sh [PART ...]
+#   parts: demo dp compare labels shift meters sweeps augment shift-parts (default: all, in that order)
+# About 60 minutes on a 2-core machine without a GPU. Writes docs/results/ and runs/; logs to runs/reproduce/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -9,7 +10,7 @@ LOG=runs/reproduce
 mkdir -p "$LOG"
 SEEDS=0,1,2,3,4
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(demo dp compare labels shift meters sweeps)
+[ ${#parts[@]} -eq 0 ] && parts=(demo dp compare labels shift meters sweeps augment shift-parts)
 
 step() {  # step NAME CMD...: run, log stdout+stderr, time it
   local name=$1; shift
@@ -59,6 +60,17 @@ for part in "${parts[@]}"; do
         sweep "$task-shift-0.5-tau-4" --task "$task" --device-shift 0.5 --rounds 30 --tau 4
         sweep "$task-shift-0.5-cloud-0.15" --task "$task" --device-shift 0.5 --rounds 30 --cloud-fraction 0.15
       done ;;
-    *) echo "unknown part $part; expected demo dp compare labels shift meters sweeps" >&2; exit 2 ;;
+    augment)
+      sweep digits-shift-0.5-augment-0.5 --device-shift 0.5 --cloud-augment 0.5
+      sweep digits-shift-0.5-augment-0.5-rounds-30 --device-shift 0.5 --cloud-augment 0.5 --rounds 30
+      sweep digits-shift-0.5-augment-0.5-rounds-30-alpha-0 --device-shift 0.5 --cloud-augment 0.5 --rounds 30 --alpha 0
+      sweep italy-power-shift-0.5-augment-0.5-rounds-30 --task italy-power --device-shift 0.5 --cloud-augment 0.5 \
+        --rounds 30 ;;
+    shift-parts)
+      for p in gain offset translate noise missing; do
+        sweep "digits-shift-0.5-only-$p" --device-shift 0.5 --shift-parts "$p"
+      done ;;
+    *) echo "unknown part $part; expected demo dp compare labels shift meters sweeps augment shift-parts" >&2
+       exit 2 ;;
   esac
 done
