@@ -99,6 +99,8 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cloud-augment", type=float_between(0.0, 1.0), default=0.0,
                         help="strength in [0, 1] of random shifts of the same family the cloud trains its teacher "
                              "and cloud students on (2 extra copies of its data); 0: none")
+    parser.add_argument("--teacher-epochs", type=positive_int, default=30,
+                        help="epochs the cloud trains the multi-exit teacher for")
     parser.add_argument("--cold-start", action="store_true",
                         help="federate from a fresh student instead of the cloud-distilled one")
     parser.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
@@ -113,6 +115,7 @@ def data_config(args: argparse.Namespace) -> dict:
             "labelled_fraction": args.device_labels, "cloud_fraction": args.cloud_fraction,
             "warm_start": not args.cold_start, "device_shift": args.device_shift,
             "cloud_augment": args.cloud_augment, "shift_parts": args.shift_parts,
+            "teacher_epochs": args.teacher_epochs,
             "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
 
 

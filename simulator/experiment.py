@@ -168,6 +168,6 @@ def federation_verdict(m: dict) -> str:
     device = 100 * (m["student_device_accuracy"] - m["cloud_distilled_device_accuracy"])
     return (f"federation minus its start (the cloud-distilled student): {test:+.0f} test examples, "
             f"{device:+.1f} points on the devices' own data. One seed: whether that exceeds the spread, see "
-            f"`python -m simulator compare --methods students --seeds 0,1,2,3,4` (README: on these tasks it "
-            f"does not, except with strong device shift)")
+            f"`python -m simulator compare --methods students --seeds 0,1,2,3,4` (README: it pays only where "
+            f"the devices' data differs from the cloud's)")
 
