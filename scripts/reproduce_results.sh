@@ -10,7 +10,7 @@ LOG=runs/reproduce
 mkdir -p "$LOG"
 SEEDS=0,1,2,3,4
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(demo dp compare labels shift meters sweeps augment shift-parts)
+[ ${#parts[@]} -eq 0 ] && parts=(demo dp compare labels shift meters sweeps augment shift-parts headline)
 
 step() {  # step NAME CMD...: run, log stdout+stderr, time it
   local name=$1; shift
@@ -32,7 +32,9 @@ sweep() {  # sweep NAME FLAGS...: start vs DMSKD (and the teacher) over 5 seeds;
 
 for part in "${parts[@]}"; do
   case $part in
-    demo) step demo "$PY" -m simulator run --run-dir runs/demo ;;
+    demo)  # make demo's configuration (Makefile DEMO_ARGS), then the digits default
+      step demo "$PY" -m simulator run --task italy-power --device-shift 0.5 --rounds 30 --run-dir runs/demo
+      step demo-digits "$PY" -m simulator run --run-dir runs/demo-digits ;;
     dp)
       step dp-central "$PY" -m simulator run --dp central --target-epsilon 8 --run-dir runs/dp-central
       step dp-local "$PY" -m simulator run --dp local --target-epsilon 8 --run-dir runs/dp-local
@@ -44,14 +46,19 @@ for part in "${parts[@]}"; do
       students docs/results/labels-all --device-labels all ;;
     shift)
       students docs/results/shift-0.25 --device-shift 0.25
-      students docs/results/shift-0.5 --device-shift 0.5 ;;
+      students docs/results/shift-0.5 --device-shift 0.5
+      students docs/results/shift-0.5-rounds-30 --device-shift 0.5 --rounds 30 ;;
     meters)
       for task in italy-power plaid; do
         students "docs/results/$task-labels-none" --task "$task"
         students "docs/results/$task-labels-0.1" --task "$task" --device-labels 0.1
         students "docs/results/$task-labels-all" --task "$task" --device-labels all
         students "docs/results/$task-shift-0.5" --task "$task" --device-shift 0.5
-      done ;;
+      done
+      students docs/results/italy-power-shift-0.5-rounds-30 --task italy-power --device-shift 0.5 --rounds 30
+      students docs/results/plaid-teacher-80-labels-none --task plaid --teacher-epochs 80
+      students docs/results/plaid-teacher-80-shift-0.5-rounds-30 --task plaid --teacher-epochs 80 --device-shift 0.5 \
+        --rounds 30 ;;
     sweeps)
       for task in digits italy-power; do
         sweep "$task-shift-0.5-rounds-30" --task "$task" --device-shift 0.5 --rounds 30
@@ -70,6 +77,12 @@ for part in "${parts[@]}"; do
       for p in gain offset translate noise missing; do
         sweep "digits-shift-0.5-only-$p" --device-shift 0.5 --shift-parts "$p"
       done ;;
+    headline)  # the runs of the README's first section, when the rest is already done
+      students docs/results/italy-power-shift-0.5-rounds-30 --task italy-power --device-shift 0.5 --rounds 30
+      students docs/results/shift-0.5-rounds-30 --device-shift 0.5 --rounds 30
+      students docs/results/plaid-teacher-80-labels-none --task plaid --teacher-epochs 80
+      students docs/results/plaid-teacher-80-shift-0.5-rounds-30 --task plaid --teacher-epochs 80 --device-shift 0.5 \
+        --rounds 30 ;;
     *) echo "unknown part $part; expected demo dp compare labels shift meters sweeps augment shift-parts" >&2
        exit 2 ;;
   esac
