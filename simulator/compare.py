@@ -25,7 +25,7 @@ from edge.seeding import side_stream
 from edge.student_runtime import TrainableStudent
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA
 from simulator.artifacts import CloudArtifacts
-from simulator.baselines.distill import DeviceShard, run_distillation
+from simulator.baselines.distill import DeviceShard, run_distillation, run_student_fedavg
 from simulator.baselines.fedavg import run_fedavg
 from simulator.baselines.result import MethodResult
 from simulator.baselines.settings import BaselineSettings, NoLabelledDevices
@@ -109,11 +109,16 @@ def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | 
         return lambda cb: run_fedavg(method, build_teacher(teacher_config, seed=s.seed), devices, test, cfg, cb,
                                      holdout)
 
-    def distill(method: str, shards: list[DeviceShard] | None, agg: FedAvgConfig, alpha: float | None = None):
+    def distill(method: str, shards: list[DeviceShard], agg: FedAvgConfig, alpha: float | None = None):
         training = s.training if alpha is None else replace(s.training, alpha=alpha)
         cfg = BaselineSettings(s.rounds, training, agg, delta=s.delta, seed=s.seed)
         return lambda cb: run_distillation(method, art.student_program, start, devices, shards, test, cfg,
                                            art.student_flops_per_sample, cb, holdout)
+
+    def student_fedavg(method: str):
+        cfg = BaselineSettings(s.rounds, replace(s.training, alpha=1.0), no_dp, delta=s.delta, seed=s.seed)
+        return lambda cb: run_student_fedavg(method, art.student_program, start, devices, test, cfg,
+                                             art.student_flops_per_sample, cb, holdout)
 
     def fixed(method: str, weights: dict[str, np.ndarray] | None):
         return lambda cb: cloud_row(method, art, weights)
@@ -128,7 +133,7 @@ def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | 
         "fedavg": lambda n: fedavg(n, FLOAT32_DELTA, no_dp),
         "fedcompress": lambda n: fedavg(n, UINT8_AFFINE_DELTA, no_dp),
         "dp-fedavg": lambda n: fedavg(n, FLOAT32_DELTA, central),
-        "fedavg-student": lambda n: distill(n, None, no_dp, alpha=1.0),
+        "fedavg-student": lambda n: student_fedavg(n),
         "fedkd": lambda n: distill(n, fedkd_shards(art), no_dp),
         "dmskd-no-kd": lambda n: distill(n, dmskd_shards(art), no_dp, alpha=1.0),
         "dmskd": lambda n: distill(n, dmskd_shards(art), no_dp),
