@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import dp_accounting
 
+from edge.privacy import GRID_STEPS
+
 DEFAULT_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512]
 
 
@@ -44,6 +46,14 @@ def calibrate_noise_multiplier(target_epsilon: float, participation: float, roun
         lambda z: run_event(z, participation, rounds),
         target_epsilon, delta,
         bracket_interval=dp_accounting.LowerEndpointAndGuess(0.05, 1.0)))
+
+
+def calibrate_discrete_noise_multiplier(target_epsilon: float, participation: float, rounds: int,
+                                        delta: float) -> float:
+    """The noise multiplier z of edge.privacy.DiscreteGaussianMechanism whose accounted (effective) noise
+    multiplier, z / (1 + 1/GRID_STEPS), meets the target epsilon."""
+    effective = calibrate_noise_multiplier(target_epsilon, participation, rounds, delta)
+    return effective * (1 + 1 / GRID_STEPS) * (1 + 1e-9)
 
 
 def epsilon_of(events: tuple[dp_accounting.DpEvent, ...], delta: float) -> float:

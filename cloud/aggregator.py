@@ -57,10 +57,13 @@ class AggregatorService:
     @classmethod
     def from_bundle(cls, bundle: FleetBundle, session: MqttSession, seed: np.random.SeedSequence,
                     checkpoint_dir: str | Path | None = None, evaluate: Evaluate | None = None,
-                    on_round_end: Callable[[RoundRecord], None] | None = None) -> AggregatorService:
-        """The service a bundle describes; seed is the server's SeedSequence (edge.seeding.FleetSeeds)."""
+                    on_round_end: Callable[[RoundRecord], None] | None = None,
+                    insecure_seeded_noise: bool = False) -> AggregatorService:
+        """The service a bundle describes; seed is the server's SeedSequence (edge.seeding.FleetSeeds),
+        which draws the DP noise too only with insecure_seeded_noise (tests, simulations)."""
         st = bundle.settings
-        return cls(session, RoundEngine(engine_config(bundle), evaluate), bundle.initial_weights, seed,
+        engine = RoundEngine(engine_config(bundle, insecure_seeded_noise), evaluate)
+        return cls(session, engine, bundle.initial_weights, seed,
                    RoundPolicy(st.quorum, st.deadline_s), checkpoint_dir, on_round_end)
 
     @property

@@ -48,13 +48,13 @@ class FleetBundle:
     shards: dict[str, bytes]
 
 
-def engine_config(bundle: FleetBundle) -> EngineConfig:
-    """The engine a bundle describes (DP mode, clip, noise, epsilon budget)."""
+def engine_config(bundle: FleetBundle, insecure_seeded_noise: bool = False) -> EngineConfig:
+    """The engine a bundle describes (DP mode, clip, noise, epsilon budget); seeded noise only if asked."""
     st = bundle.settings
     mode = DpMode.parse(st.dp_mode)
     return EngineConfig(st.fleet, tuple(p.device for p in bundle.plans), st.rounds,
                         FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is not DpMode.NONE else 0.0),
-                        st.delta, st.max_epsilon)
+                        st.delta, st.max_epsilon, insecure_seeded_noise=insecure_seeded_noise)
 
 
 def save_bundle(directory: str | Path, bundle: FleetBundle) -> Path:

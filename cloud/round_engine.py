@@ -9,9 +9,11 @@ FedJAX's shape with Flower's words. Every path drives this engine: the MQTT aggr
 
 The engine owns who takes part (today: every device of the plan), admission (`RoundInbox`),
 aggregation (`cloud.strategy.aggregate`), the privacy ledger (it spends the `DpEvent` the
-mechanism returns and refuses a round the budget cannot pay for) and randomness: the server's
-`SeedSequence` lives in the state and round r draws from its r-th spawned child
-(`edge.seeding.round_generator`), so a resumed run draws what an uninterrupted one would.
+mechanism returns and refuses a round the budget cannot pay for) and randomness. DP noise comes
+from the operating system's entropy (`edge.noise_source.SecureNoise`) unless the config says
+`insecure_seeded_noise`: then, and for everything else random, the server's `SeedSequence` lives
+in the state and round r draws from its r-th spawned child (`edge.seeding.round_generator`), so a
+resumed run draws what an uninterrupted one would.
 States are immutable values; `state_to_json`/`state_from_json` carry them through checkpoints.
 """
 
@@ -26,7 +28,8 @@ import numpy as np
 
 from cloud.accounting import PrivacyLedger, event_from_json, event_to_json
 from cloud.round_inbox import RoundInbox
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate, release_event
+from edge.noise_source import InsecureSeededNoise, NoiseSource, SecureNoise
 from edge.seeding import round_generator
 from edge.wire import FLOAT32_DELTA, WeightsMeta, encode_weights
 
@@ -48,6 +51,7 @@ class EngineConfig:
     max_epsilon: float | None = None
     bound_updates: bool = True
     encodings: tuple[str, ...] = (FLOAT32_DELTA,)
+    insecure_seeded_noise: bool = False  # True only in tests and simulations that ask for it by name
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -117,7 +121,7 @@ class RoundEngine:
         """Why no further round may run (schedule done, privacy budget spent), or None."""
         if state.round >= self.config.rounds:
             return f"the schedule of {self.config.rounds} rounds is complete"
-        if state.ledger is not None and not state.ledger.allows(self._round_event()):
+        if state.ledger is not None and not state.ledger.allows(self._round_event(state)):
             return (f"round {state.round} would exceed epsilon = {state.ledger.max_epsilon} "
                     f"(spent {state.ledger.epsilon:.3f} at delta = {state.ledger.delta})")
         return None
@@ -148,7 +152,7 @@ class RoundEngine:
         updates: list[AcceptedUpdate] = [accepted[d] for d in sorted(accepted)]
         weights, ledger = state.weights, state.ledger
         if updates:
-            result = aggregate(weights, updates, self.config.aggregation, round_generator(state.seed, state.round))
+            result = aggregate(weights, updates, self.config.aggregation, self._noise(state))
             weights = result.weights
             if ledger is not None and result.dp_event is not None:
                 ledger = ledger.spend(result.dp_event)
@@ -165,9 +169,15 @@ class RoundEngine:
             return None
         return PrivacyLedger(self.config.delta, self.config.max_epsilon)
 
-    def _round_event(self) -> dp_accounting.DpEvent:
+    def _round_event(self, state: RoundState) -> dp_accounting.DpEvent:
         """The event one round releases: every device takes part (no sampling), so no amplification."""
-        return dp_accounting.GaussianDpEvent(self.config.aggregation.noise_multiplier)
+        return release_event(self.config.aggregation, int(sum(w.size for w in state.weights.values())))
+
+    def _noise(self, state: RoundState) -> NoiseSource:
+        """OS entropy, unless this run asked for seeded noise by name (then round r's Generator)."""
+        if self.config.insecure_seeded_noise:
+            return InsecureSeededNoise(round_generator(state.seed, state.round))
+        return SecureNoise()
 
 
 def state_to_json(state: RoundState) -> dict:

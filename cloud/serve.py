@@ -27,13 +27,14 @@ def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | N
           seed: int | None = None) -> list[dict]:
     """Publish the bundle's fleet and run all rounds; resumes from checkpoint_dir if it holds one.
 
-    seed: None draws the server's randomness from OS entropy; an int reproduces a simulation."""
+    seed: None draws the server's randomness and DP noise from OS entropy; an int (INSECURE, tests and
+    simulations only) seeds both."""
     bundle = load_bundle(bundle_dir)
     host, port = parse_broker_url(broker)
     evaluate = holdout_evaluator(bundle.student_program, holdout) if holdout else None
     session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port)
     service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(seed), checkpoint_dir, evaluate,
-                                            on_round_end=log_round)
+                                            on_round_end=log_round, insecure_seeded_noise=seed is not None)
     session.connect()
     try:
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)

@@ -1,10 +1,12 @@
-"""FedAvg over clipped student deltas, and the Gaussian sum mechanism of `central` DP mode.
+"""FedAvg over clipped student deltas, with the noise of `central` DP mode added by the server.
 
 Pure values in and out; the round engine (cloud/round_engine.py) is the only caller on every path.
-`GaussianSumMechanism` has TF-Privacy's `GaussianSumQuery` semantics (clip every record to C, sum,
-add N(0, (zC)^2) per coordinate, emit `GaussianDpEvent(z)`) and its verbs, but draws its noise
-from the numpy Generator it is given: TF-Privacy's query draws from TensorFlow's global seed, which
-the engine's SeedSequence cannot reach (tests/cloud/test_strategy.py checks both agree).
+DP noise is the discrete Gaussian on a grid (`edge.privacy.DiscreteGaussianMechanism`, in both
+modes), drawn from the `NoiseSource` the caller passes: OS entropy in deployments, a seed only when
+the run asked for it by name. Its release is accounted as the Gaussian event of equal Renyi
+divergences (`release_event`). `GaussianSumMechanism` is the float Gaussian with TF-Privacy's
+`GaussianSumQuery` semantics (tests/cloud/test_strategy.py checks both agree), kept for comparing
+the two noises in simulations only: its numpy noise is predictable and floating-point.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 import dp_accounting
 import numpy as np
 
-from edge.privacy import clip_update
+from edge.noise_source import NoiseSource
+from edge.privacy import DiscreteGaussianMechanism, clip_update
 
 
 class DpMode(enum.StrEnum):
@@ -87,25 +90,35 @@ class GaussianSumMechanism:
         return noised, dp_accounting.GaussianDpEvent(self.noise_multiplier)
 
 
+def release_event(config: FedAvgConfig, dimension: int) -> dp_accounting.DpEvent:
+    """One round's privacy event: the discrete Gaussian of `config` on `dimension` coordinates, as the
+    Gaussian event with the same Renyi divergences (edge.privacy.DiscreteGaussianMechanism)."""
+    mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
+    return dp_accounting.GaussianDpEvent(mechanism.effective_noise_multiplier)
+
+
 def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,
-              rng: np.random.Generator | None = None) -> AggregateResult:
-    """theta + server_lr * mean of deltas (example-weighted only when DP is off); rng draws central noise."""
+              noise: NoiseSource | None = None) -> AggregateResult:
+    """theta + server_lr * mean of deltas (example-weighted only when DP is off); `noise` draws central noise."""
     if not updates:
         raise ValueError("cannot aggregate a round with no accepted updates")
     names = sorted(global_weights)
+    dimension = int(sum(np.size(global_weights[n]) for n in names))
     event: dp_accounting.DpEvent | None = None
     if config.dp_mode is DpMode.CENTRAL:
-        if rng is None:
-            raise ValueError("central DP needs the round's Generator (rng) for its noise")
-        mechanism = GaussianSumMechanism(config.clip, config.noise_multiplier)
-        state = mechanism.initial_sample_state(global_weights)
+        if noise is None:
+            raise ValueError("central DP needs a noise source (edge.noise_source.SecureNoise in a deployment)")
+        mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
+        grid_sum = {n: np.zeros(np.shape(global_weights[n]), np.int64) for n in names}
         for u in updates:
-            state = mechanism.accumulate_record(state, u.delta)
-        noised_sum, event = mechanism.get_noised_result(state, rng)
+            on_grid = mechanism.to_grid(clip_update(u.delta, config.clip)[0], noise)
+            grid_sum = {n: grid_sum[n] + on_grid[n] for n in names}
+        noised_sum = mechanism.noised(grid_sum, noise)
         mean = {n: noised_sum[n] / len(updates) for n in names}
+        event = release_event(config, dimension)
     elif config.dp_mode is DpMode.LOCAL:
         mean = {n: np.mean([u.delta[n] for u in updates], axis=0) for n in names}
-        event = dp_accounting.GaussianDpEvent(config.noise_multiplier)  # each device noised its own release
+        event = release_event(config, dimension)  # each device noised its own release
     else:
         total = sum(u.num_examples for u in updates)
         mean = {n: sum((u.delta[n] * (u.num_examples / total) for u in updates),

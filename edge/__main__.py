@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", type=broker_address, default="127.0.0.1:1883",
                      help="MQTT broker, host:port or mqtt://host:port")
     run.add_argument("--outbox", type=Path, default=Path("outbox"), help="on-disk outbox for unacknowledged updates")
-    run.add_argument("--seed", type=int, default=None,
-                     help="INSECURE, for reproducible simulations: seed the device's training and noise "
-                          "(default: OS entropy)")
+    run.add_argument("--insecure-seed", type=int, default=None,
+                     help="INSECURE, for tests and reproducible simulations only: seed the device's training "
+                          "and its DP noise, which anyone who knows the seed can then subtract (default: OS "
+                          "entropy and the exact sampler)")
     add_log_level(run)
     return p
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         x, y = load_device_data(args.data)
         session = MqttSession(f"{args.fleet}-{args.device}", host, port,
                               will=(FleetTopics(args.fleet).status(args.device), b"offline"))
-        seed = None if args.seed is None else np.random.SeedSequence(args.seed)
+        seed = None if args.insecure_seed is None else np.random.SeedSequence(args.insecure_seed)
         agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=seed, outbox_dir=args.outbox).start()
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         return fail(str(exc))

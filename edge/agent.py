@@ -16,8 +16,9 @@ import numpy as np
 
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.mqtt_session import MqttSession
+from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
-from edge.seeding import round_generator
+from edge.seeding import noise_generator, round_generator
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
@@ -29,18 +30,22 @@ log = logging.getLogger("dmskd.edge")
 class DeviceAgent:
     """One device's runtime; `start()` connects and returns, `stop()` ends it.
 
-    seed: the device's SeedSequence (edge.seeding.FleetSeeds in simulations; None draws OS entropy);
-    round r trains and noises with edge.seeding.round_generator(seed, r)."""
+    seed: INSECURE, for tests and simulations: the device's SeedSequence (edge.seeding.FleetSeeds);
+    round r then trains with edge.seeding.round_generator(seed, r) and draws its DP noise from
+    noise_generator(seed, r). None (every deployment): OS entropy for both, the noise through the
+    exact sampler (edge.noise_source.SecureNoise)."""
 
     def __init__(self, device_id: str, fleet: str, session: MqttSession, x: np.ndarray,
                  y: np.ndarray | None, seed: np.random.SeedSequence | None = None,
-                 outbox_dir: str | Path | None = None) -> None:
+                 outbox_dir: str | Path | None = None, noise_seeded: bool | None = None) -> None:
         self.device_id, self.fleet, self.session = device_id, fleet, session
         self.topics = FleetTopics(fleet)
         self.x_images = np.asarray(x, dtype=np.float32)
         self.x_flat = self.x_images.reshape(len(self.x_images), -1)
         self.labels = None if y is None else np.asarray(y)
         self.seed = seed if seed is not None else np.random.SeedSequence()
+        # a seeded noise is predictable: tests and simulations only; default: seeded exactly when a seed is given
+        self.noise_seeded = seed is not None if noise_seeded is None else noise_seeded
         self.outbox = Path(outbox_dir) / device_id if outbox_dir else None
         self.plan: DevicePlan | None = None
         self.shard_bytes: bytes | None = None
@@ -142,8 +147,9 @@ class DeviceAgent:
         logits = self._logits_for(plan.shard_hash, shard)
         labels = labels_in_use(self.labels, plan.labelled_fraction)
         targets = distillation_targets(logits, labels, self._student.num_classes)
+        noise = InsecureSeededNoise(noise_generator(self.seed, round_)) if self.noise_seeded else SecureNoise()
         result = train_round(self._student, weights, self.x_flat, targets, logits, plan,
-                             round_generator(self.seed, round_))
+                             round_generator(self.seed, round_), noise)
         self._send(round_, update_payload(result, plan, round_, version))
         self.rounds_done.add(round_)
 

@@ -7,8 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
+from edge.noise_source import NoiseSource
 from edge.plan import DevicePlan
-from edge.privacy import add_gaussian_noise, clip_update
+from edge.privacy import DiscreteGaussianMechanism, clip_update
 from edge.wire import UpdateMeta, encode_update, update_id
 
 
@@ -65,8 +66,11 @@ def labels_in_use(labels: np.ndarray | None, fraction: float) -> np.ndarray | No
 
 
 def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat: np.ndarray, targets: np.ndarray,
-                shard_logits: np.ndarray, plan: DevicePlan, rng: np.random.Generator) -> LocalResult:
-    """Start from the global student, run local epochs of KD, return the clipped (noised) delta."""
+                shard_logits: np.ndarray, plan: DevicePlan, rng: np.random.Generator,
+                noise: NoiseSource | None = None) -> LocalResult:
+    """Start from the global student, run local epochs of KD, return the clipped (noised) delta.
+
+    rng shuffles the local data; noise draws the `local` DP mode's discrete Gaussian (required there)."""
     t = plan.training
     if student.batch_size != t.batch_size:
         raise ValueError(f"plan for {plan.device} trains with batch_size {t.batch_size} but the student program "
@@ -78,7 +82,11 @@ def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat:
     delta = {k: (local[k] - global_weights[k]).astype(np.float32) for k in global_weights}
     clipped, _ = clip_update(delta, t.clip)
     if plan.dp_mode == "local":
-        clipped = add_gaussian_noise(clipped, plan.noise_multiplier * t.clip, rng)
+        if noise is None:
+            raise ValueError(f"plan for {plan.device} is in local DP mode and needs a noise source "
+                             f"(edge.noise_source.SecureNoise)")
+        dimension = int(sum(v.size for v in clipped.values()))
+        clipped = DiscreteGaussianMechanism(t.clip, plan.noise_multiplier, dimension).privatise(clipped, noise)
     return LocalResult(clipped, len(x_flat), losses)
 
 

@@ -25,13 +25,6 @@ def clip_update(delta: dict[str, np.ndarray], clip: float) -> tuple[dict[str, np
     return {k: (v * scale).astype(np.float32) for k, v in delta.items()}, norm
 
 
-def add_gaussian_noise(delta: dict[str, np.ndarray], stddev: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Add N(0, stddev^2) independently to every coordinate (the `local` DP mode)."""
-    if stddev < 0:
-        raise ValueError(f"noise stddev must be non-negative, got {stddev}")
-    return {k: (v + rng.normal(0.0, stddev, size=v.shape)).astype(np.float32) for k, v in sorted(delta.items())}
-
-
 GRID_STEPS = 1000  # the grid's step is C / (GRID_STEPS * sqrt(d)): rounding adds at most 0.1% to the sensitivity
 
 

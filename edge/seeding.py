@@ -33,6 +33,11 @@ def round_generator(party: np.random.SeedSequence, round_: int) -> np.random.Gen
     return np.random.default_rng(spawned_child(party, round_))
 
 
+def noise_generator(party: np.random.SeedSequence, round_: int) -> np.random.Generator:
+    """A device's seeded DP-noise Generator for round `round_` (insecure runs only), apart from its training's."""
+    return np.random.default_rng(spawned_child(spawned_child(party, round_), 0))
+
+
 @dataclass(frozen=True)
 class FleetSeeds:
     """The server's and every device's SeedSequence, all spawned from one root seed."""

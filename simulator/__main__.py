@@ -109,6 +109,14 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                         help="the split redraws until every device holds at least this many examples")
 
 
+def add_noise_flag(parser: argparse.ArgumentParser) -> None:
+    """--insecure-seeded-noise: the only way to make DP noise reproducible (and so predictable)."""
+    parser.add_argument("--insecure-seeded-noise", action="store_true",
+                        help="INSECURE, for tests and reproducible studies: draw the DP noise from --seed (fast, "
+                             "reproducible, and subtractable by anyone who knows the seed); default: the exact "
+                             "discrete Gaussian sampler over the operating system's entropy")
+
+
 def data_config(args: argparse.Namespace) -> dict:
     """The ExperimentConfig fields add_data_flags sets."""
     return {"task": args.task, "data": None if args.data is None else str(args.data),
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the reported epsilon")
     add_training_flags(run)
     add_data_flags(run)
+    add_noise_flag(run)
     run.add_argument("--broker", type=broker_address,
                      help="host:port of an MQTT broker (default: start an embedded amqtt broker)")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
@@ -163,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="samples each simulated device draws from the device pool")
     scaling.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
+    add_noise_flag(scaling)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=int, default=10, help="simulated devices")
     comp.add_argument("--rounds", type=int, default=10, help="federated rounds of every method")
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the DP rows")
     add_training_flags(comp)
     add_data_flags(comp)
+    add_noise_flag(comp)
     comp.add_argument("--methods", default="all",
                       help="comma-separated rows to run (all; students = every row but the three trained on the "
                            "full teacher; or keys: teacher, central, cloud-only, cloud-distilled, fedavg, "
@@ -232,7 +243,8 @@ def dp_scaling(args: argparse.Namespace) -> int:
         return usage(str(exc))
     art = prepare_cloud(ExperimentConfig(seed=args.seed, training=training), progress=print)
     points = run_scaling(art, args.fleet_sizes, args.rounds, args.target_epsilon, args.delta,
-                         training, args.samples_per_device, args.seed, args.out)
+                         training, args.samples_per_device, args.seed, args.out,
+                         insecure_seeded_noise=args.insecure_seeded_noise)
     for p in points:
         print(f"  {p.dp_mode:8s} {p.fleet_size:6d} devices  z={p.noise_multiplier:.3f}  "
               f"epsilon={p.epsilon:.2f}  accuracy={p.accuracy:.4f}")
@@ -254,7 +266,8 @@ def compare(args: argparse.Namespace) -> int:
         configs = [ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=seed, delta=args.delta,
                                     training=training, **data_config(args)) for seed in seeds]
         settings = [CompareSettings(rounds=args.rounds, seed=seed, target_epsilon=args.target_epsilon,
-                                    delta=args.delta, training=training, methods=methods) for seed in seeds]
+                                    delta=args.delta, training=training, methods=methods,
+                                    insecure_seeded_noise=args.insecure_seeded_noise) for seed in seeds]
     except ValueError as exc:
         return usage(str(exc))
     try:
@@ -310,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         training = training_from(args)
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
-                                  delta=args.delta, training=training, **data_config(args))
+                                  delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
+                                  **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
@@ -350,7 +364,9 @@ def print_summary(m: dict, run_dir: Path) -> None:
         ("bytes total (DMSKD)", f"{m['bytes_total']:,}"),
         ("bytes total (FedAvg, full teacher)", f"{m['fedavg_bytes_total']:,}"),
         ("DMSKD / FedAvg bytes", f"{m['bytes_total'] / m['fedavg_bytes_total']:.4f}"),
-        ("DP mode / z / epsilon", f"{m['dp_mode']} / {m['noise_multiplier']:.3f} / {m['epsilon']}"),
+        ("DP mode / z / epsilon", f"{m['dp_mode']} / {m['noise_multiplier']:.3f} / {m['epsilon']}"
+                                  + (" (noise SEEDED: --insecure-seeded-noise)" if m["noise_seeded"]
+                                     and m["dp_mode"] != "none" else "")),
         ("wall time", f"{m['wall_seconds']:.1f} s"),
     ]
     width = max(len(r[0]) for r in rows)

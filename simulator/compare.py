@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cloud.accounting import calibrate_noise_multiplier
+from cloud.accounting import calibrate_discrete_noise_multiplier
 from cloud.candidates import shard_id
 from cloud.strategy import DpMode, FedAvgConfig
 from cloud.student_training import train_in_cloud
@@ -44,6 +44,7 @@ class CompareSettings:
     training: TrainingSettings = TrainingSettings()  # the students' local training (SGD in the LiteRT program)
     teacher_lr: float = 3e-3  # Adam, FedAvg-family local training; otherwise as `training`
     methods: tuple[str, ...] = ()  # keys of compare.METHODS; () = all of them
+    insecure_seeded_noise: bool = False  # the DP rows' noise from the seed: reproducible, and predictable
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -99,24 +100,27 @@ def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | 
     A supervised row on a fleet without labels is left out and named in the context's "skipped"."""
     s = settings
     teacher_config = teacher_config or art.teacher_config
-    z = calibrate_noise_multiplier(s.target_epsilon, 1.0, s.rounds, s.delta)
+    z = calibrate_discrete_noise_multiplier(s.target_epsilon, 1.0, s.rounds, s.delta)
     devices, test, holdout = art.split.devices, art.split.test, art.split.device_holdout
     teacher_training = replace(s.training, lr=s.teacher_lr)
     start = art.start_weights or art.student_weights
 
     def fedavg(method: str, encoding: str, agg: FedAvgConfig):
-        cfg = BaselineSettings(s.rounds, teacher_training, agg, encoding, s.delta, s.seed)
+        cfg = BaselineSettings(s.rounds, teacher_training, agg, encoding, s.delta, s.seed,
+                               insecure_seeded_noise=s.insecure_seeded_noise)
         return lambda cb: run_fedavg(method, build_teacher(teacher_config, seed=s.seed), devices, test, cfg, cb,
                                      holdout)
 
     def distill(method: str, shards: list[DeviceShard], agg: FedAvgConfig, alpha: float | None = None):
         training = s.training if alpha is None else replace(s.training, alpha=alpha)
-        cfg = BaselineSettings(s.rounds, training, agg, delta=s.delta, seed=s.seed)
+        cfg = BaselineSettings(s.rounds, training, agg, delta=s.delta, seed=s.seed,
+                               insecure_seeded_noise=s.insecure_seeded_noise)
         return lambda cb: run_distillation(method, art.student_program, start, devices, shards, test, cfg,
                                            art.student_flops_per_sample, cb, holdout)
 
     def student_fedavg(method: str):
-        cfg = BaselineSettings(s.rounds, replace(s.training, alpha=1.0), no_dp, delta=s.delta, seed=s.seed)
+        cfg = BaselineSettings(s.rounds, replace(s.training, alpha=1.0), no_dp, delta=s.delta, seed=s.seed,
+                               insecure_seeded_noise=s.insecure_seeded_noise)
         return lambda cb: run_student_fedavg(method, art.student_program, start, devices, test, cfg,
                                              art.student_flops_per_sample, cb, holdout)
 

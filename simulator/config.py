@@ -39,6 +39,7 @@ class ExperimentConfig:
     comm_lambda: float = 0.05
     chunk_limit: int = DEFAULT_CHUNK_LIMIT
     deadline_s: float = 120.0
+    insecure_seeded_noise: bool = False  # DP noise from the seed (reproducible, predictable): tests and studies only
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.rounds < 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cloud.accounting import calibrate_noise_multiplier
+from cloud.accounting import calibrate_discrete_noise_multiplier
 from cloud.evaluation import student_evaluator
 from cloud.round_engine import EngineConfig, RoundEngine
 from cloud.strategy import DpMode, FedAvgConfig
@@ -27,6 +27,7 @@ from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from simulator.artifacts import CloudArtifacts
 from simulator.in_process import StudentClient, run_rounds
+from simulator.report import NOISE_WORDS
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,13 @@ class DevicePool:
 
 def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, target_epsilon: float,
               delta: float, training: TrainingSettings, samples_per_device: int, seed: int,
-              student: TrainableStudent | None = None, pool: DevicePool | None = None) -> ScalingPoint:
+              student: TrainableStudent | None = None, pool: DevicePool | None = None,
+              insecure_seeded_noise: bool = False) -> ScalingPoint:
     """Federate `rounds` rounds over `fleet_size` virtual devices (all participate) and evaluate.
 
-    student, pool: the LiteRT student and the pooled data, to share them between points."""
-    z = 0.0 if mode is DpMode.NONE else calibrate_noise_multiplier(target_epsilon, 1.0, rounds, delta)
+    student, pool: the LiteRT student and the pooled data, to share them between points.
+    insecure_seeded_noise: DP noise from `seed` (reproducible, and fast for thousands of local-DP devices)."""
+    z = 0.0 if mode is DpMode.NONE else calibrate_discrete_noise_multiplier(target_epsilon, 1.0, rounds, delta)
     if student is None:
         student = TrainableStudent.from_bytes(art.student_program)
     if pool is None:
@@ -74,8 +77,10 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
     for i, device_seed in enumerate(seeds.devices):
         plan = DevicePlan("scaling", f"v{i:05d}", pool.shard_id, "-", "-", rounds, mode.value, z, training)
         clients[plan.device] = StudentClient(plan, student, pool.flat, pool.targets, pool.logits, device_seed,
-                                             samples_per_round=samples_per_device)
-    config = EngineConfig("scaling", tuple(clients), rounds, FedAvgConfig(mode, training.clip, z), delta)
+                                             samples_per_round=samples_per_device,
+                                             insecure_seeded_noise=insecure_seeded_noise)
+    config = EngineConfig("scaling", tuple(clients), rounds, FedAvgConfig(mode, training.clip, z), delta,
+                          insecure_seeded_noise=insecure_seeded_noise)
     engine = RoundEngine(config)
     run = run_rounds(engine, engine.init(art.start_weights, seeds.server), clients)
     test = art.split.test
@@ -85,18 +90,20 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
 
 
 def run_scaling(art: CloudArtifacts, fleet_sizes: list[int], rounds: int, target_epsilon: float, delta: float,
-                training: TrainingSettings, samples_per_device: int, seed: int, out_dir: Path) -> list[ScalingPoint]:
+                training: TrainingSettings, samples_per_device: int, seed: int, out_dir: Path,
+                insecure_seeded_noise: bool = False) -> list[ScalingPoint]:
     """All modes x fleet sizes; writes dp_scaling.json, dp_scaling.md and dp_scaling.png into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = [(m, k) for m in (DpMode.NONE, DpMode.CENTRAL, DpMode.LOCAL) for k in fleet_sizes]
     student = TrainableStudent.from_bytes(art.student_program)
     pool = DevicePool.from_artifacts(art, student.num_classes)
-    points = [run_point(art, m, k, rounds, target_epsilon, delta, training, samples_per_device, seed, student, pool)
-              for m, k in tqdm(grid, desc="dp scaling", unit="fleet")]
+    points = [run_point(art, m, k, rounds, target_epsilon, delta, training, samples_per_device, seed, student, pool,
+                        insecure_seeded_noise) for m, k in tqdm(grid, desc="dp scaling", unit="fleet")]
     (out_dir / "dp_scaling.json").write_text(json.dumps([p.__dict__ for p in points], indent=2))
     _plot(points, target_epsilon, out_dir / "dp_scaling.png")
     lines = [f"# Accuracy against fleet size at epsilon = {target_epsilon} (delta = {delta}, {rounds} rounds, "
-             f"clip C = {training.clip}, {samples_per_device} samples per device, all devices every round)", "",
+             f"clip C = {training.clip}, {samples_per_device} samples per device, all devices every round; "
+             f"DP noise: {NOISE_WORDS[insecure_seeded_noise]})", "",
              "| DP mode | devices | noise multiplier z | epsilon (RDP) | test accuracy |", "|---|---|---|---|---|"]
     lines += [f"| {p.dp_mode} | {p.fleet_size} | {p.noise_multiplier:.3f} | {p.epsilon:.3f} | {p.accuracy:.4f} |"
               for p in points]

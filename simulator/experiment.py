@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.accounting import calibrate_noise_multiplier
+from cloud.accounting import calibrate_discrete_noise_multiplier
 from cloud.strategy import DpMode
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
@@ -28,7 +28,7 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
         return config.noise_multiplier
     if config.target_epsilon is None:
         raise ValueError(f"--dp {config.dp.value} needs --target-epsilon or --noise-multiplier")
-    return calibrate_noise_multiplier(config.target_epsilon, 1.0, config.rounds, config.delta)
+    return calibrate_discrete_noise_multiplier(config.target_epsilon, 1.0, config.rounds, config.delta)
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None = None,
@@ -145,6 +145,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         **traffic_summary(out.device_traffic, config.rounds),
         **fedavg_bytes(art.teacher_params, config.devices, config.rounds),
         "dp_mode": config.dp.value,
+        "noise_seeded": config.insecure_seeded_noise,
         "noise_multiplier": z,
         "clip": config.training.clip,
         "training": asdict(config.training),

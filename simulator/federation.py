@@ -69,12 +69,12 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
         session = MqttSession(f"{fleet}-{plan.device}", host, port, config.chunk_limit,
                               will=(topics.status(plan.device), b"offline"))
         agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.visible_labels(), seed=seed,
-                                  outbox_dir=run_dir / "outbox"))
+                                  outbox_dir=run_dir / "outbox", noise_seeded=config.insecure_seeded_noise))
     agg_session = MqttSession(f"{fleet}-aggregator", host, port, config.chunk_limit)
     service = AggregatorService.from_bundle(
         bundle, agg_session, seeds.server, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
-        on_round_end=on_round_end)
+        on_round_end=on_round_end, insecure_seeded_noise=config.insecure_seeded_noise)
     agg_session.connect()
     try:
         for agent in agents:
@@ -102,7 +102,8 @@ def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multipli
     student = TrainableStudent.from_bytes(art.student_program)
     runners = {sid: ShardRunner.from_bytes(blob) for sid, blob in bundle.shards.items()}
     clients = {plan.device: StudentClient.from_shard_logits(plan, student, data.x, data.visible_labels(),
-                                                            runners[plan.shard_id].logits(data.x), seed)
+                                                            runners[plan.shard_id].logits(data.x), seed,
+                                                            insecure_seeded_noise=config.insecure_seeded_noise)
                for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices)}
-    engine = RoundEngine(engine_config(bundle), fleet_evaluator(student, art))
+    engine = RoundEngine(engine_config(bundle, config.insecure_seeded_noise), fleet_evaluator(student, art))
     return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end)

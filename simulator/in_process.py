@@ -16,8 +16,9 @@ import numpy as np
 
 from cloud.round_engine import RoundEngine, RoundRecord, RoundState
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
+from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
-from edge.seeding import round_generator
+from edge.seeding import noise_generator, round_generator
 from edge.student_runtime import TrainableStudent
 from edge.wire import decode_weights
 
@@ -72,15 +73,17 @@ class StudentClient:
     shard_logits: np.ndarray
     seed: np.random.SeedSequence
     samples_per_round: int | None = None
+    insecure_seeded_noise: bool = False  # local DP noise from `seed` (reproducible) instead of OS entropy
 
     @classmethod
     def from_shard_logits(cls, plan: DevicePlan, student: TrainableStudent, x: np.ndarray, y: np.ndarray | None,
                           shard_logits: np.ndarray, seed: np.random.SeedSequence,
-                          samples_per_round: int | None = None) -> StudentClient:
+                          samples_per_round: int | None = None,
+                          insecure_seeded_noise: bool = False) -> StudentClient:
         """A client whose hard targets are its labels (or the shard's arg-max where it has none)."""
         targets = distillation_targets(shard_logits, labels_in_use(y, plan.labelled_fraction), student.num_classes)
         return cls(plan, student, np.asarray(x, np.float32).reshape(len(x), -1), targets, shard_logits, seed,
-                   samples_per_round)
+                   samples_per_round, insecure_seeded_noise)
 
     def fit(self, model_payload: bytes, round_: int) -> bytes:
         weights, meta = decode_weights(model_payload)
@@ -89,5 +92,7 @@ class StudentClient:
         if self.samples_per_round is not None:
             idx = rng.integers(0, len(x), self.samples_per_round)
             x, t, z = x[idx], t[idx], z[idx]
-        result = train_round(self.student, weights, x, t, z, self.plan, rng)
+        noise = (InsecureSeededNoise(noise_generator(self.seed, round_)) if self.insecure_seeded_noise
+                 else SecureNoise())
+        result = train_round(self.student, weights, x, t, z, self.plan, rng, noise)
         return update_payload(result, self.plan, round_, meta.version)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+NOISE_WORDS = {True: "SEEDED (--insecure-seeded-noise): reproducible and predictable, not private",
+               False: "discrete Gaussian, exact sampler over OS entropy"}
+
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
     path = run_dir / "metrics.json"
@@ -56,6 +59,7 @@ def write_report(run_dir: Path, m: dict) -> Path:
         f"| DMSKD / FedAvg bytes | {m['bytes_total'] / m['fedavg_bytes_total']:.4f} |",
         f"| shard bytes (downloaded once) | {m['shard_bytes_total']:,} |",
         f"| noise multiplier z | {m['noise_multiplier']} |",
+        f"| DP noise | {NOISE_WORDS[m['noise_seeded']] if m['dp_mode'] != 'none' else 'none'} |",
         f"| epsilon (RDP accountant, delta={m['delta']}) | {m['epsilon']} |",
         f"| wall time | {m['wall_seconds']:.1f} s |", "",
         "![accuracy per round](accuracy.png)", "",

@@ -17,6 +17,7 @@ from simulator.baselines.result import MethodResult
 from simulator.compare import CompareSettings, run_compare
 from simulator.compare_report import markdown_table
 from simulator.config import ExperimentConfig
+from simulator.report import NOISE_WORDS
 
 REFERENCE = "DMSKD"
 
@@ -124,7 +125,7 @@ def run_seed_study(configs: list[ExperimentConfig], settings: list[CompareSettin
              f"the data, device shift {c.device_shift:g}, cloud augmentation {c.cloud_augment:g}, "
              f"federation {'warm-started from the cloud-distilled student' if c.warm_start else 'cold'}; "
              f"test split {per_seed[0][0]} examples. 'better'/'worse' only where the paired difference's mean "
-             f"exceeds its standard deviation.")
+             f"exceeds its standard deviation. DP rows' noise: {NOISE_WORDS[settings[0].insecure_seeded_noise]}.")
     table = summary_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare_seeds.md").write_text("\n".join(

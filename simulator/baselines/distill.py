@@ -94,10 +94,12 @@ def _federate(method: str, student_program: bytes, student: TrainableStudent,
         plan = DevicePlan(settings.fleet, f"dev{i:03d}", shard.shard_id if shard else "none",
                           content_hash(shard.model) if shard else "-", content_hash(student_program),
                           settings.rounds, agg.dp_mode.value, agg.noise_multiplier, settings.training)
-        clients[plan.device] = StudentClient.from_shard_logits(plan, student, data.x, data.visible_labels(), logits,
-                                                               seeds.devices[i])
+        clients[plan.device] = StudentClient.from_shard_logits(
+            plan, student, data.x, data.visible_labels(), logits, seeds.devices[i],
+            insecure_seeded_noise=settings.insecure_seeded_noise)
     evaluate = student_evaluator(student, test.x, test.y, [(h.x, h.y) for h in device_holdout or []])
-    engine = RoundEngine(EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta), evaluate)
+    engine = RoundEngine(EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta,
+                                      insecure_seeded_noise=settings.insecure_seeded_noise), evaluate)
     state = engine.init(initial_weights, seeds.server)
     first = evaluate(state.weights)
     result = MethodResult(

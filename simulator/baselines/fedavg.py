@@ -105,7 +105,8 @@ def run_fedavg(method: str, model: tf.keras.Model, devices: list[Dataset], test:
         return out
 
     config = EngineConfig(settings.fleet, tuple(clients), settings.rounds, agg, settings.delta,
-                          bound_updates=agg.dp_mode is not DpMode.NONE, encodings=(settings.encoding,))
+                          bound_updates=agg.dp_mode is not DpMode.NONE, encodings=(settings.encoding,),
+                          insecure_seeded_noise=settings.insecure_seeded_noise)
     engine = RoundEngine(config, evaluate)
     state = engine.init(keras_weights(model), seeds.server)
     first = evaluate(state.weights)

@@ -24,6 +24,7 @@ class BaselineSettings:
     delta: float = 1e-5
     seed: int = 0
     fleet: str = "compare"
+    insecure_seeded_noise: bool = False  # DP noise from `seed` (reproducible) instead of OS entropy
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

@@ -8,6 +8,8 @@ import pytest
 from cloud.accounting import compute_epsilon
 from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from edge.noise_source import InsecureSeededNoise
+from edge.privacy import DiscreteGaussianMechanism
 from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
 
 DEVICES = ("d2", "d0", "d1")
@@ -22,8 +24,15 @@ def update_blob(device: str, round_: int, version: int, value: float, examples: 
     return encode_update(delta, meta)
 
 
-def engine(mode: DpMode = DpMode.NONE, z: float = 0.0, rounds: int = 3, budget: float | None = None) -> RoundEngine:
-    return RoundEngine(EngineConfig("f", DEVICES, rounds, FedAvgConfig(mode, 1.0, z), DELTA, budget))
+def engine(mode: DpMode = DpMode.NONE, z: float = 0.0, rounds: int = 3, budget: float | None = None,
+           seeded_noise: bool = True) -> RoundEngine:
+    return RoundEngine(EngineConfig("f", DEVICES, rounds, FedAvgConfig(mode, 1.0, z), DELTA, budget,
+                                    insecure_seeded_noise=seeded_noise))
+
+
+def accounted(z: float) -> float:
+    """The noise multiplier the ledger accounts for the discrete Gaussian of z on WEIGHTS' 8 coordinates."""
+    return DiscreteGaussianMechanism(1.0, z, 8).effective_noise_multiplier
 
 
 def run_round(e: RoundEngine, state: RoundState, values: dict[str, float]):
@@ -74,12 +83,12 @@ def test_the_ledger_spends_the_event_the_mechanism_returns_each_round() -> None:
     for _ in range(3):
         state, record = run_round(e, state, {d: 0.1 for d in DEVICES})
         epsilons.append(record.epsilon)
-    assert epsilons == [compute_epsilon(1.3, 1.0, r, DELTA) for r in (1, 2, 3)]
+    assert epsilons == [compute_epsilon(accounted(1.3), 1.0, r, DELTA) for r in (1, 2, 3)]
     assert state.ledger.events == (state.ledger.events[0],) * 3
 
 
 def test_the_engine_stops_before_a_round_the_budget_cannot_pay_for() -> None:
-    budget = (compute_epsilon(2.0, 1.0, 1, DELTA) + compute_epsilon(2.0, 1.0, 2, DELTA)) / 2
+    budget = (compute_epsilon(accounted(2.0), 1.0, 1, DELTA) + compute_epsilon(accounted(2.0), 1.0, 2, DELTA)) / 2
     e = engine(DpMode.LOCAL, z=2.0, rounds=5, budget=budget)
     state, _ = run_round(e, e.init(WEIGHTS, np.random.SeedSequence(0)), {"d0": 0.1})
     assert "would exceed epsilon" in e.stop_reason(state)
@@ -100,7 +109,8 @@ def test_central_noise_of_round_r_comes_from_the_rth_spawned_child_of_the_server
     state, _ = run_round(e, state, {d: 0.1 for d in DEVICES})  # round 0
     updates = [AcceptedUpdate(d, {k: np.full(v.shape, 0.2, np.float32) for k, v in WEIGHTS.items()}, 10)
                for d in sorted(DEVICES)]
-    expected = aggregate(state.weights, updates, e.config.aggregation, np.random.default_rng(seed.spawn(2)[1]))
+    expected = aggregate(state.weights, updates, e.config.aggregation,
+                         InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1])))
     got, _ = run_round(e, state, {d: 0.2 for d in DEVICES})  # round 1
     for k in WEIGHTS:
         assert got.weights[k].tobytes() == expected.weights[k].tobytes()
@@ -149,3 +159,10 @@ def test_engine_config_refuses_a_fleet_it_cannot_run(config: dict, message: str)
     base = dict(fleet="f", devices=DEVICES, rounds=1)
     with pytest.raises(ValueError, match=message):
         EngineConfig(**{**base, **config})
+
+
+def test_without_the_insecure_flag_central_noise_is_fresh_entropy_whatever_the_seed() -> None:
+    e = engine(DpMode.CENTRAL, z=0.5, seeded_noise=False)
+    runs = [run_round(e, e.init(WEIGHTS, np.random.SeedSequence(7)), {d: 0.1 for d in DEVICES})[0] for _ in range(2)]
+    assert not np.array_equal(runs[0].weights["w"], runs[1].weights["w"])
+    assert EngineConfig("f", DEVICES, 1).insecure_seeded_noise is False  # the default is the secure one

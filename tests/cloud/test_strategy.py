@@ -1,4 +1,5 @@
-"""FedAvg: example-weighted without DP, plain mean with DP, TF-Privacy's Gaussian sum in central mode."""
+"""FedAvg: example-weighted without DP, plain mean with DP, the discrete Gaussian sum in central mode (and the
+float Gaussian sum kept for comparisons, checked against TF-Privacy's query)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, GaussianSumMechanism, aggregate
+from edge.noise_source import InsecureSeededNoise, SecureNoise
+from edge.privacy import GRID_STEPS, DiscreteGaussianMechanism
 
 GLOBAL = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), "b": np.array([0.5, -0.5], np.float32)}
 
@@ -40,7 +43,8 @@ def test_local_mode_takes_the_plain_mean_ignoring_example_counts() -> None:
     np.testing.assert_allclose(result.weights["w"], [[1.5, 3.0], [4.0, 4.5]], rtol=1e-6)
     np.testing.assert_allclose(result.weights["b"], [0.0, 2.0], rtol=1e-6)
     assert result.noised  # the devices noised; the server adds nothing, but the release is accounted
-    assert result.dp_event == dp_accounting.GaussianDpEvent(1.0)
+    accounted = DiscreteGaussianMechanism(1.0, 1.0, 6).effective_noise_multiplier  # 6 coordinates
+    assert result.dp_event == dp_accounting.GaussianDpEvent(accounted)
 
 
 def test_aggregate_with_no_updates_is_refused() -> None:
@@ -58,14 +62,18 @@ def test_dp_mode_parse_accepts_the_three_names() -> None:
     assert [DpMode.parse(t) for t in ("none", "local", "central")] == [DpMode.NONE, DpMode.LOCAL, DpMode.CENTRAL]
 
 
-# --- central mode: the Gaussian sum mechanism, noise from the round's Generator ---
+# --- central mode: the discrete Gaussian on the grid, noise from the source the engine passes ---
+
+
+def seeded(seed: int) -> InsecureSeededNoise:
+    return InsecureSeededNoise(np.random.default_rng(seed))
 
 def test_central_mode_noise_on_the_mean_has_stddev_z_c_over_k() -> None:
     k, z, clip, n = 4, 1.3, 0.8, 2000
     zero = {"v": np.zeros(n, np.float32)}
     updates = [AcceptedUpdate(f"d{i}", {"v": np.zeros(n, np.float32)}, 10) for i in range(k)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=clip, noise_multiplier=z)
-    result = aggregate(zero, updates, config, np.random.default_rng(11))
+    result = aggregate(zero, updates, config, seeded(11))
     noise = result.weights["v"].astype(np.float64)
     expected = z * clip / k  # 0.26
     # sample std of 2000 normals: relative sd 1/sqrt(2n) ~ 1.6 %; 6 % is ~4 sigma
@@ -73,42 +81,46 @@ def test_central_mode_noise_on_the_mean_has_stddev_z_c_over_k() -> None:
     assert abs(np.mean(noise)) < 5 * expected / np.sqrt(n)
     assert result.noised and result.dp_event is not None
     assert "GaussianDpEvent" in type(result.dp_event).__name__
-    assert float(result.dp_event.noise_multiplier) == pytest.approx(z, rel=1e-6)
+    assert float(result.dp_event.noise_multiplier) == pytest.approx(z / (1 + 1 / GRID_STEPS), rel=1e-9)
 
 
 def test_central_mode_same_seed_same_noise_other_seed_other_noise() -> None:
     updates = [AcceptedUpdate("d", {"v": np.zeros(50, np.float32)}, 1)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
     zero = {"v": np.zeros(50, np.float32)}
-    a = aggregate(zero, updates, config, np.random.default_rng(3)).weights["v"]
-    b = aggregate(zero, updates, config, np.random.default_rng(3)).weights["v"]
-    c = aggregate(zero, updates, config, np.random.default_rng(4)).weights["v"]
+    a = aggregate(zero, updates, config, seeded(3)).weights["v"]
+    b = aggregate(zero, updates, config, seeded(3)).weights["v"]
+    c = aggregate(zero, updates, config, seeded(4)).weights["v"]
+    d = aggregate(zero, updates, config, SecureNoise()).weights["v"]
+    e = aggregate(zero, updates, config, SecureNoise()).weights["v"]
     assert a.tobytes() == b.tobytes()
-    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, c) and not np.array_equal(d, e)
 
 
 def test_central_mode_clips_records_larger_than_the_clip_norm() -> None:
     big = np.array([3.0, 4.0], np.float32)          # norm 5, clipped to norm 1 -> [0.6, 0.8]
     small = np.array([0.1, 0.0], np.float32)        # below the clip: kept as is
     updates = [AcceptedUpdate("a", {"v": big}, 1), AcceptedUpdate("b", {"v": small}, 1000)]
-    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=0.0)
-    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config, np.random.default_rng(0))
-    np.testing.assert_allclose(result.weights["v"], [(0.6 + 0.1) / 2, 0.8 / 2], rtol=1e-5)
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1e-6)  # noise far below the grid step
+    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config, seeded(0))
+    np.testing.assert_allclose(result.weights["v"], [(0.6 + 0.1) / 2, 0.8 / 2], atol=2e-3)
 
 
 def test_central_mode_clips_the_global_norm_across_tensors() -> None:
     update = AcceptedUpdate("a", {"x": np.array([3.0], np.float32), "y": np.array([[4.0]], np.float32)}, 1)
-    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=2.0, noise_multiplier=0.0)
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=2.0, noise_multiplier=1e-6)
     result = aggregate({"x": np.zeros(1, np.float32), "y": np.zeros((1, 1), np.float32)}, [update], config,
-                       np.random.default_rng(0))
-    np.testing.assert_allclose(result.weights["x"], [1.2], rtol=1e-5)
-    np.testing.assert_allclose(result.weights["y"], [[1.6]], rtol=1e-5)
+                       seeded(0))
+    np.testing.assert_allclose(result.weights["x"], [1.2], atol=4e-3)
+    np.testing.assert_allclose(result.weights["y"], [[1.6]], atol=4e-3)
 
 
-def test_central_mode_without_the_rounds_generator_is_refused() -> None:
+def test_central_mode_without_a_noise_source_or_without_noise_is_refused() -> None:
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
-    with pytest.raises(ValueError, match="needs the round's Generator"):
+    with pytest.raises(ValueError, match="needs a noise source"):
         aggregate(GLOBAL, UPDATES, config)
+    with pytest.raises(ValueError, match="noise multiplier > 0"):
+        aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=0.0), seeded(0))
 
 
 def test_gaussian_sum_mechanism_agrees_with_tf_privacy_gaussian_sum_query() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.privacy import add_gaussian_noise, clip_update, global_l2_norm
+from edge.noise_source import InsecureSeededNoise
+from edge.privacy import DiscreteGaussianMechanism, clip_update, global_l2_norm
 
 
 def _delta(scale: float, seed: int = 0) -> dict[str, np.ndarray]:
@@ -45,41 +46,35 @@ def test_clip_refuses_non_positive_clip() -> None:
         clip_update(_delta(1.0), clip=0.0)
 
 
-def test_noise_has_the_configured_stddev_and_zero_mean() -> None:
-    stddev = 0.37
+def _privatise(delta: dict[str, np.ndarray], z: float, clip: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    d = int(sum(v.size for v in delta.values()))
+    return DiscreteGaussianMechanism(clip, z, d).privatise(delta, InsecureSeededNoise(rng))
+
+
+def test_local_noise_has_sd_zc_zero_mean_and_independent_coordinates() -> None:
     zeros = {"a": np.zeros((200, 250), np.float32), "b": np.zeros(10_000, np.float32)}
-    noised = add_gaussian_noise(zeros, stddev, np.random.default_rng(1234))
+    noised = _privatise(zeros, z=0.74, clip=0.5, rng=np.random.default_rng(1234))
     values = np.concatenate([v.ravel() for v in noised.values()]).astype(np.float64)
     assert values.size == 60_000
     # std of the sample std is stddev/sqrt(2n) ~ 0.3 %; of the mean, stddev/sqrt(n) ~ 0.0015
-    assert np.std(values) == pytest.approx(stddev, rel=0.02)
-    assert abs(np.mean(values)) < 5 * stddev / np.sqrt(values.size)
-    # independent per coordinate: neighbouring values are uncorrelated
+    assert np.std(values) == pytest.approx(0.37, rel=0.02)
+    assert abs(np.mean(values)) < 5 * 0.37 / np.sqrt(values.size)
     assert abs(np.corrcoef(values[:-1], values[1:])[0, 1]) < 0.02
     assert all(v.dtype == np.float32 for v in noised.values())
 
 
 def test_noise_is_added_to_the_update_not_replacing_it() -> None:
-    delta = _delta(scale=5.0)
-    noised = add_gaussian_noise(delta, 0.1, np.random.default_rng(3))
+    delta, _ = clip_update(_delta(scale=5.0), clip=1.0)
+    noised = _privatise(delta, z=0.1, clip=1.0, rng=np.random.default_rng(3))
     resid = np.concatenate([(noised[k].astype(np.float64) - delta[k]).ravel() for k in delta])
     assert np.std(resid) == pytest.approx(0.1, rel=0.1)
 
 
 def test_same_seed_gives_same_noise_and_different_seed_different_noise() -> None:
-    delta = _delta(scale=1.0)
-    a = add_gaussian_noise(delta, 0.5, np.random.default_rng(42))
-    b = add_gaussian_noise(delta, 0.5, np.random.default_rng(42))
-    c = add_gaussian_noise(delta, 0.5, np.random.default_rng(43))
+    delta, _ = clip_update(_delta(scale=1.0), clip=1.0)
+    a = _privatise(delta, 0.5, 1.0, np.random.default_rng(42))
+    b = _privatise(delta, 0.5, 1.0, np.random.default_rng(42))
+    c = _privatise(delta, 0.5, 1.0, np.random.default_rng(43))
     for name in delta:
         assert a[name].tobytes() == b[name].tobytes()
         assert not np.array_equal(a[name], c[name])
-
-
-def test_zero_stddev_adds_nothing_and_negative_is_refused() -> None:
-    delta = _delta(scale=1.0)
-    same = add_gaussian_noise(delta, 0.0, np.random.default_rng(0))
-    for name in delta:
-        assert same[name].tobytes() == delta[name].tobytes()
-    with pytest.raises(ValueError, match="non-negative"):
-        add_gaussian_noise(delta, -1.0, np.random.default_rng(0))

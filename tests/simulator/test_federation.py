@@ -85,12 +85,15 @@ def test_aggregator_resumes_from_checkpoint_after_a_stop(broker, tiny_config, ti
 def test_central_dp_run_reports_the_accountants_epsilon(broker, tiny_config, tiny_cloud, tmp_path):
     from cloud.accounting import compute_epsilon
     from cloud.strategy import DpMode
+    from edge.privacy import DiscreteGaussianMechanism
 
     config = dataclasses.replace(tiny_config, rounds=2, dp=DpMode.CENTRAL, noise_multiplier=1.5, target_epsilon=None)
     out = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, 1.5, fleet="central")
-    assert len(out.history) == 2
-    assert out.epsilon == compute_epsilon(1.5, 1.0, 2, config.delta)
-    assert [h["epsilon"] for h in out.history] == [compute_epsilon(1.5, 1.0, r, config.delta) for r in (1, 2)]
+    dimension = sum(w.size for w in tiny_cloud.student_weights.values())
+    z = DiscreteGaussianMechanism(1.0, 1.5, dimension).effective_noise_multiplier  # what the ledger accounts
+    assert len(out.history) == 2 and z < 1.5
+    assert out.epsilon == compute_epsilon(z, 1.0, 2, config.delta)
+    assert [h["epsilon"] for h in out.history] == [compute_epsilon(z, 1.0, r, config.delta) for r in (1, 2)]
 
 
 def test_aggregator_refuses_rounds_beyond_the_epsilon_budget(broker, tiny_config, tiny_cloud, tmp_path):
@@ -103,3 +106,20 @@ def test_aggregator_refuses_rounds_beyond_the_epsilon_budget(broker, tiny_config
     out = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, z, fleet="budget")
     assert len(out.history) == 1
     assert out.epsilon <= budget
+
+
+def test_local_dp_noise_over_the_broker_cannot_be_regenerated_from_the_seed(broker, tiny_config, tiny_cloud,
+                                                                            tmp_path):
+    """An attacker who knows the run's seed replays it: with the default (secure) noise the same seed gives
+    other releases; only --insecure-seeded-noise makes them repeat (and so subtractable)."""
+    from cloud.strategy import DpMode
+
+    config = dataclasses.replace(tiny_config, rounds=1, dp=DpMode.LOCAL, noise_multiplier=1.0, target_epsilon=None)
+    runs = [run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path / f"s{i}", 1.0, fleet=f"sec{i}")
+            for i in range(2)]
+    assert any(not np.array_equal(runs[0].final_weights[k], runs[1].final_weights[k]) for k in runs[0].final_weights)
+    seeded = dataclasses.replace(config, insecure_seeded_noise=True)
+    replays = [run_federation(seeded, tiny_cloud, broker.host, broker.port, tmp_path / f"i{i}", 1.0, fleet=f"ins{i}")
+               for i in range(2)]
+    assert all(replays[0].final_weights[k].tobytes() == replays[1].final_weights[k].tobytes()
+               for k in replays[0].final_weights)

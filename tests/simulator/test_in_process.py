@@ -12,7 +12,8 @@ from simulator.federation import run_federation, run_in_process
 
 def test_mqtt_run_and_in_process_run_give_bit_identical_global_weights(broker, tiny_config, tiny_cloud, tmp_path):
     """Central DP on, so the server's noise (from the engine's SeedSequence) must match too."""
-    config = dataclasses.replace(tiny_config, rounds=2, dp=DpMode.CENTRAL, noise_multiplier=0.3)
+    config = dataclasses.replace(tiny_config, rounds=2, dp=DpMode.CENTRAL, noise_multiplier=0.3,
+                                 insecure_seeded_noise=True)
     over_mqtt = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, 0.3, fleet="bitexact")
     in_memory = run_in_process(config, tiny_cloud, 0.3, fleet="bitexact")
     assert sorted(over_mqtt.final_weights) == sorted(in_memory.state.weights)
