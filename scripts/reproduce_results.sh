@@ -36,9 +36,9 @@ for part in "${parts[@]}"; do
       step demo "$PY" -m simulator run --task italy-power --device-shift 0.5 --rounds 30 --run-dir runs/demo
       step demo-digits "$PY" -m simulator run --run-dir runs/demo-digits ;;
     dp)
-      step dp-central "$PY" -m simulator run --dp central --target-epsilon 8 --run-dir runs/dp-central
-      step dp-local "$PY" -m simulator run --dp local --target-epsilon 8 --run-dir runs/dp-local
-      step dp-scaling "$PY" -m simulator dp-scaling --fleet-sizes 10,100,1000,3000 --out docs/results ;;
+      step dp-central "$PY" -m simulator run --dp central --target-epsilon 8 --insecure-seeded-noise --run-dir runs/dp-central
+      step dp-local "$PY" -m simulator run --dp local --target-epsilon 8 --insecure-seeded-noise --run-dir runs/dp-local
+      step dp-scaling "$PY" -m simulator dp-scaling --fleet-sizes 10,100,1000,3000 --insecure-seeded-noise --out docs/results ;;
     compare) step compare "$PY" -m simulator compare --device-labels all --cold-start --out docs/results ;;
     labels)
       students docs/results/labels-none --device-labels none
