@@ -7,7 +7,9 @@ FedJAX's shape with Flower's words. Every path drives this engine: the MQTT aggr
     opened.inbox.offer(device, round, blob)      # the transport delivers each update blob
     state, record = engine.apply(state, opened)  # aggregate, account, evaluate, record
 
-The engine owns who takes part (today: every device of the plan), admission (`RoundInbox`),
+The engine owns who takes part (every device of the plan, or a Poisson sample of rate
+`sampling_rate` drawn from OS entropy; only a sampled round is credited amplification), admission
+(`RoundInbox`: cohort, round, shapes, norm, and the declaration against the plan),
 aggregation (`cloud.strategy.aggregate`), the privacy ledger (it spends the `DpEvent` the
 mechanism returns and refuses a round the budget cannot pay for) and randomness. DP noise comes
 from the operating system's entropy (`edge.noise_source.SecureNoise`) unless the config says
@@ -19,18 +21,20 @@ States are immutable values; `state_to_json`/`state_from_json` carry them throug
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import dp_accounting
 import numpy as np
 
 from cloud.accounting import PrivacyLedger, event_from_json, event_to_json
+from cloud.declared_settings import DeclaredSettings
 from cloud.round_inbox import RoundInbox
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate, release_event
 from edge.noise_source import InsecureSeededNoise, NoiseSource, SecureNoise
-from edge.seeding import round_generator
+from edge.seeding import round_generator, spawned_child
 from edge.wire import FLOAT32_DELTA, WeightsMeta, encode_weights
 
 Evaluate = Callable[[dict[str, np.ndarray]], dict[str, float]]
@@ -41,7 +45,10 @@ class EngineConfig:
     """What the engine enforces for a whole run.
 
     devices: the fleet's plan; bound_updates: admit only updates within the clip norm (every
-    DMSKD mode; off for plain FedAvg of unclipped models); encodings: accepted update encodings."""
+    DMSKD mode; off for plain FedAvg of unclipped models); encodings: accepted update encodings;
+    sampling_rate: q, each round's cohort is a Poisson sample of the devices at rate q (1: all of
+    them, no amplification); declared: per device, what its updates must declare (its plan); a
+    device without an entry must declare the aggregation's DP mode, clip and noise."""
 
     fleet: str
     devices: tuple[str, ...]
@@ -52,8 +59,15 @@ class EngineConfig:
     bound_updates: bool = True
     encodings: tuple[str, ...] = (FLOAT32_DELTA,)
     insecure_seeded_noise: bool = False  # True only in tests and simulations that ask for it by name
+    sampling_rate: float = 1.0
+    declared: Mapping[str, DeclaredSettings] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0 < self.sampling_rate <= 1:
+            raise ValueError(f"sampling rate q must be in (0, 1], got {self.sampling_rate}")
+        unknown = sorted(set(self.declared) - set(self.devices))
+        if unknown:
+            raise ValueError(f"declared settings for devices not in the plan: {unknown[:5]}")
         if not self.devices:
             raise ValueError("the fleet has no devices; plan at least one device")
         if len(set(self.devices)) != len(self.devices):
@@ -132,11 +146,42 @@ class RoundEngine:
         if reason is not None:
             raise RuntimeError(f"cannot open round {state.round}: {reason}")
         c = self.config
-        cohort = tuple(sorted(c.devices))
+        cohort = self._cohort(state)
+        declared = {d: c.declared.get(d) or self._default_declaration() for d in cohort}
+        dimension = int(sum(w.size for w in state.weights.values()))
         inbox = RoundInbox(state.round, state.version, c.fleet, frozenset(cohort),
                            {k: tuple(v.shape) for k, v in state.weights.items()}, c.aggregation.dp_mode,
-                           c.aggregation.clip if c.bound_updates else None, c.encodings)
+                           c.aggregation.clip if c.bound_updates else None, c.encodings, declared,
+                           c.aggregation.noise_multiplier, dimension)
         return OpenRound(state.round, state.version, cohort, inbox, self.model_payload(state))
+
+    @property
+    def sampled(self) -> bool:
+        """Whether cohorts are Poisson samples (q < 1), the only case credited with amplification."""
+        return self.config.sampling_rate < 1
+
+    @property
+    def expected_cohort(self) -> float:
+        """q times the fleet: the fixed denominator of the central mean (TF-Privacy's NormalizedQuery)."""
+        return self.config.sampling_rate * len(self.config.devices)
+
+    def _cohort(self, state: RoundState) -> tuple[str, ...]:
+        """Every device, or each independently with probability q: OS entropy unless seeded by name."""
+        devices = tuple(sorted(self.config.devices))
+        if not self.sampled:
+            return devices
+        q = self.config.sampling_rate
+        if self.config.insecure_seeded_noise:
+            draws = np.random.default_rng(spawned_child(spawned_child(state.seed, state.round), 1)).random(len(devices))
+        else:
+            system = secrets.SystemRandom()
+            draws = np.array([system.random() for _ in devices])
+        return tuple(d for d, u in zip(devices, draws, strict=True) if u < q)
+
+    def _default_declaration(self) -> DeclaredSettings:
+        agg = self.config.aggregation
+        z = agg.noise_multiplier if agg.dp_mode is DpMode.LOCAL else 0.0
+        return DeclaredSettings(agg.dp_mode.value, agg.clip, z, self.config.encodings[0])
 
     def model_payload(self, state: RoundState, round_: int | None = None) -> bytes:
         """The global student as devices receive it, announcing round `round_` (default: the next)."""
@@ -151,11 +196,12 @@ class RoundEngine:
         accepted = opened.inbox.accepted
         updates: list[AcceptedUpdate] = [accepted[d] for d in sorted(accepted)]
         weights, ledger = state.weights, state.ledger
-        if updates:
-            result = aggregate(weights, updates, self.config.aggregation, self._noise(state))
+        if updates or self.config.aggregation.dp_mode is DpMode.CENTRAL:
+            result = aggregate(weights, updates, self.config.aggregation, self._noise(state),
+                               expected_count=self.expected_cohort)
             weights = result.weights
             if ledger is not None and result.dp_event is not None:
-                ledger = ledger.spend(result.dp_event)
+                ledger = ledger.spend(self._sampled(result.dp_event))
         metrics = self.evaluate(weights) if self.evaluate is not None else {}
         record = RoundRecord(state.round, tuple(sorted(accepted)), tuple(opened.inbox.rejected),
                              ledger.epsilon if ledger is not None else None, metrics,
@@ -170,8 +216,13 @@ class RoundEngine:
         return PrivacyLedger(self.config.delta, self.config.max_epsilon)
 
     def _round_event(self, state: RoundState) -> dp_accounting.DpEvent:
-        """The event one round releases: every device takes part (no sampling), so no amplification."""
-        return release_event(self.config.aggregation, int(sum(w.size for w in state.weights.values())))
+        """The event one round releases: the mechanism's, amplified only when the cohort is Poisson-sampled."""
+        return self._sampled(release_event(self.config.aggregation, int(sum(w.size for w in state.weights.values()))))
+
+    def _sampled(self, event: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
+        """`event` under this run's Poisson sampling; a round that takes every device (or the first K
+        arrivals of all of them) is not a random sample and is accounted with q = 1."""
+        return dp_accounting.PoissonSampledDpEvent(self.config.sampling_rate, event) if self.sampled else event
 
     def _noise(self, state: RoundState) -> NoiseSource:
         """OS entropy, unless this run asked for seeded noise by name (then round r's Generator)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cloud.declared_settings import DeclaredSettings
 from cloud.strategy import AcceptedUpdate, DpMode
-from edge.privacy import global_l2_norm
+from edge.privacy import global_l2_norm, local_release_norm_bound
 from edge.update_quantization import decoded_delta
 from edge.wire import FLOAT32_DELTA, PayloadRejected, check_against_template, decode_update
 
@@ -17,7 +21,10 @@ class RoundInbox:
     """Collects the valid updates of round `round_` built on global version `base_version`.
 
     devices: who may send this round (the cohort); clip: the L2 bound every update must meet
-    (None: unbounded, plain FedAvg); encodings: the update encodings this round accepts."""
+    (None: unbounded, plain FedAvg); encodings: the update encodings this round accepts; declared:
+    per cohort device, the declaration its plan requires (cloud.declared_settings); noise_multiplier
+    and dimension: with `clip`, the norm bound of an honest `local`-mode release
+    (edge.privacy.local_release_norm_bound)."""
 
     round_: int
     base_version: int
@@ -27,9 +34,12 @@ class RoundInbox:
     dp_mode: DpMode
     clip: float | None
     encodings: tuple[str, ...] = (FLOAT32_DELTA,)
+    declared: Mapping[str, DeclaredSettings] = field(default_factory=dict)
+    noise_multiplier: float = 0.0
+    dimension: int = 0
     accepted: dict[str, AcceptedUpdate] = field(default_factory=dict)
     rejected: list[tuple[str, str]] = field(default_factory=list)
-    _seen_ids: set[tuple[str, str]] = field(default_factory=set)
+    _accepted_digests: dict[str, str] = field(default_factory=dict)
 
     def offer(self, topic_device: str, topic_round: int, blob: bytes) -> AcceptedUpdate | None:
         """Admit the update or record (device, reason); returns the accepted update or None."""
@@ -49,7 +59,8 @@ class RoundInbox:
 
     def _admit(self, topic_device: str, topic_round: int, blob: bytes) -> AcceptedUpdate | None:
         if topic_device not in self.devices:
-            raise PayloadRejected(f"unknown device {topic_device!r}: not in this round's cohort of the fleet's plan")
+            raise PayloadRejected(f"unknown device {topic_device!r} for round {self.round_}: not in its cohort "
+                                  f"(not sampled this round, or not in the fleet's plan)")
         if topic_round != self.round_:
             raise PayloadRejected(f"stale or early update for round {topic_round}; round {self.round_} is open")
         wire_tensors, meta = decode_update(blob, self.encodings)
@@ -60,17 +71,35 @@ class RoundInbox:
         if meta.round != self.round_ or meta.base_version != self.base_version:
             raise PayloadRejected(f"update built for round {meta.round} on version {meta.base_version}; "
                                   f"round {self.round_} trains version {self.base_version}")
+        declared = self.declared.get(meta.device)
+        mismatch = declared.mismatch(meta) if declared is not None else None
+        if mismatch is not None:
+            raise PayloadRejected(f"update from {meta.device} {mismatch}")
         tensors = decoded_delta(wire_tensors, meta.encoding)
         check_against_template(tensors, self.template)
         if not 0 < meta.num_examples <= MAX_EXAMPLES:
             raise PayloadRejected(f"example count {meta.num_examples} outside 1..{MAX_EXAMPLES}")
-        if (meta.device, meta.update_id) in self._seen_ids:
-            return None  # idempotent resend of an update already counted
+        digest = hashlib.sha256(blob).hexdigest()
         if meta.device in self.accepted:
-            raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay)")
-        if self.clip is not None and self.dp_mode is not DpMode.LOCAL:
-            norm = global_l2_norm(tensors)
-            if norm > self.clip * (1 + 1e-3):
-                raise PayloadRejected(f"update norm {norm:.4f} exceeds the clip norm {self.clip}; clip on device")
-        self._seen_ids.add((meta.device, meta.update_id))
+            if self._accepted_digests.get(meta.device) == digest:
+                return None  # idempotent resend of the update already counted
+            raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay); "
+                                  f"the first one counts")
+        self._check_norm(tensors)
+        self._accepted_digests[meta.device] = digest
         return AcceptedUpdate(meta.device, tensors, meta.num_examples)
+
+    def _check_norm(self, tensors: dict) -> None:
+        """Clipped modes: norm <= C; `local`: within what C plus the declared noise allows."""
+        if self.clip is None:
+            return
+        norm = global_l2_norm(tensors)
+        if self.dp_mode is DpMode.LOCAL and self.noise_multiplier > 0:
+            dimension = self.dimension or sum(math.prod(shape) for shape in self.template.values())
+            bound = local_release_norm_bound(self.clip, self.noise_multiplier, dimension)
+            if norm > bound:
+                raise PayloadRejected(f"update norm {norm:.2f} exceeds {bound:.2f}, the most that clip {self.clip} "
+                                      f"plus noise z = {self.noise_multiplier} allows (edge.privacy."
+                                      f"local_release_norm_bound)")
+        elif norm > self.clip * (1 + 1e-3):
+            raise PayloadRejected(f"update norm {norm:.4f} exceeds the clip norm {self.clip}; clip on device")

@@ -98,24 +98,31 @@ def release_event(config: FedAvgConfig, dimension: int) -> dp_accounting.DpEvent
 
 
 def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,
-              noise: NoiseSource | None = None) -> AggregateResult:
-    """theta + server_lr * mean of deltas (example-weighted only when DP is off); `noise` draws central noise."""
-    if not updates:
-        raise ValueError("cannot aggregate a round with no accepted updates")
+              noise: NoiseSource | None = None, expected_count: float | None = None) -> AggregateResult:
+    """theta + server_lr * mean of deltas (example-weighted only when DP is off); `noise` draws central noise.
+
+    In `central` mode the noised sum is divided by `expected_count`, the expected cohort size (a fixed
+    denominator, as TF-Privacy's NormalizedQuery: dividing by the realised count would reveal it), and
+    the noise is released even for a round with no update, so that an empty round is not told apart.
+    In `local` mode every update is already private and the mean over those received is post-processing."""
     names = sorted(global_weights)
     dimension = int(sum(np.size(global_weights[n]) for n in names))
     event: dp_accounting.DpEvent | None = None
     if config.dp_mode is DpMode.CENTRAL:
         if noise is None:
             raise ValueError("central DP needs a noise source (edge.noise_source.SecureNoise in a deployment)")
+        if expected_count is None or not expected_count > 0:
+            raise ValueError(f"central DP divides by the expected cohort size; got {expected_count}")
         mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
         grid_sum = {n: np.zeros(np.shape(global_weights[n]), np.int64) for n in names}
         for u in updates:
             on_grid = mechanism.to_grid(clip_update(u.delta, config.clip)[0], noise)
             grid_sum = {n: grid_sum[n] + on_grid[n] for n in names}
         noised_sum = mechanism.noised(grid_sum, noise)
-        mean = {n: noised_sum[n] / len(updates) for n in names}
+        mean = {n: noised_sum[n] / expected_count for n in names}
         event = release_event(config, dimension)
+    elif not updates:
+        raise ValueError("cannot aggregate a round with no accepted updates")
     elif config.dp_mode is DpMode.LOCAL:
         mean = {n: np.mean([u.delta[n] for u in updates], axis=0) for n in names}
         event = release_event(config, dimension)  # each device noised its own release

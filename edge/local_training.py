@@ -94,5 +94,6 @@ def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_vers
     """The wire blob of a device's update: its delta and the metadata the aggregator verifies."""
     meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, result.num_examples, plan.clip,
                       plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
-                      update_id=update_id(plan.device, round_, base_version))
+                      update_id=update_id(plan.device, round_, base_version),
+                      training=plan.training.declaration())
     return encode_update(result.delta, meta)

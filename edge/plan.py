@@ -48,6 +48,10 @@ class TrainingSettings:
             raise ValueError(f"local_epochs and batch_size must be at least 1 (--local-epochs, --batch-size), "
                              f"got {self.local_epochs} and {self.batch_size}")
 
+    def declaration(self) -> str:
+        """These settings as the canonical JSON an update declares and the aggregator compares with its plan."""
+        return json.dumps(asdict(self), sort_keys=True)
+
     @classmethod
     def from_dict(cls, raw: Any) -> TrainingSettings:
         """Parse the plan's `training` object, naming unknown fields."""

@@ -81,3 +81,20 @@ class DiscreteGaussianMechanism:
     def privatise(self, clipped: dict[str, np.ndarray], noise: NoiseSource) -> dict[str, np.ndarray]:
         """One device's release in `local` mode: its clipped record on the grid plus noise (float32)."""
         return {k: v.astype(np.float32) for k, v in self.noised(self.to_grid(clipped, noise), noise).items()}
+
+
+
+RELEASE_NORM_TAIL = 50.0  # t in the tail bound below: an honest release exceeds it with probability e^-50 ~ 2e-22
+
+
+def local_release_norm_bound(clip: float, noise_multiplier: float, dimension: int) -> float:
+    """The largest L2 norm an honest `local`-mode release has, but with probability e^-t (t = 50).
+
+    The clipped record (norm <= C) moved by randomized rounding (less than gamma sqrt(d)), plus noise
+    whose coordinates are independent and sigma-subgaussian, sigma = zC (the discrete Gaussian
+    N_Z(0, sigma^2) is, CKS 2020); for such a vector ||X||^2 <= sigma^2 (d + 2 sqrt(d t) + 2 t) but with
+    probability e^-t (Hsu, Kakade and Zhang 2012, Thm. 1)."""
+    mechanism = DiscreteGaussianMechanism(clip, noise_multiplier, dimension)
+    sigma, t = noise_multiplier * clip, RELEASE_NORM_TAIL
+    noise_bound = sigma * math.sqrt(dimension + 2 * math.sqrt(dimension * t) + 2 * t)
+    return clip + mechanism.granularity * math.sqrt(dimension) + noise_bound

@@ -43,6 +43,7 @@ class UpdateMeta:
     dp_mode: str
     update_id: str
     encoding: str = FLOAT32_DELTA
+    training: str = ""  # the plan's TrainingSettings as canonical JSON (edge.plan.TrainingSettings.declaration)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import dp_accounting
 import numpy as np
 import pytest
 
@@ -17,10 +20,11 @@ WEIGHTS = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
 DELTA = 1e-5
 
 
-def update_blob(device: str, round_: int, version: int, value: float, examples: int = 10, fleet: str = "f") -> bytes:
-    """A device's update: every coordinate `value` (norm sqrt(8) * |value|)."""
+def update_blob(device: str, round_: int, version: int, value: float, examples: int = 10, fleet: str = "f",
+                dp_mode: str = "none", z: float = 0.0) -> bytes:
+    """A device's update declaring `dp_mode` and its own noise `z`: every coordinate `value` (norm sqrt(8) * |value|)."""
     delta = {k: np.full(v.shape, value, np.float32) for k, v in WEIGHTS.items()}
-    meta = UpdateMeta(fleet, device, round_, version, examples, 1.0, 0.0, "none", update_id(device, round_, version))
+    meta = UpdateMeta(fleet, device, round_, version, examples, 1.0, z, dp_mode, update_id(device, round_, version))
     return encode_update(delta, meta)
 
 
@@ -30,15 +34,19 @@ def engine(mode: DpMode = DpMode.NONE, z: float = 0.0, rounds: int = 3, budget: 
                                     insecure_seeded_noise=seeded_noise))
 
 
-def accounted(z: float) -> float:
+def accounted(z: float, dimension: int = 8) -> float:
     """The noise multiplier the ledger accounts for the discrete Gaussian of z on WEIGHTS' 8 coordinates."""
-    return DiscreteGaussianMechanism(1.0, z, 8).effective_noise_multiplier
+    return DiscreteGaussianMechanism(1.0, z, dimension).effective_noise_multiplier
 
 
 def run_round(e: RoundEngine, state: RoundState, values: dict[str, float]):
+    """Offer each device's update, declared as the engine's aggregation requires."""
+    agg = e.config.aggregation
+    z = agg.noise_multiplier if agg.dp_mode is DpMode.LOCAL else 0.0
     opened = e.open_round(state)
     for device, value in values.items():
-        opened.inbox.offer(device, opened.round, update_blob(device, opened.round, opened.base_version, value))
+        blob = update_blob(device, opened.round, opened.base_version, value, dp_mode=agg.dp_mode.value, z=z)
+        opened.inbox.offer(device, opened.round, blob)
     return e.apply(state, opened)
 
 
@@ -68,12 +76,20 @@ def test_apply_averages_the_admitted_updates_and_records_the_rejected_with_reaso
     assert record.epsilon is None and new.history == (record.to_dict(),)
 
 
-def test_a_round_with_no_valid_update_keeps_the_weights_and_spends_no_privacy() -> None:
-    e = engine(DpMode.CENTRAL, z=1.0)
+def test_a_local_round_with_no_valid_update_keeps_the_weights_and_spends_no_privacy() -> None:
+    e = engine(DpMode.LOCAL, z=1.0)
     state = e.init(WEIGHTS, np.random.SeedSequence(0))
     new, record = run_round(e, state, {})
     assert all(np.array_equal(new.weights[k], WEIGHTS[k]) for k in WEIGHTS)
     assert new.version == 1 and new.ledger.rounds_spent == 0 and record.epsilon == 0.0
+
+
+def test_a_central_round_with_no_update_still_releases_noise_so_an_empty_round_cannot_be_told_apart() -> None:
+    e = engine(DpMode.CENTRAL, z=1.0)
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    new, record = run_round(e, state, {})
+    assert any(not np.array_equal(new.weights[k], WEIGHTS[k]) for k in WEIGHTS)
+    assert new.ledger.rounds_spent == 1 and record.epsilon > 0
 
 
 def test_the_ledger_spends_the_event_the_mechanism_returns_each_round() -> None:
@@ -110,7 +126,7 @@ def test_central_noise_of_round_r_comes_from_the_rth_spawned_child_of_the_server
     updates = [AcceptedUpdate(d, {k: np.full(v.shape, 0.2, np.float32) for k, v in WEIGHTS.items()}, 10)
                for d in sorted(DEVICES)]
     expected = aggregate(state.weights, updates, e.config.aggregation,
-                         InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1])))
+                         InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1])), expected_count=len(DEVICES))
     got, _ = run_round(e, state, {d: 0.2 for d in DEVICES})  # round 1
     for k in WEIGHTS:
         assert got.weights[k].tobytes() == expected.weights[k].tobytes()
@@ -166,3 +182,74 @@ def test_without_the_insecure_flag_central_noise_is_fresh_entropy_whatever_the_s
     runs = [run_round(e, e.init(WEIGHTS, np.random.SeedSequence(7)), {d: 0.1 for d in DEVICES})[0] for _ in range(2)]
     assert not np.array_equal(runs[0].weights["w"], runs[1].weights["w"])
     assert EngineConfig("f", DEVICES, 1).insecure_seeded_noise is False  # the default is the secure one
+
+
+# --- Poisson sampling of the cohort: amplification only for sampled rounds, a fixed denominator ---
+
+FLEET_200 = tuple(f"m{i:03d}" for i in range(200))
+
+
+def sampled_engine(q: float, seeded: bool, mode: DpMode = DpMode.CENTRAL) -> RoundEngine:
+    return RoundEngine(EngineConfig("f", FLEET_200, 30, FedAvgConfig(mode, 1.0, 1.0), DELTA,
+                                    insecure_seeded_noise=seeded, sampling_rate=q))
+
+
+def test_a_sampled_cohort_is_a_poisson_sample_of_rate_q_drawn_from_os_entropy() -> None:
+    e = sampled_engine(0.25, seeded=False)
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    cohorts = [e.open_round(state).cohort for _ in range(30)]
+    sizes = np.array([len(c) for c in cohorts])
+    # 200 Bernoulli(0.25) per round: mean 50, sd 6.1; over 30 rounds the mean's sd is 1.1
+    assert abs(sizes.mean() - 50) < 5 and sizes.std() > 2
+    assert len(set(cohorts)) == 30  # the same state, other draws: not a function of public values
+    every = sampled_engine(1.0, seeded=False)
+    assert every.open_round(every.init(WEIGHTS, np.random.SeedSequence(0))).cohort == tuple(sorted(FLEET_200))
+
+
+def test_a_seeded_simulation_draws_the_same_cohort_for_the_same_round_and_other_ones_for_others() -> None:
+    e = sampled_engine(0.25, seeded=True)
+    state = e.init(WEIGHTS, np.random.SeedSequence(7))
+    assert e.open_round(state).cohort == e.open_round(state).cohort
+    later = replace(state, round=1, version=1)
+    assert e.open_round(later).cohort != e.open_round(state).cohort
+
+
+def test_an_update_from_a_device_outside_the_sampled_cohort_is_rejected() -> None:
+    e = sampled_engine(0.25, seeded=True)
+    state = e.init(WEIGHTS, np.random.SeedSequence(7))
+    opened = e.open_round(state)
+    outsider = next(d for d in FLEET_200 if d not in opened.cohort)
+    opened.inbox.offer(outsider, 0, update_blob(outsider, 0, 0, 0.1, dp_mode="central"))
+    assert dict(opened.inbox.rejected)[outsider].startswith(f"unknown device {outsider!r} for round 0: not in its cohort")
+
+
+def test_the_ledger_credits_poisson_amplification_only_for_sampled_rounds() -> None:
+    for q, wrapped in ((0.25, True), (1.0, False)):
+        e = sampled_engine(q, seeded=True)
+        state = e.init(WEIGHTS, np.random.SeedSequence(1))
+        opened = e.open_round(state)
+        for d in opened.cohort:
+            opened.inbox.offer(d, 0, update_blob(d, 0, 0, 0.1, dp_mode="central"))
+        new, record = e.apply(state, opened)
+        (event,) = new.ledger.events
+        assert isinstance(event, dp_accounting.PoissonSampledDpEvent) is wrapped
+        if wrapped:
+            assert event.sampling_probability == 0.25
+            assert record.epsilon == pytest.approx(compute_epsilon(accounted(1.0, 8), 0.25, 1, DELTA))
+        else:
+            assert record.epsilon == pytest.approx(compute_epsilon(accounted(1.0, 8), 1.0, 1, DELTA))
+
+
+def test_the_central_mean_divides_by_the_expected_cohort_size() -> None:
+    e = sampled_engine(0.25, seeded=True)
+    assert e.expected_cohort == 50
+    state = e.init(WEIGHTS, np.random.SeedSequence(1))
+    opened = e.open_round(state)
+    senders = opened.cohort[:5]
+    for d in senders:
+        opened.inbox.offer(d, 0, update_blob(d, 0, 0, 0.1, dp_mode="central"))
+    new, _ = e.apply(state, opened)
+    expected = aggregate(state.weights, [opened.inbox.accepted[d] for d in sorted(senders)], e.config.aggregation,
+                         InsecureSeededNoise(np.random.default_rng(state.seed.spawn(1)[0])), expected_count=50)
+    for k in WEIGHTS:
+        assert new.weights[k].tobytes() == expected.weights[k].tobytes()

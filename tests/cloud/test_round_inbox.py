@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from cloud.declared_settings import DeclaredSettings
 from cloud.round_inbox import RoundInbox
 from cloud.strategy import DpMode
-from edge.privacy import clip_update
+from edge.noise_source import SecureNoise
+from edge.plan import TrainingSettings
+from edge.privacy import DiscreteGaussianMechanism, clip_update, local_release_norm_bound
 from edge.wire import UpdateMeta, encode_update
 
 FLEET = "f1"
@@ -44,9 +47,9 @@ def valid_blob(device: str = "d0", seed: int = 0) -> bytes:
     return encode_update(valid_tensors(seed), valid_meta(device))
 
 
-def make_inbox(dp_mode: DpMode = DpMode.NONE) -> RoundInbox:
+def make_inbox(dp_mode: DpMode = DpMode.NONE, noise_multiplier: float = 0.0, **kwargs) -> RoundInbox:
     return RoundInbox(round_=ROUND, base_version=BASE_VERSION, fleet=FLEET, devices=DEVICES,
-                      template=dict(TEMPLATE), dp_mode=dp_mode, clip=CLIP)
+                      template=dict(TEMPLATE), dp_mode=dp_mode, clip=CLIP, noise_multiplier=noise_multiplier, **kwargs)
 
 
 def with_tensors(**changes: np.ndarray | None) -> bytes:
@@ -174,9 +177,10 @@ def test_valid_updates_among_malformed_ones_are_all_accepted() -> None:
 
 
 def test_local_dp_mode_admits_noised_updates_whose_norm_exceeds_the_clip() -> None:
-    inbox = make_inbox(DpMode.LOCAL)
+    inbox = make_inbox(DpMode.LOCAL, noise_multiplier=1.0)
     noised = valid_tensors(norm=4.0)
-    assert inbox.offer("d0", ROUND, encode_update(noised, valid_meta(dp_mode="local"))) is not None
+    meta = valid_meta(dp_mode="local", noise_multiplier=1.0)
+    assert inbox.offer("d0", ROUND, encode_update(noised, meta)) is not None
 
 
 def test_update_clipped_on_device_passes_the_norm_check() -> None:
@@ -188,3 +192,61 @@ def test_rejection_found_before_decoding_is_recorded() -> None:
     inbox = make_inbox()
     inbox.reject("d3", "chunk failed its sha256 check")
     assert inbox.rejected == [("d3", "chunk failed its sha256 check")]
+
+
+# --- the declaration an update carries must be its plan's (cloud.declared_settings) ---
+
+PLANNED = DeclaredSettings("local", CLIP, 1.5, training=TrainingSettings().declaration())
+LYING = [
+    ("dp_mode", {"dp_mode": "none"}, "declares DP mode 'none', its plan says 'local'"),
+    ("clip", {"clip": 4.0}, "declares clip 4.0, its plan says 1.0"),
+    ("noise", {"noise_multiplier": 0.1}, "declares noise multiplier 0.1, its plan says 1.5"),
+    ("encoding", {"encoding": "uint8-affine-delta"}, "encoding"),
+    ("training", {"training": TrainingSettings(lr=0.5).declaration()}, "declares training settings"),
+    ("no training", {"training": ""}, "declares training settings none"),
+]
+
+
+@pytest.mark.parametrize(("field_name", "changes", "reason"), LYING, ids=[c[0] for c in LYING])
+def test_an_update_whose_declaration_differs_from_its_plan_is_rejected_naming_the_field(field_name, changes,
+                                                                                       reason) -> None:
+    inbox = make_inbox(DpMode.LOCAL, 1.5, declared={"d0": PLANNED},
+                       encodings=("float32-delta", "uint8-affine-delta"))
+    honest = dataclasses.replace(valid_meta(dp_mode="local", noise_multiplier=1.5), training=PLANNED.training)
+    assert make_inbox(DpMode.LOCAL, 1.5, declared={"d0": PLANNED}).offer(
+        "d0", ROUND, encode_update(valid_tensors(), honest)) is not None
+    lying = dataclasses.replace(honest, **changes)
+    tensors = valid_tensors()
+    if field_name == "encoding":  # a well-formed uint8 update, so that only the declaration is wrong
+        tensors = {k: np.zeros(v.shape, np.uint8) for k, v in tensors.items()}
+        tensors.update({f"{k}.qparams": np.array([1e-3, 0.0], np.float32) for k in TEMPLATE})
+    assert inbox.offer("d0", ROUND, encode_update(tensors, lying)) is None
+    assert reason in inbox.rejected[-1][1]
+
+
+def test_local_mode_admits_an_honest_release_and_rejects_a_norm_beyond_what_clip_and_noise_allow() -> None:
+    dimension = sum(int(np.prod(s)) for s in TEMPLATE.values())
+    z = 1.5
+    mechanism = DiscreteGaussianMechanism(CLIP, z, dimension)
+    bound = local_release_norm_bound(CLIP, z, dimension)
+    meta = valid_meta(dp_mode="local", noise_multiplier=z)
+    honest = [mechanism.privatise(valid_tensors(seed=s, norm=CLIP), SecureNoise()) for s in range(20)]
+    inbox = make_inbox(DpMode.LOCAL, z)
+    for i, release in enumerate(honest):
+        inbox.offer("d0", ROUND, encode_update(release, dataclasses.replace(meta, update_id=f"u{i}")))
+        assert "d0" in inbox.accepted, inbox.rejected
+        inbox.accepted.clear()
+        inbox._accepted_digests.clear()
+    boosted = valid_tensors(norm=1.01 * bound)
+    inbox.offer("d1", ROUND, encode_update(boosted, dataclasses.replace(meta, device="d1")))
+    assert "d1" not in inbox.accepted and "most that clip 1.0 plus noise z = 1.5 allows" in inbox.rejected[-1][1]
+
+
+def test_a_second_update_under_a_known_id_is_rejected_with_a_record_not_dropped_as_a_duplicate() -> None:
+    inbox = make_inbox()
+    first = encode_update(valid_tensors(seed=1), valid_meta())
+    forged = encode_update(valid_tensors(seed=2), valid_meta())  # same device, round and predictable update id
+    assert inbox.offer("d0", ROUND, first) is not None
+    assert inbox.offer("d0", ROUND, forged) is None
+    assert inbox.rejected == [("d0", "second, different update from d0 in round 5 (replay); the first one counts")]
+    assert inbox.accepted["d0"].delta["dense_0/bias"].tobytes() == valid_tensors(seed=1)["dense_0/bias"].tobytes()

@@ -73,7 +73,7 @@ def test_central_mode_noise_on_the_mean_has_stddev_z_c_over_k() -> None:
     zero = {"v": np.zeros(n, np.float32)}
     updates = [AcceptedUpdate(f"d{i}", {"v": np.zeros(n, np.float32)}, 10) for i in range(k)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=clip, noise_multiplier=z)
-    result = aggregate(zero, updates, config, seeded(11))
+    result = aggregate(zero, updates, config, seeded(11), expected_count=k)
     noise = result.weights["v"].astype(np.float64)
     expected = z * clip / k  # 0.26
     # sample std of 2000 normals: relative sd 1/sqrt(2n) ~ 1.6 %; 6 % is ~4 sigma
@@ -88,11 +88,11 @@ def test_central_mode_same_seed_same_noise_other_seed_other_noise() -> None:
     updates = [AcceptedUpdate("d", {"v": np.zeros(50, np.float32)}, 1)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
     zero = {"v": np.zeros(50, np.float32)}
-    a = aggregate(zero, updates, config, seeded(3)).weights["v"]
-    b = aggregate(zero, updates, config, seeded(3)).weights["v"]
-    c = aggregate(zero, updates, config, seeded(4)).weights["v"]
-    d = aggregate(zero, updates, config, SecureNoise()).weights["v"]
-    e = aggregate(zero, updates, config, SecureNoise()).weights["v"]
+    a = aggregate(zero, updates, config, seeded(3), expected_count=1).weights["v"]
+    b = aggregate(zero, updates, config, seeded(3), expected_count=1).weights["v"]
+    c = aggregate(zero, updates, config, seeded(4), expected_count=1).weights["v"]
+    d = aggregate(zero, updates, config, SecureNoise(), expected_count=1).weights["v"]
+    e = aggregate(zero, updates, config, SecureNoise(), expected_count=1).weights["v"]
     assert a.tobytes() == b.tobytes()
     assert not np.array_equal(a, c) and not np.array_equal(d, e)
 
@@ -102,7 +102,7 @@ def test_central_mode_clips_records_larger_than_the_clip_norm() -> None:
     small = np.array([0.1, 0.0], np.float32)        # below the clip: kept as is
     updates = [AcceptedUpdate("a", {"v": big}, 1), AcceptedUpdate("b", {"v": small}, 1000)]
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1e-6)  # noise far below the grid step
-    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config, seeded(0))
+    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config, seeded(0), expected_count=2)
     np.testing.assert_allclose(result.weights["v"], [(0.6 + 0.1) / 2, 0.8 / 2], atol=2e-3)
 
 
@@ -110,7 +110,7 @@ def test_central_mode_clips_the_global_norm_across_tensors() -> None:
     update = AcceptedUpdate("a", {"x": np.array([3.0], np.float32), "y": np.array([[4.0]], np.float32)}, 1)
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=2.0, noise_multiplier=1e-6)
     result = aggregate({"x": np.zeros(1, np.float32), "y": np.zeros((1, 1), np.float32)}, [update], config,
-                       seeded(0))
+                       seeded(0), expected_count=1)
     np.testing.assert_allclose(result.weights["x"], [1.2], atol=4e-3)
     np.testing.assert_allclose(result.weights["y"], [[1.6]], atol=4e-3)
 
@@ -118,9 +118,19 @@ def test_central_mode_clips_the_global_norm_across_tensors() -> None:
 def test_central_mode_without_a_noise_source_or_without_noise_is_refused() -> None:
     config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="needs a noise source"):
-        aggregate(GLOBAL, UPDATES, config)
+        aggregate(GLOBAL, UPDATES, config, expected_count=2)
+    with pytest.raises(ValueError, match="expected cohort size"):
+        aggregate(GLOBAL, UPDATES, config, seeded(0))
     with pytest.raises(ValueError, match="noise multiplier > 0"):
-        aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=0.0), seeded(0))
+        aggregate(GLOBAL, UPDATES, FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=0.0), seeded(0),
+                  expected_count=2)
+
+
+def test_central_mode_divides_by_the_expected_cohort_not_by_the_updates_that_came() -> None:
+    updates = [AcceptedUpdate(d, {"v": np.array([0.4, 0.0], np.float32)}, 1) for d in ("a", "b")]
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1e-6)
+    result = aggregate({"v": np.zeros(2, np.float32)}, updates, config, seeded(0), expected_count=4)
+    np.testing.assert_allclose(result.weights["v"], [0.8 / 4, 0.0], atol=2e-3)
 
 
 def test_gaussian_sum_mechanism_agrees_with_tf_privacy_gaussian_sum_query() -> None:

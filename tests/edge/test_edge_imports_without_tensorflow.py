@@ -10,7 +10,9 @@ from pathlib import Path
 import edge
 
 REPO = Path(__file__).resolve().parents[2]
-ALLOWED_THIRD_PARTY = {"numpy", "paho", "safetensors", "ai_edge_litert", "tflite_runtime"}
+# cryptography (Ed25519 signatures, edge.signed_artifact) loads its cffi backend
+ALLOWED_THIRD_PARTY = {"numpy", "paho", "safetensors", "ai_edge_litert", "tflite_runtime", "cryptography", "_cffi_backend",
+                       "cffi"}
 
 
 def _is_install_machinery(module: str) -> bool:
@@ -46,4 +48,4 @@ def test_every_edge_module_imports_where_tensorflow_cannot_be_imported():
 def test_edge_requirements_hold_only_what_a_device_needs():
     lines = [line.split("==")[0].strip() for line in (REPO / "requirements-edge.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    assert sorted(lines) == ["ai-edge-litert", "numpy", "paho-mqtt", "safetensors"]
+    assert sorted(lines) == ["ai-edge-litert", "cryptography", "numpy", "paho-mqtt", "safetensors"]

@@ -1,0 +1,46 @@
+"""What every update must declare, taken from its device's plan, and the check of a declaration against it.
+
+An update states how it was made (DP mode, clip C, noise multiplier, encoding, training settings).
+The aggregator admits it only if that statement is the plan's: a device that noised less, clipped
+wider or trained otherwise than planned is refused with the field that differs, so the accountant's
+epsilon and the aggregate's sensitivity rest on what was planned, not on what a device says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from edge.plan import DevicePlan
+from edge.wire import FLOAT32_DELTA, UpdateMeta
+
+
+@dataclass(frozen=True)
+class DeclaredSettings:
+    """The declaration an update must carry. training: canonical JSON, or None where no plan exists to say it."""
+
+    dp_mode: str
+    clip: float
+    noise_multiplier: float  # what the device adds itself: the plan's z in `local` mode, else 0
+    encoding: str = FLOAT32_DELTA
+    training: str | None = None
+
+    @classmethod
+    def from_plan(cls, plan: DevicePlan, encoding: str = FLOAT32_DELTA) -> DeclaredSettings:
+        """What `plan`'s device must declare."""
+        z = plan.noise_multiplier if plan.dp_mode == "local" else 0.0
+        return cls(plan.dp_mode, plan.clip, z, encoding, plan.training.declaration())
+
+    def mismatch(self, meta: UpdateMeta) -> str | None:
+        """The first declared field that differs from the plan, as a rejection reason; None if all agree."""
+        if meta.dp_mode != self.dp_mode:
+            return f"declares DP mode {meta.dp_mode!r}, its plan says {self.dp_mode!r}"
+        if not math.isclose(meta.clip, self.clip, rel_tol=1e-9):
+            return f"declares clip {meta.clip}, its plan says {self.clip}"
+        if not math.isclose(meta.noise_multiplier, self.noise_multiplier, rel_tol=1e-9, abs_tol=1e-12):
+            return f"declares noise multiplier {meta.noise_multiplier}, its plan says {self.noise_multiplier}"
+        if meta.encoding != self.encoding:
+            return f"declares encoding {meta.encoding!r} (bit width), its plan says {self.encoding!r}"
+        if self.training is not None and meta.training != self.training:
+            return f"declares training settings {meta.training or 'none'}, its plan says {self.training}"
+        return None
