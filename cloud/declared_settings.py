@@ -20,7 +20,7 @@ class DeclaredSettings:
     """The declaration an update must carry. training: canonical JSON, or None where no plan exists to say it."""
 
     dp_mode: str
-    clip: float
+    clip: float | None  # None: unclipped plain FedAvg, whatever it declares
     noise_multiplier: float  # what the device adds itself: the plan's z in `local` mode, else 0
     encoding: str = FLOAT32_DELTA
     training: str | None = None
@@ -35,7 +35,7 @@ class DeclaredSettings:
         """The first declared field that differs from the plan, as a rejection reason; None if all agree."""
         if meta.dp_mode != self.dp_mode:
             return f"declares DP mode {meta.dp_mode!r}, its plan says {self.dp_mode!r}"
-        if not math.isclose(meta.clip, self.clip, rel_tol=1e-9):
+        if self.clip is not None and not math.isclose(meta.clip, self.clip, rel_tol=1e-9):
             return f"declares clip {meta.clip}, its plan says {self.clip}"
         if not math.isclose(meta.noise_multiplier, self.noise_multiplier, rel_tol=1e-9, abs_tol=1e-12):
             return f"declares noise multiplier {meta.noise_multiplier}, its plan says {self.noise_multiplier}"

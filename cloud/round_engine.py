@@ -181,7 +181,8 @@ class RoundEngine:
     def _default_declaration(self) -> DeclaredSettings:
         agg = self.config.aggregation
         z = agg.noise_multiplier if agg.dp_mode is DpMode.LOCAL else 0.0
-        return DeclaredSettings(agg.dp_mode.value, agg.clip, z, self.config.encodings[0])
+        return DeclaredSettings(agg.dp_mode.value, agg.clip if self.config.bound_updates else None, z,
+                                self.config.encodings[0])
 
     def model_payload(self, state: RoundState, round_: int | None = None) -> bytes:
         """The global student as devices receive it, announcing round `round_` (default: the next)."""
