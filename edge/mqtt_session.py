@@ -3,11 +3,17 @@
 Every logical message on topic T travels as chunks on T/<index> (edge/chunking.py), so the
 same code carries a 200-byte plan and a 200-KB shard. Handlers receive whole messages on
 their logical topic; they run on paho's network thread and must be quick (hand work off).
+
+With `tls` (edge.broker_credentials.TlsFiles) the session speaks MQTT over TLS, verifying the broker's
+certificate against the fleet CA and presenting its own; `username`/`password` log in where the broker
+takes passwords. A broker that refuses the client (CONNACK refusal, a TLS alert, the connection closed
+before CONNACK) makes `connect` raise ConnectionError naming the cause and the fix, at once.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -18,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.broker_credentials import TlsFiles
 from edge.chunking import DEFAULT_CHUNK_LIMIT, ChunkAssembler, ChunkError, split_message
 from edge.topics import chunk_base
 
@@ -40,7 +47,8 @@ class MqttSession:
     """One MQTT 3.1.1 client: connect, subscribe with handlers, publish chunked, count bytes."""
 
     def __init__(self, client_id: str, host: str, port: int, chunk_limit: int = DEFAULT_CHUNK_LIMIT,
-                 will: tuple[str, bytes] | None = None, keepalive: int = 30) -> None:
+                 will: tuple[str, bytes] | None = None, keepalive: int = 30, *, tls: TlsFiles | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         self.client_id = client_id
         self.host, self.port, self.keepalive = host, port, keepalive
         self.chunk_limit = chunk_limit
@@ -50,9 +58,27 @@ class MqttSession:
         self._on_error: ErrorHandler | None = None
         self._assembler = ChunkAssembler()
         self._connected = threading.Event()
+        self._answered = threading.Event()  # CONNACK (either way) or the connection closed before one
+        self._refusal: str | None = None
+        self._last_error: str | None = None
+        self.tls, self.username = tls, username
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=mqtt.MQTTv311, clean_session=True)
         self._client.max_queued_messages_set(0)
+        if tls is not None:
+            tls.check()
+            try:
+                self._client.tls_set(ca_certs=str(tls.ca), certfile=None if tls.cert is None else str(tls.cert),
+                                     keyfile=None if tls.key is None else str(tls.key))
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"cannot load the TLS files (--tls-ca {tls.ca}, --tls-cert {tls.cert}, "
+                                 f"--tls-key {tls.key}): {exc}; pass the PEM files `python -m cloud provision` "
+                                 f"wrote for this client") from exc
+        if (username is None) != (password is None):
+            raise ValueError("a broker login needs both a username and a password")
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._client.on_log = self._handle_log
         if will:
             self._client.will_set(will[0], will[1], qos=1, retain=True)
         self._client.on_connect = self._handle_connect
@@ -70,17 +96,29 @@ class MqttSession:
             self._client.subscribe(topic_filter + "/+", qos=1)
 
     def connect(self, timeout: float = 10.0) -> MqttSession:
-        """Connect and start the network loop; raise ConnectionError naming the broker on failure."""
+        """Connect and start the network loop; raise ConnectionError naming the broker and the cause on failure."""
+        where = f"MQTT broker at {self.host}:{self.port}"
+        self._answered.clear()
+        self._refusal = self._last_error = None
         try:
             self._client.connect(self.host, self.port, keepalive=self.keepalive)
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionError(f"{where}: its TLS certificate does not verify ({exc.verify_message}); "
+                                  f"pass the fleet's --tls-ca and the broker's address as provisioned "
+                                  f"(python -m cloud provision --host)") from exc
+        except ssl.SSLError as exc:
+            raise ConnectionError(f"{where}: TLS handshake failed ({exc}); {self._credentials_hint()}") from exc
         except OSError as exc:
-            raise ConnectionError(f"cannot reach MQTT broker at {self.host}:{self.port} ({exc}); "
+            raise ConnectionError(f"cannot reach {where} ({exc}); "
                                   f"start one (mosquitto -p {self.port}) or pass --broker host:port") from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout):
+        if not self._answered.wait(timeout) and not self._connected.is_set():
             self._client.loop_stop()
-            raise ConnectionError(f"MQTT broker at {self.host}:{self.port} did not accept the connection "
-                                  f"within {timeout:.0f} s")
+            raise ConnectionError(f"{where} did not accept the connection within {timeout:.0f} s")
+        if self._refusal is not None:
+            self._client.loop_stop()  # paho would otherwise retry a refused login forever
+            self._client.disconnect()
+            raise ConnectionError(f"{where} {self._refusal}")
         return self
 
     def close(self) -> None:
@@ -114,17 +152,45 @@ class MqttSession:
         with self._lock:
             self.traffic.append(TrafficRecord(direction, topic, nbytes))
 
+    def _credentials_hint(self) -> str:
+        if self.tls is not None and self.tls.mutual:
+            return (f"check that --tls-cert {self.tls.cert} and --tls-key {self.tls.key} were issued by the fleet CA "
+                    f"the broker trusts (python -m cloud provision), and --tls-ca {self.tls.ca} is that CA")
+        if self.username is not None:
+            return f"check --username {self.username} and --password-file (python -m cloud provision --password-auth)"
+        if self.tls is not None:
+            return ("the broker may require a client certificate: pass --tls-cert and --tls-key "
+                    "(python -m cloud provision writes them)")
+        return ("if the broker is a provisioned TLS listener, pass --tls-ca, --tls-cert and --tls-key "
+                "(python -m cloud provision writes them), or --username and --password-file")
+
+    def _handle_log(self, client: mqtt.Client, userdata: object, level: int, message: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = message
+
     def _handle_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                         reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
-            log.error("%s: broker refused connection: %s", self.client_id, reason_code)
+            if self._answered.is_set():  # a reconnect refused; the first refusal is raised by connect
+                log.error("%s: broker refused connection: %s", self.client_id, reason_code)
+            else:
+                self._refusal = (f"refused {self.client_id}: {str(reason_code).lower()}; "
+                                 f"{self._credentials_hint()}")
+                self._answered.set()
             return
         for topic_filter, _ in self._handlers:
             client.subscribe(topic_filter + "/+", qos=1)
         self._connected.set()
+        self._answered.set()
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                            reason_code: ReasonCode, properties: Properties | None) -> None:
+        if not self._answered.is_set():  # closed before any CONNACK: a TLS alert, or TLS expected
+            cause = self._last_error or str(reason_code)
+            self._refusal = (f"closed the connection of {self.client_id} before accepting it ({cause}); "
+                             f"{self._credentials_hint()}")
+            self._answered.set()
+            return
         self._connected.clear()
         if reason_code.is_failure:
             log.warning("%s: disconnected from broker: %s (paho reconnects)", self.client_id, reason_code)

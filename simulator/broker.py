@@ -3,8 +3,12 @@
 Two brokers, both run as a child process listening on 127.0.0.1 only:
 
 - ``MosquittoBroker``: Debian's mosquitto (2.0.11), the broker for tests, CI and deployments.
+- ``ConfiguredMosquitto``: mosquitto with a given configuration file, such as the TLS listener,
+  ACL and identities that ``python -m cloud provision`` writes (DIR/broker/mosquitto.conf); it
+  listens where that file says.
 - ``EmbeddedBroker``: amqtt 0.12.1 (pure Python, MQTT 3.1.1 only), the default when mosquitto
-  is not installed. It runs in a child interpreter rather than a thread so that a busy
+  is not installed; for local demos only: anonymous, no TLS, so it refuses to bind to anything
+  but loopback. It runs in a child interpreter rather than a thread so that a busy
   simulator (TensorFlow, the GIL) cannot starve it, a crash cannot take the caller down,
   and nothing is left hanging at interpreter exit. The child exits when its stdin closes,
   so it also goes away if the parent dies.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -36,6 +41,7 @@ from typing import BinaryIO, Self
 
 __all__ = [
     "BrokerError",
+    "ConfiguredMosquitto",
     "DEFAULT_MAX_PACKET_SIZE",
     "EmbeddedBroker",
     "MosquittoBroker",
@@ -295,9 +301,66 @@ class MosquittoBroker(_ProcessBroker):
         return [self.binary, "-c", str(cfg)]
 
     def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):  # _kill follows
-            proc.wait(timeout=5)
+        _terminate(proc)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):  # _kill follows
+        proc.wait(timeout=5)
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+class ConfiguredMosquitto(_ProcessBroker):
+    """mosquitto run with a given configuration file; ready once its first listener accepts TCP.
+
+    ``host``/``port`` come from the file's first ``listener <port> [<address>]`` line (an address-less
+    listener is probed on loopback). As root the file is copied with ``user root`` put first: mosquitto
+    would otherwise switch to the 'mosquitto' user, which cannot read keys written with mode 0600."""
+
+    kind = "mosquitto"
+
+    def __init__(self, config: Path, binary: str | None = None, startup_timeout: float = 10.0) -> None:
+        binary = binary or mosquitto_binary()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed (looked on PATH and in /usr/sbin, /usr/local/sbin): "
+                              "install it with `apt-get install mosquitto`")
+        self.config = Path(config).resolve()
+        try:
+            text = self.config.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BrokerError(f"mosquitto configuration {self.config} not found; write one with `python -m cloud "
+                              f"provision --fleet FILE --out DIR` (DIR/broker/mosquitto.conf)") from None
+        port, host = _first_listener(text, self.config)
+        super().__init__(port=port, host=host, startup_timeout=startup_timeout)
+        self.binary = binary
+
+    def _command(self, workdir: Path) -> list[str]:
+        if not _is_root():
+            return [self.binary, "-c", str(self.config)]
+        copy = workdir / "mosquitto.conf"
+        copy.write_text("user root\n" + self.config.read_text(encoding="utf-8"), encoding="utf-8")
+        return [self.binary, "-c", str(copy)]
+
+    def _stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        _terminate(proc)
+
+
+def _first_listener(text: str, path: Path) -> tuple[int, str]:
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0] == "listener":
+            try:
+                port = int(words[1])
+            except ValueError:
+                break
+            host = words[2] if len(words) > 2 and words[2] not in ("0.0.0.0", "::") else LOOPBACK
+            return port, host
+    raise BrokerError(f"{path} has no `listener <port> [<address>]` line; "
+                      f"regenerate it with `python -m cloud provision`")
 
 
 # Runs in the child interpreter (python -c). stdin EOF or SIGTERM/SIGINT -> graceful shutdown.
@@ -354,8 +417,25 @@ asyncio.run(main())
 """
 
 
+def loopback_only(host: str) -> str:
+    """`host` if it is an IPv4 loopback address ('localhost' becomes 127.0.0.1); else BrokerError naming the fix."""
+    if host == "localhost":
+        return LOOPBACK
+    try:
+        loopback = ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise BrokerError(f"the embedded amqtt broker is for local demos only (anonymous, no TLS) and binds to "
+                          f"IPv4 loopback (127.0.0.1) only, not {host!r}: for a broker other machines reach, provision "
+                          f"the fleet (`python -m cloud provision --fleet FILE --out DIR --host {host}`) and run "
+                          f"`mosquitto -c DIR/broker/mosquitto.conf`")
+    return host
+
+
 class EmbeddedBroker(_ProcessBroker):
-    """amqtt 0.12.1 on loopback in a child interpreter: anonymous, retained messages on.
+    """amqtt 0.12.1 on loopback in a child interpreter: anonymous, retained messages on; local demos only
+    (any other bind address raises BrokerError).
 
     amqtt keeps retained messages in memory (a dict per topic) with no switch to turn them
     off, so "retained supported" needs no setting. Quirks of amqtt 0.12.1 (checked by hand):
@@ -387,7 +467,7 @@ class EmbeddedBroker(_ProcessBroker):
         python: str | None = None,
         fix_retained_replay: bool = True,
     ) -> None:
-        super().__init__(port=port, host=host, startup_timeout=startup_timeout)
+        super().__init__(port=port, host=loopback_only(host), startup_timeout=startup_timeout)
         self.log_level = log_level
         self.python = python or sys.executable
         self.fix_retained_replay = fix_retained_replay
