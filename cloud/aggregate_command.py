@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli import EXIT_OK, broker_address, fail
+from edge.broker_credentials import CredentialUsageError, add_credential_arguments, credentials_from_args
+from edge.cli import EXIT_OK, broker_address, fail, usage
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="checkpoint directory; an existing checkpoint is resumed")
     p.add_argument("--holdout", type=Path,
                    help=".npz with x, y to report the global student's accuracy per round (default: none)")
+    add_credential_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -28,7 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from cloud.serve import serve
 
     try:
-        history = serve(args.bundle, args.broker, args.checkpoint, args.holdout)
+        credentials = credentials_from_args(args)
+    except CredentialUsageError as exc:
+        return usage(str(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    try:
+        history = serve(args.bundle, args.broker, args.checkpoint, args.holdout, credentials=credentials)
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
         return fail(str(exc))
     print(f"{len(history)} rounds done; checkpoint in {args.checkpoint}")

@@ -12,6 +12,7 @@ from cloud.evaluation import holdout_evaluator
 from cloud.fleet_bundle import load_bundle
 from cloud.round_engine import RoundRecord
 from edge.broker_address import parse_broker_url
+from edge.broker_credentials import BrokerCredentials
 from edge.mqtt_session import MqttSession
 
 log = logging.getLogger("dmskd.aggregator")
@@ -24,15 +25,17 @@ def log_round(record: RoundRecord) -> None:
 
 
 def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | None = None,
-          seed: int | None = None) -> list[dict]:
+          seed: int | None = None, credentials: BrokerCredentials | None = None) -> list[dict]:
     """Publish the bundle's fleet and run all rounds; resumes from checkpoint_dir if it holds one.
 
     seed: None draws the server's randomness and DP noise from OS entropy; an int (INSECURE, tests and
-    simulations only) seeds both."""
+    simulations only) seeds both. credentials: the aggregator's TLS files or login (python -m cloud provision)."""
     bundle = load_bundle(bundle_dir)
     host, port = parse_broker_url(broker)
     evaluate = holdout_evaluator(bundle.student_program, holdout) if holdout else None
-    session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port)
+    creds = credentials or BrokerCredentials()
+    session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port, tls=creds.tls,
+                          username=creds.username, password=creds.password)
     service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(seed), checkpoint_dir, evaluate,
                                             on_round_end=log_round, insecure_seeded_noise=seed is not None)
     session.connect()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail
+from edge.broker_credentials import CredentialUsageError, add_credential_arguments, credentials_from_args
+from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail, usage
 
 
 def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", type=broker_address, default="127.0.0.1:1883",
                      help="MQTT broker, host:port or mqtt://host:port")
     run.add_argument("--outbox", type=Path, default=Path("outbox"), help="on-disk outbox for unacknowledged updates")
+    add_credential_arguments(run)
     run.add_argument("--insecure-seed", type=int, default=None,
                      help="INSECURE, for tests and reproducible simulations only: seed the device's training "
                           "and its DP noise, which anyone who knows the seed can then subtract (default: OS "
@@ -58,10 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     from edge.topics import FleetTopics
 
     try:
+        credentials = credentials_from_args(args)
+    except CredentialUsageError as exc:
+        return usage(str(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    try:
         host, port = parse_broker_url(args.broker)
         x, y = load_device_data(args.data)
         session = MqttSession(f"{args.fleet}-{args.device}", host, port,
-                              will=(FleetTopics(args.fleet).status(args.device), b"offline"))
+                              will=(FleetTopics(args.fleet).status(args.device), b"offline"), tls=credentials.tls,
+                              username=credentials.username, password=credentials.password)
         seed = None if args.insecure_seed is None else np.random.SeedSequence(args.insecure_seed)
         agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=seed, outbox_dir=args.outbox).start()
     except (ValueError, FileNotFoundError, ConnectionError) as exc:

@@ -15,6 +15,7 @@ from cloud.evaluation import student_evaluator
 from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
+from edge.broker_credentials import BrokerCredentials
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
 from edge.seeding import FleetSeeds
@@ -59,18 +60,27 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
 
 def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, port: int, run_dir: Path,
                    noise_multiplier: float, fleet: str = "demo",
-                   on_round_end: Callable[[RoundRecord], None] | None = None) -> FederationOutcome:
-    """Start agents and the aggregator, run all rounds, stop everything, return the outcome."""
+                   on_round_end: Callable[[RoundRecord], None] | None = None,
+                   credentials: Callable[[str], BrokerCredentials] | None = None) -> FederationOutcome:
+    """Start agents and the aggregator, run all rounds, stop everything, return the outcome.
+
+    credentials: what each client presents to the broker, by identity (a device id, or `<fleet>-aggregator`),
+    e.g. from a `python -m cloud provision` directory; None connects every client anonymously."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     topics = FleetTopics(fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
+
+    def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None) -> MqttSession:
+        creds = credentials(identity) if credentials is not None else BrokerCredentials()
+        return MqttSession(client_id, host, port, config.chunk_limit, will=will, tls=creds.tls,
+                           username=creds.username, password=creds.password)
+
     agents = []
     for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices):
-        session = MqttSession(f"{fleet}-{plan.device}", host, port, config.chunk_limit,
-                              will=(topics.status(plan.device), b"offline"))
-        agents.append(DeviceAgent(plan.device, fleet, session, data.x, data.visible_labels(), seed=seed,
+        device_session = session(f"{fleet}-{plan.device}", plan.device, will=(topics.status(plan.device), b"offline"))
+        agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), seed=seed,
                                   outbox_dir=run_dir / "outbox", noise_seeded=config.insecure_seeded_noise))
-    agg_session = MqttSession(f"{fleet}-aggregator", host, port, config.chunk_limit)
+    agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
     service = AggregatorService.from_bundle(
         bundle, agg_session, seeds.server, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
