@@ -21,6 +21,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="checkpoint directory; an existing checkpoint is resumed")
     p.add_argument("--holdout", type=Path,
                    help=".npz with x, y to report the global student's accuracy per round (default: none)")
+    p.add_argument("--signing-key", type=Path,
+                   help="the fleet's private Ed25519 signing key (default: fleet-signing.key beside the bundle "
+                        "directory, as `python -m simulator prepare` writes it; `python -m cloud provision` "
+                        "writes DIR/aggregator/fleet-signing.key)")
     add_credential_arguments(p)
     p.set_defaults(run=run)
 
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     try:
-        history = serve(args.bundle, args.broker, args.checkpoint, args.holdout, credentials=credentials)
+        history = serve(args.bundle, args.broker, args.checkpoint, args.holdout, credentials=credentials,
+                        signing_key=args.signing_key)
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
         return fail(str(exc))
     print(f"{len(history)} rounds done; checkpoint in {args.checkpoint}")

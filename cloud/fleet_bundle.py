@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from cloud.declared_settings import DeclaredSettings
 from cloud.round_engine import EngineConfig
 from cloud.strategy import DpMode, FedAvgConfig
 from edge.plan import DevicePlan
@@ -35,6 +36,7 @@ class RoundSettings:
     max_epsilon: float | None
     quorum: int
     deadline_s: float
+    sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the fleet at this rate
 
 
 @dataclass
@@ -54,7 +56,9 @@ def engine_config(bundle: FleetBundle, insecure_seeded_noise: bool = False) -> E
     mode = DpMode.parse(st.dp_mode)
     return EngineConfig(st.fleet, tuple(p.device for p in bundle.plans), st.rounds,
                         FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is not DpMode.NONE else 0.0),
-                        st.delta, st.max_epsilon, insecure_seeded_noise=insecure_seeded_noise)
+                        st.delta, st.max_epsilon, insecure_seeded_noise=insecure_seeded_noise,
+                        sampling_rate=st.sampling_rate,
+                        declared={p.device: DeclaredSettings.from_plan(p) for p in bundle.plans})
 
 
 def save_bundle(directory: str | Path, bundle: FleetBundle) -> Path:

@@ -98,9 +98,10 @@ class RoundRecord:
     epsilon: float | None
     metrics: dict[str, float]
     seconds: float
+    cohort: tuple[str, ...] = ()  # who was sampled: the operator's record, never published
 
     def to_dict(self) -> dict:
-        out: dict = {"round": self.round, "accepted": list(self.accepted),
+        out: dict = {"round": self.round, "cohort": list(self.cohort), "accepted": list(self.accepted),
                      "rejected": [list(r) for r in self.rejected], "seconds": self.seconds}
         if self.epsilon is not None:
             out["epsilon"] = self.epsilon
@@ -206,7 +207,7 @@ class RoundEngine:
         metrics = self.evaluate(weights) if self.evaluate is not None else {}
         record = RoundRecord(state.round, tuple(sorted(accepted)), tuple(opened.inbox.rejected),
                              ledger.epsilon if ledger is not None else None, metrics,
-                             time.monotonic() - opened.opened_at)
+                             time.monotonic() - opened.opened_at, opened.cohort)
         new = RoundState(state.round + 1, state.version + 1, weights, state.seed, ledger,
                          (*state.history, record.to_dict()))
         return new, record
@@ -221,9 +222,16 @@ class RoundEngine:
         return self._sampled(release_event(self.config.aggregation, int(sum(w.size for w in state.weights.values()))))
 
     def _sampled(self, event: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
-        """`event` under this run's Poisson sampling; a round that takes every device (or the first K
-        arrivals of all of them) is not a random sample and is accounted with q = 1."""
-        return dp_accounting.PoissonSampledDpEvent(self.config.sampling_rate, event) if self.sampled else event
+        """`event` amplified by the Poisson sampling when that holds: in `central` mode with q < 1 (the
+        trusted aggregator keeps the sample secret). A round that takes every device, or the first K
+        arrivals of all of them, is no random sample; and in `local` mode the aggregator, the party
+        local DP protects against, sees who sent: both are accounted with q = 1."""
+        return dp_accounting.PoissonSampledDpEvent(self.config.sampling_rate, event) if self.amplified else event
+
+    @property
+    def amplified(self) -> bool:
+        """Whether the ledger credits amplification by sampling (see `_sampled`)."""
+        return self.sampled and self.config.aggregation.dp_mode is DpMode.CENTRAL
 
     def _noise(self, state: RoundState) -> NoiseSource:
         """OS entropy, unless this run asked for seeded noise by name (then round r's Generator)."""

@@ -14,6 +14,7 @@ from cloud.round_engine import RoundRecord
 from edge.broker_address import parse_broker_url
 from edge.broker_credentials import BrokerCredentials
 from edge.mqtt_session import MqttSession
+from edge.signed_artifact import PRIVATE_KEY_FILE, load_signing_key
 
 log = logging.getLogger("dmskd.aggregator")
 
@@ -25,19 +26,22 @@ def log_round(record: RoundRecord) -> None:
 
 
 def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | None = None,
-          seed: int | None = None, credentials: BrokerCredentials | None = None) -> list[dict]:
+          seed: int | None = None, credentials: BrokerCredentials | None = None,
+          signing_key: Path | None = None) -> list[dict]:
     """Publish the bundle's fleet and run all rounds; resumes from checkpoint_dir if it holds one.
 
     seed: None draws the server's randomness and DP noise from OS entropy; an int (INSECURE, tests and
-    simulations only) seeds both. credentials: the aggregator's TLS files or login (python -m cloud provision)."""
+    simulations only) seeds both. credentials: the aggregator's TLS files or login (python -m cloud provision).
+    signing_key: the fleet's private signing key (default: fleet-signing.key beside the bundle directory)."""
     bundle = load_bundle(bundle_dir)
+    key = load_signing_key(signing_key or Path(bundle_dir).parent / PRIVATE_KEY_FILE)
     host, port = parse_broker_url(broker)
     evaluate = holdout_evaluator(bundle.student_program, holdout) if holdout else None
     creds = credentials or BrokerCredentials()
     session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port, tls=creds.tls,
                           username=creds.username, password=creds.password)
-    service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(seed), checkpoint_dir, evaluate,
-                                            on_round_end=log_round, insecure_seeded_noise=seed is not None)
+    service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(seed), key, checkpoint_dir,
+                                            evaluate, on_round_end=log_round, insecure_seeded_noise=seed is not None)
     session.connect()
     try:
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)

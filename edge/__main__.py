@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", type=broker_address, default="127.0.0.1:1883",
                      help="MQTT broker, host:port or mqtt://host:port")
     run.add_argument("--outbox", type=Path, default=Path("outbox"), help="on-disk outbox for unacknowledged updates")
+    run.add_argument("--fleet-key", type=Path, required=True,
+                     help="the fleet's public signing key (fleet-signing.pub from `python -m cloud provision` or "
+                          "`python -m simulator prepare`): the device acts only on what it signed")
     add_credential_arguments(run)
     run.add_argument("--insecure-seed", type=int, default=None,
                      help="INSECURE, for tests and reproducible simulations only: seed the device's training "
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.agent import DeviceAgent
     from edge.broker_address import parse_broker_url
     from edge.mqtt_session import MqttSession
+    from edge.signed_artifact import load_public_key
     from edge.topics import FleetTopics
 
     try:
@@ -71,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         session = MqttSession(f"{args.fleet}-{args.device}", host, port,
                               will=(FleetTopics(args.fleet).status(args.device), b"offline"), tls=credentials.tls,
                               username=credentials.username, password=credentials.password)
+        fleet_key = load_public_key(args.fleet_key)
         seed = None if args.insecure_seed is None else np.random.SeedSequence(args.insecure_seed)
-        agent = DeviceAgent(args.device, args.fleet, session, x, y, seed=seed, outbox_dir=args.outbox).start()
+        agent = DeviceAgent(args.device, args.fleet, session, x, y, fleet_key, seed=seed,
+                            outbox_dir=args.outbox).start()
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         return fail(str(exc))
     stop = threading.Event()

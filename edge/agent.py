@@ -3,16 +3,21 @@
 Work runs on the agent's own thread (MQTT callbacks only enqueue). An update is written to
 an on-disk outbox before it is published and removed once acknowledged, so a device that
 dies mid-publish resends it on restart; its id is deterministic, so the aggregator dedupes.
+The device acts only on what the fleet key signed (edge.signed_artifact): an unsigned, forged,
+moved or older plan, shard, program, model or cohort message is refused with a logged reason, and
+it trains a round only when the aggregator told it, on its own topic, that it was sampled.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.mqtt_session import MqttSession
@@ -20,6 +25,7 @@ from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
 from edge.seeding import noise_generator, round_generator
 from edge.shard_runtime import ShardRunner
+from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
 from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
 from edge.wire import PayloadRejected, content_hash, decode_weights
@@ -36,9 +42,13 @@ class DeviceAgent:
     exact sampler (edge.noise_source.SecureNoise)."""
 
     def __init__(self, device_id: str, fleet: str, session: MqttSession, x: np.ndarray,
-                 y: np.ndarray | None, seed: np.random.SeedSequence | None = None,
+                 y: np.ndarray | None, fleet_key: Ed25519PublicKey, seed: np.random.SeedSequence | None = None,
                  outbox_dir: str | Path | None = None, noise_seeded: bool | None = None) -> None:
         self.device_id, self.fleet, self.session = device_id, fleet, session
+        self.fleet_key = fleet_key  # pinned at provisioning: the only key whose messages this device acts on
+        self._guard = ReplayGuard()
+        self.refused: list[tuple[str, str]] = []  # (topic, reason) of every message refused
+        self.selected: dict[int, bool] = {}  # round -> sampled for it
         self.topics = FleetTopics(fleet)
         self.x_images = np.asarray(x, dtype=np.float32)
         self.x_flat = self.x_images.reshape(len(self.x_images), -1)
@@ -66,6 +76,7 @@ class DeviceAgent:
         """Subscribe to this device's plan and the global model, connect, resend the outbox."""
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
         self.session.subscribe(self.topics.all_models, self._on_model)
+        self.session.subscribe(self.topics.all_cohorts(self.device_id), self._on_cohort)
         self.session.connect()
         self.session.publish(self.topics.status(self.device_id), b"online", retain=True)
         self._thread.start()
@@ -79,8 +90,22 @@ class DeviceAgent:
         self.session.publish(self.topics.status(self.device_id), b"offline", retain=True, wait=False)
         self.session.close()
 
-    # --- MQTT callbacks (network thread): parse, store, enqueue ---
-    def _on_plan(self, topic: str, payload: bytes) -> None:
+    # --- MQTT callbacks (network thread): verify, parse, store, enqueue ---
+    def _verified(self, topic: str, envelope: bytes, stream: str) -> bytes | None:
+        """The payload if the fleet key signed it for `topic` and it is not older than what is held on `stream`."""
+        try:
+            opened = open_envelope(self.fleet_key, topic, envelope)
+            self._guard.admit(stream, opened)
+        except SignatureRejected as exc:
+            log.error("%s: refused message on %s: %s", self.device_id, topic, exc)
+            self.refused.append((topic, str(exc)))
+            return None
+        return opened.payload
+
+    def _on_plan(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, "plan")
+        if payload is None:
+            return
         try:
             plan = DevicePlan.from_json(payload)
         except ValueError as exc:
@@ -94,15 +119,34 @@ class DeviceAgent:
                 self.session.subscribe(t, handler)
         self._work.put("plan")
 
-    def _on_shard(self, topic: str, payload: bytes) -> None:
-        self.shard_bytes = payload
-        self._work.put("shard")
+    def _on_shard(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, topic)
+        if payload is not None:
+            self.shard_bytes = payload
+            self._work.put("shard")
 
-    def _on_student(self, topic: str, payload: bytes) -> None:
-        self.student_bytes = payload
-        self._work.put("student")
+    def _on_student(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, topic)
+        if payload is not None:
+            self.student_bytes = payload
+            self._work.put("student")
 
-    def _on_model(self, topic: str, payload: bytes) -> None:
+    def _on_cohort(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, "cohort")
+        if payload is None:
+            return
+        try:
+            decision = json.loads(payload)
+            self.selected[int(decision["round"])] = bool(decision["selected"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("%s: unreadable cohort message on %s: %s", self.device_id, topic, exc)
+            return
+        self._work.put("cohort")
+
+    def _on_model(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, "model")
+        if payload is None:
+            return
         try:
             weights, meta = decode_weights(payload)
         except PayloadRejected as exc:
@@ -139,8 +183,8 @@ class DeviceAgent:
         if round_ >= plan.rounds:
             self.finished.set()
             return
-        if round_ in self.rounds_done:
-            return
+        if round_ in self.rounds_done or not self.selected.get(round_, False):
+            return  # done already, or not (yet known to be) sampled for this round
         if self._student is None or self._student_hash != plan.student_hash:
             self._student = TrainableStudent.from_bytes(program)
             self._student_hash = plan.student_hash

@@ -33,6 +33,13 @@ class FleetTopics:
     def result(self, round_: int) -> str:
         return f"{self.root}/round/{round_}/result"
 
+    def cohort(self, round_: int, device: str) -> str:
+        """Whether `device` was sampled for round `round_`: told to that device alone (the sample stays secret)."""
+        return f"{self.root}/round/{round_}/cohort/{device}"
+
+    def all_cohorts(self, device: str) -> str:
+        return f"{self.root}/round/+/cohort/{device}"
+
     def status(self, device: str) -> str:
         return f"{self.root}/status/{device}"
 

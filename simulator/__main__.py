@@ -134,7 +134,7 @@ def training_from(args: argparse.Namespace) -> TrainingSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `python -m simulator` parser: run, teacher, dp-scaling, compare, prepare."""
+    """The `python -m simulator` parser: run, teacher, dp-scaling, compare, prepare, audit."""
     p = CliParser(prog="python -m simulator", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
     run = sub.add_parser("run", help="train the teacher, plan and export shards, federate the student over MQTT",
@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noise-multiplier", type=non_negative_float,
                      help="use this noise multiplier z (default: calibrated from --target-epsilon)")
     run.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the reported epsilon")
+    run.add_argument("--sampling-rate", type=float_between(1e-6, 1.0), default=1.0,
+                     help="q: each round the aggregator samples every device with probability q (Poisson, OS "
+                          "entropy); central DP is credited the amplification, local DP is not (the aggregator "
+                          "sees who sent)")
     add_training_flags(run)
     add_data_flags(run)
     add_noise_flag(run)
@@ -199,9 +203,67 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the plans")
     prep.add_argument("--fleet", default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
     add_data_flags(prep)
+    add_audit_verb(sub)
     for verb in sub.choices.values():
         add_log_level(verb)
     return p
+
+
+def add_audit_verb(sub: argparse._SubParsersAction) -> None:
+    """The `audit` verb: membership inference and the canary epsilon lower bound (simulator.audit_command)."""
+    audit = sub.add_parser("audit", help="membership inference and an epsilon lower bound from canaries, beside "
+                                         "the accountant's epsilon (in-process)",
+                           description="Empirical privacy audit: a loss-threshold membership attack on the final "
+                                       "global student of DP off, central and local federations, and an epsilon "
+                                       "lower bound from canary updates in one round's release.")
+    audit.add_argument("--dp", choices=["none", "local", "central", "all"], default="all",
+                       help="which DP modes to audit (all: none, central and local)")
+    audit.add_argument("--target-epsilon", type=positive_float, default=8.0,
+                       help="epsilon of the DP federations over all rounds (calibrates z, q = 1)")
+    audit.add_argument("--delta", type=probability, default=1e-5, help="DP delta of every epsilon")
+    audit.add_argument("--devices", type=int, default=10, help="simulated devices")
+    audit.add_argument("--rounds", type=int, default=10, help="federated rounds")
+    audit.add_argument("--trials", type=positive_int, default=2000,
+                       help="canary trials per DP mode and noise origin (vectorised sampler)")
+    audit.add_argument("--secure-trials", type=int, default=100,
+                       help="canary trials per DP mode with the exact sampler over OS entropy (~0.3-0.6 s each); "
+                            "0: skip")
+    audit.add_argument("--seeds", type=seed_list, default="0",
+                       help="comma-separated seeds of the split, teacher and devices; the canary audit uses the first")
+    audit.add_argument("--out", type=Path, default=Path("runs/audit"), help="directory for audit.json, .md, .png")
+    add_training_flags(audit)
+    add_data_flags(audit)
+    add_noise_flag(audit)
+
+
+def audit(args: argparse.Namespace) -> int:
+    """`audit` verb: audit.json, audit.md and audit.png in --out."""
+    from cloud.strategy import DpMode
+    from simulator.audit_command import MODES, AuditSettings, run_audit
+    from simulator.config import ExperimentConfig
+
+    modes = MODES if args.dp == "all" else (DpMode.parse(args.dp),)
+    try:
+        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seeds[0], delta=args.delta,
+                                  training=training_from(args), insecure_seeded_noise=args.insecure_seeded_noise,
+                                  **data_config(args))
+        settings = AuditSettings(config, modes, args.target_epsilon, args.trials, args.secure_trials,
+                                 tuple(args.seeds))
+    except ValueError as exc:
+        return usage(str(exc))
+    try:
+        report = run_audit(settings, args.out, command=args.command_line, status=lambda s: print(f"· {s}", flush=True))
+    except ValueError as exc:
+        return fail(str(exc))
+    print()
+    for row in report["canary"]:
+        print(f"  canary {row['dp_mode']:7s} {row['noise']:11s} {row['attacker']:16s} epsilon >= "
+              f"{row['epsilon_lower_bound']:.2f}  (accountant {row['accountant_epsilon'] or float('inf'):.2f})")
+    for row in report["membership"]:
+        print(f"  membership seed {row['seed']} {row['model']:8s} AUC {row['auc']:.3f}  "
+              f"precision at recall 1% {row['precision_at_recall']['0.01']:.3f}")
+    print(f"\n  wrote {args.out}/audit.md, audit.json, audit.png")
+    return EXIT_OK
 
 
 def prepare(args: argparse.Namespace) -> int:
@@ -209,6 +271,7 @@ def prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cloud.fleet_bundle import save_bundle
+    from edge.signed_artifact import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, write_signing_keypair
     from simulator.artifacts import prepare_cloud
     from simulator.config import ExperimentConfig
     from simulator.federation import fleet_bundle
@@ -223,11 +286,13 @@ def prepare(args: argparse.Namespace) -> int:
         return fail(str(exc))
     bundle = fleet_bundle(config, art, 0.0, args.fleet)
     save_bundle(args.out / "bundle", bundle)
+    write_signing_keypair(args.out / PRIVATE_KEY_FILE, args.out / PUBLIC_KEY_FILE)
     (args.out / "devices").mkdir(parents=True, exist_ok=True)
     for plan, data in zip(bundle.plans, art.split.devices):
         np.savez(args.out / "devices" / f"{plan.device}.npz", x=data.x, y=data.visible_labels())
     np.savez(args.out / "test.npz", x=art.split.test.x, y=art.split.test.y)
-    print(f"wrote {args.out}/bundle, {args.out}/devices/*.npz, {args.out}/test.npz")
+    print(f"wrote {args.out}/bundle, {args.out}/devices/*.npz, {args.out}/test.npz, the fleet's signing key "
+          f"{args.out}/{PRIVATE_KEY_FILE} (the aggregator's) and {args.out}/{PUBLIC_KEY_FILE} (every device's)")
     return EXIT_OK
 
 
@@ -312,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         return dp_scaling(args)
     if args.verb == "compare":
         return compare(args)
+    if args.verb == "audit":
+        return audit(args)
     from tqdm import tqdm
 
     from cloud.round_engine import RoundRecord
@@ -324,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
                                   delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
-                                  **data_config(args))
+                                  sampling_rate=args.sampling_rate, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
@@ -364,7 +431,8 @@ def print_summary(m: dict, run_dir: Path) -> None:
         ("bytes total (DMSKD)", f"{m['bytes_total']:,}"),
         ("bytes total (FedAvg, full teacher)", f"{m['fedavg_bytes_total']:,}"),
         ("DMSKD / FedAvg bytes", f"{m['bytes_total'] / m['fedavg_bytes_total']:.4f}"),
-        ("DP mode / z / epsilon", f"{m['dp_mode']} / {m['noise_multiplier']:.3f} / {m['epsilon']}"
+        ("DP mode / z / q / epsilon", f"{m['dp_mode']} / {m['noise_multiplier']:.3f} / {m['sampling_rate']} / "
+                                      f"{m['epsilon']}"
                                   + (" (noise SEEDED: --insecure-seeded-noise)" if m["noise_seeded"]
                                      and m["dp_mode"] != "none" else "")),
         ("wall time", f"{m['wall_seconds']:.1f} s"),

@@ -40,10 +40,13 @@ class ExperimentConfig:
     chunk_limit: int = DEFAULT_CHUNK_LIMIT
     deadline_s: float = 120.0
     insecure_seeded_noise: bool = False  # DP noise from the seed (reproducible, predictable): tests and studies only
+    sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the devices at this rate
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.rounds < 1:
             raise ValueError("--devices and --rounds must be at least 1")
+        if not 0.0 < self.sampling_rate <= 1.0:
+            raise ValueError(f"--sampling-rate must be in (0, 1], got {self.sampling_rate}")
         if self.dp is not DpMode.NONE and self.target_epsilon is None and self.noise_multiplier is None:
             raise ValueError(f"--dp {self.dp.value} needs --target-epsilon or --noise-multiplier")
         if self.target_epsilon is not None and self.target_epsilon <= 0:

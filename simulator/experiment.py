@@ -21,14 +21,16 @@ from simulator.traffic import fedavg_bytes, traffic_summary
 
 
 def resolve_noise_multiplier(config: ExperimentConfig) -> float:
-    """z given, or calibrated by the accountant from the target epsilon (q = 1: all devices every round)."""
+    """z given, or calibrated by the accountant from the target epsilon, with the sampling rate q credited
+    only in central mode (cloud.round_engine.RoundEngine.amplified)."""
     if config.dp is DpMode.NONE:
         return 0.0
     if config.noise_multiplier is not None:
         return config.noise_multiplier
     if config.target_epsilon is None:
         raise ValueError(f"--dp {config.dp.value} needs --target-epsilon or --noise-multiplier")
-    return calibrate_discrete_noise_multiplier(config.target_epsilon, 1.0, config.rounds, config.delta)
+    q = config.sampling_rate if config.dp is DpMode.CENTRAL else 1.0
+    return calibrate_discrete_noise_multiplier(config.target_epsilon, q, config.rounds, config.delta)
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None = None,
@@ -146,6 +148,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         **fedavg_bytes(art.teacher_params, config.devices, config.rounds),
         "dp_mode": config.dp.value,
         "noise_seeded": config.insecure_seeded_noise,
+        "sampling_rate": config.sampling_rate,
         "noise_multiplier": z,
         "clip": config.training.clip,
         "training": asdict(config.training),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.aggregator import AggregatorService
 from cloud.evaluation import student_evaluator
@@ -20,6 +21,7 @@ from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
 from edge.seeding import FleetSeeds
 from edge.shard_runtime import ShardRunner
+from edge.signed_artifact import generate_signing_key
 from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
 from edge.wire import content_hash
@@ -38,6 +40,7 @@ class FederationOutcome:
     final_weights: dict[str, np.ndarray]
     device_traffic: dict[str, list[TrafficRecord]]
     epsilon: float | None
+    device_refusals: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # (topic, reason) per device
 
 
 def fleet_evaluator(program: bytes | TrainableStudent, art: CloudArtifacts) -> Evaluate:
@@ -54,21 +57,26 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
              for a in art.assignments]
     settings = RoundSettings(fleet, config.rounds, config.dp.value, config.training.clip, noise_multiplier,
                              config.delta,
-                             config.target_epsilon, quorum=len(plans), deadline_s=config.deadline_s)
+                             config.target_epsilon, quorum=len(plans), deadline_s=config.deadline_s,
+                             sampling_rate=config.sampling_rate)
     return FleetBundle(settings, plans, art.student_program, art.start_weights, art.shards)
 
 
 def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, port: int, run_dir: Path,
                    noise_multiplier: float, fleet: str = "demo",
                    on_round_end: Callable[[RoundRecord], None] | None = None,
-                   credentials: Callable[[str], BrokerCredentials] | None = None) -> FederationOutcome:
+                   credentials: Callable[[str], BrokerCredentials] | None = None,
+                   signing_key: Ed25519PrivateKey | None = None) -> FederationOutcome:
     """Start agents and the aggregator, run all rounds, stop everything, return the outcome.
+
+    signing_key: the fleet's key, whose public half every device pins (None: a fresh one for this run).
 
     credentials: what each client presents to the broker, by identity (a device id, or `<fleet>-aggregator`),
     e.g. from a `python -m cloud provision` directory; None connects every client anonymously."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     topics = FleetTopics(fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
+    key = signing_key or generate_signing_key()
 
     def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None) -> MqttSession:
         creds = credentials(identity) if credentials is not None else BrokerCredentials()
@@ -78,11 +86,12 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     agents = []
     for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices):
         device_session = session(f"{fleet}-{plan.device}", plan.device, will=(topics.status(plan.device), b"offline"))
-        agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), seed=seed,
-                                  outbox_dir=run_dir / "outbox", noise_seeded=config.insecure_seeded_noise))
+        agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), key.public_key(),
+                                  seed=seed, outbox_dir=run_dir / "outbox",
+                                  noise_seeded=config.insecure_seeded_noise))
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
     service = AggregatorService.from_bundle(
-        bundle, agg_session, seeds.server, checkpoint_dir=run_dir / "checkpoint",
+        bundle, agg_session, seeds.server, key, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
         on_round_end=on_round_end, insecure_seeded_noise=config.insecure_seeded_noise)
     agg_session.connect()
@@ -101,7 +110,7 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                 log.exception("stopping %s failed", agent.device_id)
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
-                             service.epsilon)
+                             service.epsilon, {a.device_id: list(a.refused) for a in agents})
 
 
 def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",

@@ -22,7 +22,7 @@ DELTA = 1e-5
 
 def update_blob(device: str, round_: int, version: int, value: float, examples: int = 10, fleet: str = "f",
                 dp_mode: str = "none", z: float = 0.0) -> bytes:
-    """A device's update declaring `dp_mode` and its own noise `z`: every coordinate `value` (norm sqrt(8) * |value|)."""
+    """An update declaring `dp_mode` and own noise `z`: every coordinate `value` (norm sqrt(8) * |value|)."""
     delta = {k: np.full(v.shape, value, np.float32) for k, v in WEIGHTS.items()}
     meta = UpdateMeta(fleet, device, round_, version, examples, 1.0, z, dp_mode, update_id(device, round_, version))
     return encode_update(delta, meta)
@@ -220,7 +220,8 @@ def test_an_update_from_a_device_outside_the_sampled_cohort_is_rejected() -> Non
     opened = e.open_round(state)
     outsider = next(d for d in FLEET_200 if d not in opened.cohort)
     opened.inbox.offer(outsider, 0, update_blob(outsider, 0, 0, 0.1, dp_mode="central"))
-    assert dict(opened.inbox.rejected)[outsider].startswith(f"unknown device {outsider!r} for round 0: not in its cohort")
+    reason = dict(opened.inbox.rejected)[outsider]
+    assert reason.startswith(f"unknown device {outsider!r} for round 0: not in its cohort")
 
 
 def test_the_ledger_credits_poisson_amplification_only_for_sampled_rounds() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession
+from edge.signed_artifact import generate_signing_key
 from edge.topics import FleetTopics
 from edge.wire import UpdateMeta, decode_update, encode_update
 
@@ -24,7 +25,8 @@ def test_unacknowledged_update_in_outbox_is_resent_on_start(broker, tmp_path):
     listener.subscribe(FleetTopics(fleet).update(4, device), lambda t, p: (received.append(p), got.set()))
     listener.connect()
     agent = DeviceAgent(device, fleet, MqttSession(f"{fleet}-{device}", broker.host, broker.port),
-                        np.zeros((3, 8, 8, 1), np.float32), None, seed=np.random.SeedSequence(0), outbox_dir=tmp_path)
+                        np.zeros((3, 8, 8, 1), np.float32), None, generate_signing_key().public_key(),
+                        seed=np.random.SeedSequence(0), outbox_dir=tmp_path)
     try:
         agent.start()
         assert got.wait(10)

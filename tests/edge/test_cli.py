@@ -13,6 +13,7 @@ import pytest
 
 from edge import cli
 from edge.__main__ import build_parser, main
+from edge.signed_artifact import write_signing_keypair
 
 from ..cli_helpers import assert_every_flag_documented, call, free_port, one_error_line
 
@@ -98,24 +99,39 @@ def test_every_edge_flag_has_help_and_every_verb_shows_defaults(capsys):
     assert code == 0 and "(default: 127.0.0.1:1883)" in " ".join(out.split())
 
 
-def test_missing_data_file_exits_1_naming_the_file_and_the_verb_that_writes_it(tmp_path, capsys):
-    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "nope.npz")], capsys)
+@pytest.fixture
+def fleet_key(tmp_path) -> list[str]:
+    """`--fleet-key FILE` of a freshly written fleet key pair."""
+    write_signing_keypair(tmp_path / "fleet-signing.key", tmp_path / "fleet-signing.pub")
+    return ["--fleet-key", str(tmp_path / "fleet-signing.pub")]
+
+
+def test_missing_data_file_exits_1_naming_the_file_and_the_verb_that_writes_it(tmp_path, capsys, fleet_key):
+    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "nope.npz"), *fleet_key], capsys)
     assert code == 1
     one_error_line(err, "nope.npz not found", "python -m simulator prepare --out DIR", "DIR/devices/<device>.npz")
     assert "python -m cloud prepare" not in err
 
 
-def test_data_without_images_exits_1_naming_the_array(tmp_path, capsys):
+def test_data_without_images_exits_1_naming_the_array(tmp_path, capsys, fleet_key):
     np.savez(tmp_path / "d.npz", y=np.zeros(3))
-    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "d.npz")], capsys)
+    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "d.npz"), *fleet_key], capsys)
     assert code == 1
     one_error_line(err, "has no array 'x'")
 
 
-def test_no_broker_answering_exits_1_naming_the_broker(tmp_path, capsys):
+def test_a_missing_fleet_key_exits_1_naming_the_file_and_the_command_that_writes_it(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1), np.float32))
+    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "d.npz"),
+                               "--fleet-key", str(tmp_path / "none.pub")], capsys)
+    assert code == 1
+    one_error_line(err, "none.pub not found", "python -m cloud provision")
+
+
+def test_no_broker_answering_exits_1_naming_the_broker(tmp_path, capsys, fleet_key):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1), np.float32))
     port = free_port()
-    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "d.npz"),
+    code, _, err = call(main, ["run", "--device", "d", "--data", str(tmp_path / "d.npz"), *fleet_key,
                                "--broker", f"127.0.0.1:{port}", "--outbox", str(tmp_path / "outbox")], capsys)
     assert code == 1
     one_error_line(err, f"127.0.0.1:{port}", "--broker host:port")
@@ -123,7 +139,8 @@ def test_no_broker_answering_exits_1_naming_the_broker(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, words", [
     (["run", "--device", "d", "--data", "x.npz", "--broker", "nonsense"], "argument --broker: bad broker address"),
-    (["run", "--device", "d", "--data", "x.npz", "--colour", "red"], "unrecognized arguments: --colour red"),
+    (["run", "--device", "d", "--data", "x.npz", "--fleet-key", "k.pub", "--colour", "red"],
+     "unrecognized arguments: --colour red"),
     (["run", "--data", "x.npz"], "the following arguments are required: --device"),
     (["fly"], "invalid choice: 'fly'"),
 ], ids=["bad-broker", "unknown-flag", "missing-flag", "unknown-verb"])

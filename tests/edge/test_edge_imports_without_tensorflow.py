@@ -11,8 +11,8 @@ import edge
 
 REPO = Path(__file__).resolve().parents[2]
 # cryptography (Ed25519 signatures, edge.signed_artifact) loads its cffi backend
-ALLOWED_THIRD_PARTY = {"numpy", "paho", "safetensors", "ai_edge_litert", "tflite_runtime", "cryptography", "_cffi_backend",
-                       "cffi"}
+ALLOWED_THIRD_PARTY = {"numpy", "paho", "safetensors", "ai_edge_litert", "tflite_runtime",
+                       "cryptography", "_cffi_backend", "cffi"}
 
 
 def _is_install_machinery(module: str) -> bool:

@@ -9,8 +9,10 @@ import numpy as np
 
 from cloud.evaluation import student_evaluator
 from edge.mqtt_session import MqttSession
+from edge.plan import DevicePlan
+from edge.signed_artifact import generate_signing_key, sign
 from edge.topics import FleetTopics
-from edge.wire import UpdateMeta, encode_update
+from edge.wire import UpdateMeta, WeightsMeta, encode_update, encode_weights
 from simulator.federation import run_federation
 
 
@@ -36,7 +38,8 @@ def test_malformed_updates_are_rejected_while_round_completes(broker, tiny_confi
     good = {k: np.zeros_like(v) for k, v in template.items()}
     nan = {k: np.full_like(v, np.nan) for k, v in template.items()}
     wrong_shape = dict(good, **{next(iter(good)): np.zeros((2, 2), np.float32)})
-    meta = UpdateMeta(fleet, "intruder", 0, 0, 10, 1.0, 0.0, "none", "intruder:0:0")
+    meta = UpdateMeta(fleet, "intruder", 0, 0, 10, 1.0, 0.0, "none", "intruder:0:0",
+                      training=tiny_config.training.declaration())  # declared as planned: each case breaks one thing
     rogue = MqttSession("rogue-client", broker.host, broker.port)
     sent = threading.Event()
 
@@ -123,3 +126,60 @@ def test_local_dp_noise_over_the_broker_cannot_be_regenerated_from_the_seed(brok
                for i in range(2)]
     assert all(replays[0].final_weights[k].tobytes() == replays[1].final_weights[k].tobytes()
                for k in replays[0].final_weights)
+
+
+def test_devices_refuse_unsigned_forged_and_replayed_artefacts_and_the_fleet_still_completes(
+        broker, tiny_config, tiny_cloud, tmp_path):
+    """A stranger on the broker (no ACL here: the worst case) publishes what the fleet must not act on:
+    an unsigned retained model of version 9999 (the issue-10 attack that stopped every device), a model
+    and a plan signed with its own key, and, in round 2, the genuine round-0 model replayed."""
+    fleet = "forge"
+    topics = FleetTopics(fleet)
+    known = [a.device_id for a in tiny_cloud.assignments]
+    stranger = generate_signing_key()
+    poison = encode_weights({k: np.full_like(v, 7.0) for k, v in tiny_cloud.student_weights.items()},
+                            WeightsMeta(fleet, 9999, 0))
+    forged_plan = DevicePlan(fleet, known[0], "none", "0" * 16, "0" * 16, 1, "none").to_json()
+    rogue = MqttSession("forger", broker.host, broker.port)
+    captured: dict[str, bytes] = {}
+
+    def attack(topic: str, envelope: bytes) -> None:
+        if topic == topics.model(0) and "round 0" not in captured:
+            captured["round 0"] = envelope
+            rogue.publish(topics.model(9999), poison, retain=True, wait=False)
+            rogue.publish(topics.model(9998), sign(stranger, topics.model(9998), 9998, poison), retain=True, wait=False)
+            rogue.publish(topics.plan(known[0]), sign(stranger, topics.plan(known[0]), 2**62, forged_plan),
+                          wait=False)
+        elif topic == topics.model(2) and "replayed" not in captured:
+            captured["replayed"] = b"yes"
+            rogue.publish(topics.model(0), captured["round 0"], wait=False)
+
+    rogue.subscribe(topics.all_models, attack)
+    rogue.connect()
+    try:
+        out = run_federation(tiny_config, tiny_cloud, broker.host, broker.port, tmp_path, 0.0, fleet=fleet)
+    finally:
+        for t in (topics.model(9999), topics.model(9998)):
+            rogue.clear_retained(t, 1)
+        rogue.close()
+    assert "replayed" in captured
+    assert [len(h["accepted"]) for h in out.history] == [tiny_config.devices] * tiny_config.rounds
+    for device in known:
+        reasons = {topic: reason for topic, reason in out.device_refusals[device]}
+        assert "unsigned message" in reasons[topics.model(9999)]
+        assert "signature does not verify" in reasons[topics.model(9998)]
+        assert "counter 0 is older than the 2 already held" in reasons[topics.model(0)]
+    assert "signature does not verify" in dict(out.device_refusals[known[0]])[topics.plan(known[0])]
+
+
+def test_a_sampled_fleet_trains_only_the_cohort_each_round_over_the_broker(broker, tiny_config, tiny_cloud, tmp_path):
+    config = dataclasses.replace(tiny_config, rounds=4, sampling_rate=0.5, deadline_s=20.0,
+                                 insecure_seeded_noise=True)  # seeded: the same cohorts on every test run
+    out = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, 0.0, fleet="sampled")
+    cohorts = [tuple(h["cohort"]) for h in out.history]
+    assert any(0 < len(c) < config.devices for c in cohorts), cohorts  # really a sample, for this seed
+    for h in out.history:
+        assert h["accepted"] == h["cohort"] and not h["rejected"]
+    for device, records in out.device_traffic.items():
+        sent = {int(r.topic.split("/")[-3]) for r in records if r.direction == "up" and "/update/" in r.topic}
+        assert sent == {h["round"] for h in out.history if device in h["cohort"]}

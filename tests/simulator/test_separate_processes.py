@@ -11,6 +11,7 @@ import numpy as np
 
 from cloud.fleet_bundle import load_bundle, save_bundle
 from cloud.serve import serve
+from edge.signed_artifact import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, write_signing_keypair
 from simulator.federation import fleet_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +21,7 @@ def test_edge_processes_and_bundle_aggregator_complete_all_rounds(broker, tiny_c
     config = dataclasses.replace(tiny_config, rounds=2)
     bundle = fleet_bundle(config, tiny_cloud, 0.0, fleet="procs")
     save_bundle(tmp_path / "bundle", bundle)
+    write_signing_keypair(tmp_path / PRIVATE_KEY_FILE, tmp_path / PUBLIC_KEY_FILE)
     assert load_bundle(tmp_path / "bundle").plans == bundle.plans
     np.savez(tmp_path / "test.npz", x=tiny_cloud.split.test.x, y=tiny_cloud.split.test.y)
     procs = []
@@ -28,7 +30,7 @@ def test_edge_processes_and_bundle_aggregator_complete_all_rounds(broker, tiny_c
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "edge", "run", "--device", plan.device, "--fleet", "procs",
              "--data", str(tmp_path / f"{plan.device}.npz"), "--broker", f"{broker.host}:{broker.port}",
-             "--outbox", str(tmp_path / "outbox")],
+             "--outbox", str(tmp_path / "outbox"), "--fleet-key", str(tmp_path / PUBLIC_KEY_FILE)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
         history = serve(tmp_path / "bundle", f"{broker.host}:{broker.port}", tmp_path / "ckpt", tmp_path / "test.npz")
@@ -43,7 +45,9 @@ def test_edge_processes_and_bundle_aggregator_complete_all_rounds(broker, tiny_c
 
 
 def test_edge_cli_names_a_missing_data_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "edge", "run", "--device", "d", "--data", str(tmp_path / "nope.npz")],
+    write_signing_keypair(tmp_path / PRIVATE_KEY_FILE, tmp_path / PUBLIC_KEY_FILE)
+    proc = subprocess.run([sys.executable, "-m", "edge", "run", "--device", "d", "--data", str(tmp_path / "nope.npz"),
+                           "--fleet-key", str(tmp_path / PUBLIC_KEY_FILE)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1  # a missing input file is a failure (edge.cli)
     assert "nope.npz not found" in proc.stderr
