@@ -139,7 +139,8 @@ def read_identities(source: Path, topic_fleet: str | None = None) -> tuple[Fleet
 
 
 def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
-    """(access, topic filter) of one device: write its own updates and status, read its plan and what all share."""
+    """(access, topic filter) of one device: write its own updates and status, read its own plan and cohort
+    notice (whether it was sampled: secret from the other devices) and what all share."""
     root = f"dmskd/{fleet}"
     return [("write", f"{root}/round/+/update/{device}/#"),
             ("write", f"{root}/status/{device}/#"),
@@ -148,7 +149,7 @@ def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
             ("read", f"{root}/student/#"),
             ("read", f"{root}/model/#"),
             ("read", f"{root}/round/+/result/#"),
-            ("read", f"{root}/round/+/cohort/#")]
+            ("read", f"{root}/round/+/cohort/{device}/#")]
 
 
 def aggregator_rules(fleet: str) -> list[tuple[str, str]]:

@@ -36,7 +36,7 @@ from cloud.provision import (
 from edge.broker_credentials import BrokerCredentials, TlsFiles
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
-from edge.signed_artifact import PUBLIC_KEY_FILE
+from edge.signed_artifact import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, load_signing_key
 from edge.topics import FleetTopics
 from simulator.broker import BrokerError, ConfiguredMosquitto, EmbeddedBroker, free_port, mosquitto_binary
 
@@ -276,6 +276,8 @@ def test_acl_names_every_identity_explicitly_and_has_no_pattern_lines() -> None:
     blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in text.split("\n\n") if block.startswith("user")}
     assert set(blocks) == {"user f-aggregator", "user d1", "user d2"}
     assert "topic write dmskd/f/round/+/update/d1/#" in blocks["user d1"]
+    assert "topic read dmskd/f/round/+/cohort/d1/#" in blocks["user d1"]
+    assert not any("cohort/d2" in rule or "cohort/#" in rule for rule in blocks["user d1"])
     assert not any("update/d2" in rule or "update/+" in rule for rule in blocks["user d1"])
     assert "topic read dmskd/f/round/+/update/+/#" in blocks["user f-aggregator"]
     assert not any(rule.startswith("topic write") and "update" in rule for rule in blocks["user f-aggregator"])
@@ -453,7 +455,7 @@ def test_device_cannot_publish_on_another_devices_update_or_status_topic(
 def test_device_cannot_publish_plans_models_shards_students_results_or_cohorts(
         fleet: Provisioned, tls_broker: ConfiguredMosquitto) -> None:
     version, shard, student, rnd = 2000 + int(uuid.uuid4().int % 1000), unique("shard"), unique("student"), 200
-    cohort = f"{TOPICS.root}/round/{rnd}/cohort"
+    cohort = TOPICS.cohort(rnd, B)
     forged = [TOPICS.plan(B), TOPICS.model(version), TOPICS.shard(shard), TOPICS.student_program(student),
               TOPICS.result(rnd), cohort]
     victim = Inbox()
@@ -471,8 +473,8 @@ def test_device_cannot_publish_plans_models_shards_students_results_or_cohorts(
 
 def test_device_reads_only_its_own_plan_and_no_update_even_subscribed_to_everything(
         fleet: Provisioned, tls_broker: ConfiguredMosquitto) -> None:
-    """Device A subscribes to '#' with raw paho; it gets its own plan, never B's plan, B's status or any update
-    (B's, or its own echoed back)."""
+    """Device A subscribes to '#' with raw paho; it gets its own cohort notice and plan, never B's plan, B's cohort
+    notice (whether B was sampled), B's status or any update (B's, or its own echoed back)."""
     received: list[str] = []
     arrived = threading.Event()
     marker = TOPICS.plan(A) + "/0"
@@ -488,12 +490,14 @@ def test_device_reads_only_its_own_plan_and_no_update_even_subscribed_to_everyth
         with session(tls_broker, identity(fleet, AGGREGATOR), "agg") as agg, \
                 session(tls_broker, identity(fleet, B), "dev-b") as other:
             agg.publish(TOPICS.plan(B), b"b's plan")
+            agg.publish(TOPICS.cohort(300, B), b"b sampled")
+            agg.publish(TOPICS.cohort(300, A), b"a sampled")
             other.publish(TOPICS.update(300, B), b"b's update")
             other.publish(TOPICS.status(B), b"b online")
             spy.publish(TOPICS.update(300, A) + "/0", b"a's own update", qos=1).wait_for_publish(TIMEOUT)
             agg.publish(TOPICS.plan(A), b"a's plan")
             assert arrived.wait(TIMEOUT), f"own plan never arrived; got {received}"
-    assert received == [marker]
+    assert received == [TOPICS.cohort(300, A) + "/0", marker]
 
 
 def test_device_cannot_take_over_the_aggregators_session_with_its_client_id(
@@ -605,6 +609,8 @@ def test_edge_run_with_a_foreign_certificate_exits_1_naming_the_certificate(
 
 
 def test_fleet_federates_over_tls_with_a_certificate_per_device(tmp_path: Path) -> None:
+    """Devices and aggregator each connect with their own certificate; artefacts are signed with the provisioned
+    fleet key, which every device pins."""
     if mosquitto_binary() is None:
         pytest.skip(NO_MOSQUITTO)
     from edge.plan import TrainingSettings
@@ -619,10 +625,12 @@ def test_fleet_federates_over_tls_with_a_certificate_per_device(tmp_path: Path) 
     done = provision(FleetIdentities("tlsfed", devices), tmp_path / "ids", port=free_port())
     with ConfiguredMosquitto(done.broker_config) as broker:
         out = run_federation(config, art, broker.host, broker.port, tmp_path / "run", 0.0, fleet="tlsfed",
-                             credentials=lambda name: identity(done, name))
+                             credentials=lambda name: identity(done, name),
+                             signing_key=load_signing_key(done.out / "aggregator" / PRIVATE_KEY_FILE))
         log = broker.log_path.read_text() if broker.log_path else ""
     assert [len(h["accepted"]) for h in out.history] == [len(devices)] * config.rounds
     assert all(not h["rejected"] for h in out.history)
+    assert all(not refused for refused in out.device_refusals.values())  # every signed artefact verified
     for name in (*devices, "tlsfed-aggregator"):  # each connected under its certificate's name
         assert f"u'{name}'" in log, name
 
