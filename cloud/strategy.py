@@ -5,8 +5,9 @@ DP noise is the discrete Gaussian on a grid (`edge.privacy.DiscreteGaussianMecha
 modes), drawn from the `NoiseSource` the caller passes: OS entropy in deployments, a seed only when
 the run asked for it by name. Its release is accounted as the Gaussian event of equal Renyi
 divergences (`release_event`). `GaussianSumMechanism` is the float Gaussian with TF-Privacy's
-`GaussianSumQuery` semantics (tests/cloud/test_strategy.py checks both agree), kept for comparing
-the two noises in simulations only: its numpy noise is predictable and floating-point.
+`GaussianSumQuery` semantics (tests/cloud/test_strategy.py checks both agree), used only where a
+seeded simulation asks for `float_noise` to measure what the discrete noise costs: its numpy noise
+is predictable and floating-point.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import dp_accounting
 import numpy as np
 
-from edge.noise_source import NoiseSource
+from edge.noise_source import InsecureSeededNoise, NoiseSource
 from edge.privacy import DiscreteGaussianMechanism, clip_update
 
 
@@ -54,6 +55,7 @@ class FedAvgConfig:
     clip: float = 1.0
     noise_multiplier: float = 0.0
     server_lr: float = 1.0
+    float_noise: bool = False  # central: GaussianSumMechanism's float noise, to measure what the grid costs (seeded runs only)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,25 @@ class GaussianSumMechanism:
         return noised, dp_accounting.GaussianDpEvent(self.noise_multiplier)
 
 
+def _float_noised_sum(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,
+                      noise: NoiseSource) -> tuple[dict[str, np.ndarray], dp_accounting.DpEvent]:
+    """The clipped sum plus float Gaussian noise from a seeded source: the comparison point, never a deployment."""
+    if not isinstance(noise, InsecureSeededNoise):
+        raise ValueError("float Gaussian noise is for seeded comparisons only (numpy's Gaussian is no secure "
+                         "sampler); run with --insecure-seeded-noise, or drop --float-noise")
+    mechanism = GaussianSumMechanism(config.clip, config.noise_multiplier)
+    state = mechanism.initial_sample_state(global_weights)
+    for u in updates:
+        state = mechanism.accumulate_record(state, u.delta)
+    return mechanism.get_noised_result(state, noise.generator)
+
+
 def release_event(config: FedAvgConfig, dimension: int) -> dp_accounting.DpEvent:
     """One round's privacy event: the discrete Gaussian of `config` on `dimension` coordinates, as the
-    Gaussian event with the same Renyi divergences (edge.privacy.DiscreteGaussianMechanism)."""
+    Gaussian event with the same Renyi divergences (edge.privacy.DiscreteGaussianMechanism); with
+    `float_noise`, the Gaussian event itself."""
+    if config.float_noise:
+        return dp_accounting.GaussianDpEvent(config.noise_multiplier)
     mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
     return dp_accounting.GaussianDpEvent(mechanism.effective_noise_multiplier)
 
@@ -113,14 +131,17 @@ def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdat
             raise ValueError("central DP needs a noise source (edge.noise_source.SecureNoise in a deployment)")
         if expected_count is None or not expected_count > 0:
             raise ValueError(f"central DP divides by the expected cohort size; got {expected_count}")
-        mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
-        grid_sum = {n: np.zeros(np.shape(global_weights[n]), np.int64) for n in names}
-        for u in updates:
-            on_grid = mechanism.to_grid(clip_update(u.delta, config.clip)[0], noise)
-            grid_sum = {n: grid_sum[n] + on_grid[n] for n in names}
-        noised_sum = mechanism.noised(grid_sum, noise)
+        if config.float_noise:
+            noised_sum, event = _float_noised_sum(global_weights, updates, config, noise)
+        else:
+            mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
+            grid_sum = {n: np.zeros(np.shape(global_weights[n]), np.int64) for n in names}
+            for u in updates:
+                on_grid = mechanism.to_grid(clip_update(u.delta, config.clip)[0], noise)
+                grid_sum = {n: grid_sum[n] + on_grid[n] for n in names}
+            noised_sum = mechanism.noised(grid_sum, noise)
+            event = release_event(config, dimension)
         mean = {n: noised_sum[n] / expected_count for n in names}
-        event = release_event(config, dimension)
     elif not updates:
         raise ValueError("cannot aggregate a round with no accepted updates")
     elif config.dp_mode is DpMode.LOCAL:

@@ -55,6 +55,11 @@ class InsecureSeededNoise:
     def __init__(self, rng: np.random.Generator) -> None:
         self._rng = rng
 
+    @property
+    def generator(self) -> np.random.Generator:
+        """The seeded Generator itself (the float-Gaussian comparison of cloud.strategy draws from it)."""
+        return self._rng
+
     def discrete_gaussian(self, sigma2: Fraction, size: int) -> np.ndarray:
         return discrete_gaussian_numpy(float(sigma2), size, self._rng)
 

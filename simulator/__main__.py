@@ -29,6 +29,7 @@ from edge.cli import (
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
+from simulator import noise_study_command
 from simulator.device_shift import PARTS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     add_noise_flag(scaling)
+    noise_study_command.add_parser(sub, seed_list, add_training_flags)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=int, default=10, help="simulated devices")
     comp.add_argument("--rounds", type=int, default=10, help="federated rounds of every method")
@@ -379,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
     if args.verb == "audit":
         return audit(args)
+    if args.verb == "noise-study":
+        return int(args.run(args))
     from tqdm import tqdm
 
     from cloud.round_engine import RoundRecord

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cloud.accounting import calibrate_discrete_noise_multiplier
+from cloud.accounting import calibrate_discrete_noise_multiplier, calibrate_noise_multiplier
 from cloud.evaluation import student_evaluator
 from cloud.round_engine import EngineConfig, RoundEngine
 from cloud.strategy import DpMode, FedAvgConfig
@@ -62,12 +62,17 @@ class DevicePool:
 def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, target_epsilon: float,
               delta: float, training: TrainingSettings, samples_per_device: int, seed: int,
               student: TrainableStudent | None = None, pool: DevicePool | None = None,
-              insecure_seeded_noise: bool = False) -> ScalingPoint:
-    """Federate `rounds` rounds over `fleet_size` virtual devices (all participate) and evaluate.
+              insecure_seeded_noise: bool = False, sampling_rate: float = 1.0,
+              float_noise: bool = False) -> ScalingPoint:
+    """Federate `rounds` rounds over `fleet_size` virtual devices and evaluate.
 
     student, pool: the LiteRT student and the pooled data, to share them between points.
-    insecure_seeded_noise: DP noise from `seed` (reproducible, and fast for thousands of local-DP devices)."""
-    z = 0.0 if mode is DpMode.NONE else calibrate_discrete_noise_multiplier(target_epsilon, 1.0, rounds, delta)
+    insecure_seeded_noise: DP noise from `seed` (reproducible, and fast for thousands of local-DP devices).
+    sampling_rate: each round's cohort is a Poisson sample at this rate (central DP is credited it).
+    float_noise: central noise from the float Gaussian, calibrated without the grid (comparisons only)."""
+    q = sampling_rate if mode is DpMode.CENTRAL else 1.0
+    calibrate = calibrate_noise_multiplier if float_noise else calibrate_discrete_noise_multiplier
+    z = 0.0 if mode is DpMode.NONE else calibrate(target_epsilon, q, rounds, delta)
     if student is None:
         student = TrainableStudent.from_bytes(art.student_program)
     if pool is None:
@@ -79,8 +84,9 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
         clients[plan.device] = StudentClient(plan, student, pool.flat, pool.targets, pool.logits, device_seed,
                                              samples_per_round=samples_per_device,
                                              insecure_seeded_noise=insecure_seeded_noise)
-    config = EngineConfig("scaling", tuple(clients), rounds, FedAvgConfig(mode, training.clip, z), delta,
-                          insecure_seeded_noise=insecure_seeded_noise)
+    aggregation = FedAvgConfig(mode, training.clip, z, float_noise=float_noise)
+    config = EngineConfig("scaling", tuple(clients), rounds, aggregation, delta,
+                          insecure_seeded_noise=insecure_seeded_noise, sampling_rate=sampling_rate)
     engine = RoundEngine(config)
     run = run_rounds(engine, engine.init(art.start_weights, seeds.server), clients)
     test = art.split.test

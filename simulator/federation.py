@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +114,11 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
 
 
 def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",
-                   on_round_end: Callable[[RoundRecord], None] | None = None) -> InProcessRun:
-    """The fleet of run_federation without a broker: same bundle, engine, seeds and device code, in memory."""
+                   on_round_end: Callable[[RoundRecord], None] | None = None,
+                   float_noise: bool = False) -> InProcessRun:
+    """The fleet of run_federation without a broker: same bundle, engine, seeds and device code, in memory.
+
+    float_noise: central noise from the float Gaussian instead of the discrete one (seeded comparisons only)."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     student = TrainableStudent.from_bytes(art.student_program)
@@ -124,5 +127,8 @@ def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multipli
                                                             runners[plan.shard_id].logits(data.x), seed,
                                                             insecure_seeded_noise=config.insecure_seeded_noise)
                for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices)}
-    engine = RoundEngine(engine_config(bundle, config.insecure_seeded_noise), fleet_evaluator(student, art))
+    engine_settings = engine_config(bundle, config.insecure_seeded_noise)
+    if float_noise:
+        engine_settings = replace(engine_settings, aggregation=replace(engine_settings.aggregation, float_noise=True))
+    engine = RoundEngine(engine_settings, fleet_evaluator(student, art))
     return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end)

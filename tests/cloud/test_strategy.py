@@ -156,3 +156,15 @@ def test_gaussian_sum_mechanism_agrees_with_tf_privacy_gaussian_sum_query() -> N
     for i, n in enumerate(names):
         np.testing.assert_allclose(ours[n], tf_sum[i].numpy(), rtol=1e-5, atol=1e-6)
     assert event == tf_event == dp_accounting.GaussianDpEvent(0.0)
+
+
+def test_float_noise_is_for_seeded_comparisons_only_and_is_accounted_as_the_plain_gaussian() -> None:
+    config = FedAvgConfig(dp_mode=DpMode.CENTRAL, clip=1.0, noise_multiplier=1.5, float_noise=True)
+    zero = {"v": np.zeros(4000, np.float32)}
+    updates = [AcceptedUpdate("a", {"v": np.zeros(4000, np.float32)}, 1)]
+    with pytest.raises(ValueError, match="seeded comparisons only"):
+        aggregate(zero, updates, config, SecureNoise(), expected_count=2)
+    result = aggregate(zero, updates, config, seeded(5), expected_count=2)
+    assert float(result.dp_event.noise_multiplier) == 1.5
+    assert np.std(result.weights["v"]) == pytest.approx(1.5 / 2, rel=0.05)
+    assert not np.allclose(result.weights["v"] / (1.0 / (1000 * np.sqrt(4000))) % 1, 0)  # off the grid
