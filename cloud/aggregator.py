@@ -133,7 +133,7 @@ class AggregatorService:
         self._publish_signed(self.topics.result(record.round), json.dumps(summary).encode(), record.round,
                              retain=False)
         if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir, self.state.weights, state_to_json(self.state))
+            save_checkpoint(self.checkpoint_dir, self.state.weights, state_to_json(self.state, self.engine.config))
         if self.on_round_end is not None:
             self.on_round_end(record)
 

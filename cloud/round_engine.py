@@ -21,10 +21,12 @@ States are immutable values; `state_to_json`/`state_from_json` carry them throug
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import dp_accounting
 import numpy as np
@@ -240,16 +242,40 @@ class RoundEngine:
         return SecureNoise()
 
 
-def state_to_json(state: RoundState) -> dict:
-    """The state without its weights, as JSON (the checkpoint stores weights beside it)."""
-    return {"round": state.round, "version": state.version,
+def run_settings(config: EngineConfig) -> dict:
+    """What a checkpoint must have been written under to be resumed: everything that shapes a round (the
+    number of rounds may grow: extending a schedule resumes; the budget still caps it)."""
+    declared = json.dumps({d: asdict(v) for d, v in sorted(config.declared.items())}, sort_keys=True)
+    agg = config.aggregation
+    return {"fleet": config.fleet, "devices": len(config.devices),
+            "device_ids_sha256": hashlib.sha256("\n".join(sorted(config.devices)).encode()).hexdigest(),
+            "dp_mode": agg.dp_mode.value, "clip": agg.clip, "noise_multiplier": agg.noise_multiplier,
+            "server_lr": agg.server_lr, "float_noise": agg.float_noise, "delta": config.delta,
+            "max_epsilon": config.max_epsilon, "bound_updates": config.bound_updates,
+            "encodings": list(config.encodings), "sampling_rate": config.sampling_rate,
+            "insecure_seeded_noise": config.insecure_seeded_noise,
+            "declared_sha256": hashlib.sha256(declared.encode()).hexdigest()}
+
+
+def state_to_json(state: RoundState, config: EngineConfig) -> dict:
+    """The state without its weights, and the settings it was made under, as JSON (weights go beside it)."""
+    return {"settings": run_settings(config), "round": state.round, "version": state.version,
             "seed": {"entropy": state.seed.entropy, "spawn_key": list(state.seed.spawn_key)},
             "privacy_events": None if state.ledger is None else [event_to_json(e) for e in state.ledger.events],
             "history": list(state.history)}
 
 
 def state_from_json(raw: dict, weights: dict[str, np.ndarray], engine: RoundEngine) -> RoundState:
-    """Inverse of state_to_json for `engine`'s config; ValueError names what is missing or wrong."""
+    """Inverse of state_to_json for `engine`'s config; ValueError names what is missing, wrong, or was
+    written under other settings (a run directory reused for another run must not resume its rounds)."""
+    stored, current = raw.get("settings"), run_settings(engine.config)
+    if stored != current:
+        if not isinstance(stored, dict):
+            raise ValueError("checkpoint records no run settings (written by an older version); delete the "
+                             "checkpoint, or point --checkpoint (the simulator's --run-dir) at a fresh directory")
+        diff = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items() if stored.get(k) != v)
+        raise ValueError(f"checkpoint was written by a run with other settings ({diff}); resume it with those "
+                         f"settings, or point --checkpoint (the simulator's --run-dir) at a fresh directory")
     try:
         seed = np.random.SeedSequence(raw["seed"]["entropy"], spawn_key=tuple(raw["seed"]["spawn_key"]))
         fresh = engine.init(weights, seed)

@@ -140,7 +140,7 @@ def test_a_run_resumed_from_its_json_state_continues_bit_for_bit() -> None:
     resumed = e.init(WEIGHTS, np.random.SeedSequence(7))
     for r in range(2):
         resumed, _ = run_round(e, resumed, {d: 0.05 * (r + 1) for d in DEVICES})
-    resumed = state_from_json(state_to_json(resumed), resumed.weights, RoundEngine(e.config))
+    resumed = state_from_json(state_to_json(resumed, e.config), resumed.weights, RoundEngine(e.config))
     for r in range(2, 4):
         resumed, _ = run_round(e, resumed, {d: 0.05 * (r + 1) for d in DEVICES})
     for k in WEIGHTS:
@@ -160,10 +160,21 @@ def test_a_round_applied_on_another_state_is_refused() -> None:
 
 def test_state_json_missing_a_field_names_the_fix() -> None:
     e = engine()
-    raw = state_to_json(e.init(WEIGHTS, np.random.SeedSequence(0)))
+    raw = state_to_json(e.init(WEIGHTS, np.random.SeedSequence(0)), e.config)
     del raw["seed"]
     with pytest.raises(ValueError, match="delete the checkpoint"):
         state_from_json(raw, WEIGHTS, e)
+
+
+def test_a_checkpoint_of_a_run_with_other_settings_is_not_resumed() -> None:
+    """A run directory reused with another noise multiplier once resumed the old run's finished rounds silently."""
+    old = engine(DpMode.CENTRAL, z=2.016)
+    raw = state_to_json(old.init(WEIGHTS, np.random.SeedSequence(0)), old.config)
+    with pytest.raises(ValueError, match=r"other settings \(noise_multiplier 2.016 -> 2.019\).*fresh directory"):
+        state_from_json(raw, WEIGHTS, engine(DpMode.CENTRAL, z=2.019))
+    del raw["settings"]
+    with pytest.raises(ValueError, match="records no run settings"):
+        state_from_json(raw, WEIGHTS, old)
 
 
 @pytest.mark.parametrize("config, message", [
