@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-run every figure of the README's "Measured figures" section, in the order the README gives them.
 # Usage: bash scripts/reproduce_results.sh [PART ...]
-#   parts: demo dp compare labels shift meters sweeps augment shift-parts (default: all, in that order)
+#   parts: demo dp noise audit compare labels shift meters sweeps augment shift-parts (default: all, in that order)
 # About 60 minutes on a 2-core machine without a GPU. Writes docs/results/ and runs/; logs to runs/reproduce/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ LOG=runs/reproduce
 mkdir -p "$LOG"
 SEEDS=0,1,2,3,4
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(demo dp compare labels shift meters sweeps augment shift-parts headline)
+[ ${#parts[@]} -eq 0 ] && parts=(demo dp noise audit compare labels shift meters sweeps augment shift-parts headline)
 
 step() {  # step NAME CMD...: run, log stdout+stderr, time it
   local name=$1; shift
@@ -18,6 +18,9 @@ step() {  # step NAME CMD...: run, log stdout+stderr, time it
   local t0=$SECONDS
   "$@" >"$LOG/$name.log" 2>&1 || { echo "   FAILED (see $LOG/$name.log)" | tee -a "$LOG/steps.txt"; return 1; }
   echo "   $((SECONDS - t0)) s" | tee -a "$LOG/steps.txt"
+}
+fresh() {  # fresh DIR...: a run directory holds a checkpoint that a later run would resume: start clean
+  rm -rf "$@"
 }
 students() {  # students OUT FLAGS...: the 5-seed comparison of every student row
   local out=$1; shift
@@ -33,12 +36,21 @@ sweep() {  # sweep NAME FLAGS...: start vs DMSKD (and the teacher) over 5 seeds;
 for part in "${parts[@]}"; do
   case $part in
     demo)  # make demo's configuration (Makefile DEMO_ARGS), then the digits default
+      fresh runs/demo runs/demo-digits
       step demo "$PY" -m simulator run --task italy-power --device-shift 0.5 --rounds 30 --run-dir runs/demo
       step demo-digits "$PY" -m simulator run --run-dir runs/demo-digits ;;
     dp)
+      fresh runs/dp-central runs/dp-local runs/dp-central-sampled
       step dp-central "$PY" -m simulator run --dp central --target-epsilon 8 --insecure-seeded-noise --run-dir runs/dp-central
       step dp-local "$PY" -m simulator run --dp local --target-epsilon 8 --insecure-seeded-noise --run-dir runs/dp-local
-      step dp-scaling "$PY" -m simulator dp-scaling --fleet-sizes 10,100,1000,3000 --insecure-seeded-noise --out docs/results ;;
+      step dp-scaling "$PY" -m simulator dp-scaling --fleet-sizes 10,100,1000,3000 --insecure-seeded-noise --out docs/results
+      step dp-sampled "$PY" -m simulator run --dp central --target-epsilon 8 --sampling-rate 0.5 --insecure-seeded-noise \
+        --run-dir runs/dp-central-sampled ;;
+    noise)  # discrete vs float Gaussian, Poisson sampling vs first-K; 100 and 10 devices, 5 seeds
+      step noise-study "$PY" -m simulator noise-study --seeds "$SEEDS" --out docs/results/noise-study
+      step noise-study-10 "$PY" -m simulator noise-study --seeds "$SEEDS" --devices 10 --out docs/results/noise-study-10 ;;
+    audit)  # membership inference and the canary epsilon lower bound, DP off / central / local (noise from OS entropy)
+      step audit "$PY" -m simulator audit --seeds "$SEEDS" --out docs/results/audit ;;
     compare) step compare "$PY" -m simulator compare --device-labels all --cold-start --out docs/results ;;
     labels)
       students docs/results/labels-none --device-labels none
@@ -83,7 +95,7 @@ for part in "${parts[@]}"; do
       students docs/results/plaid-teacher-80-labels-none --task plaid --teacher-epochs 80
       students docs/results/plaid-teacher-80-shift-0.5-rounds-30 --task plaid --teacher-epochs 80 --device-shift 0.5 \
         --rounds 30 ;;
-    *) echo "unknown part $part; expected demo dp compare labels shift meters sweeps augment shift-parts" >&2
+    *) echo "unknown part $part; expected demo dp audit compare labels shift meters sweeps augment shift-parts headline" >&2
        exit 2 ;;
   esac
 done
