@@ -55,7 +55,7 @@ class FedAvgConfig:
     clip: float = 1.0
     noise_multiplier: float = 0.0
     server_lr: float = 1.0
-    float_noise: bool = False  # central: GaussianSumMechanism's float noise, to measure what the grid costs (seeded runs only)
+    float_noise: bool = False  # central: GaussianSumMechanism's float noise, what the grid costs (seeded runs only)
 
 
 @dataclass(frozen=True)
