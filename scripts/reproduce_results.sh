@@ -2,7 +2,7 @@
 # Re-run every figure of the README's "Measured figures" section, in the order the README gives them.
 # Usage: bash scripts/reproduce_results.sh [PART ...]
 #   parts: demo dp noise audit compare labels shift meters sweeps augment shift-parts (default: all, in that order)
-# About 60 minutes on a 2-core machine without a GPU. Writes docs/results/ and runs/; logs to runs/reproduce/.
+# About 70 minutes on a 2-core machine without a GPU (the audit part alone: about 8). Writes docs/results/ and runs/; logs to runs/reproduce/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
