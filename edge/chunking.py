@@ -11,6 +11,8 @@ import hashlib
 import json
 import struct
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAGIC = b"DMSKDCH1"
@@ -75,46 +77,96 @@ def parse_chunk(chunk: bytes) -> tuple[ChunkHeader, bytes]:
 class _Pending:
     header: ChunkHeader
     parts: dict[int, bytes] = field(default_factory=dict)
+    stored: int = 0  # bytes held, counted as stored, not as declared
     started: float = field(default_factory=time.monotonic)
 
 
+EvictionHandler = Callable[[str, str], None]
+
+
 class ChunkAssembler:
-    """Collects chunks of many interleaved messages; returns each message once it is whole."""
+    """Collects chunks of many interleaved messages per stream (a logical topic); returns each message once whole.
 
-    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, max_pending: int = 256, ttl_s: float = 600.0):
+    Memory is bounded by what is stored, not by what chunks declare: at most `max_stream_bytes` and
+    `max_stream_pending` partial messages per stream, `max_total_bytes` over all of them; a chunk that
+    would exceed a bound evicts the oldest partial messages (of its own stream first), each eviction
+    counted by reason in `evictions` and reported to `on_evict(stream, reason)`."""
+
+    def __init__(self, max_message_bytes: int = 16 * 1024 * 1024, max_stream_bytes: int = 16 * 1024 * 1024,
+                 max_total_bytes: int = 64 * 1024 * 1024, max_stream_pending: int = 4, ttl_s: float = 600.0,
+                 on_evict: EvictionHandler | None = None) -> None:
         self.max_message_bytes = max_message_bytes
-        self.max_pending = max_pending
+        self.max_stream_bytes = max_stream_bytes
+        self.max_total_bytes = max_total_bytes
+        self.max_stream_pending = max_stream_pending
         self.ttl_s = ttl_s
-        self._pending: dict[str, _Pending] = {}
+        self.on_evict = on_evict
+        self.evictions: Counter[str] = Counter()
+        self._pending: dict[tuple[str, str], _Pending] = {}
 
-    def add(self, chunk: bytes) -> bytes | None:
-        """Feed one chunk; return the full payload when its last chunk arrives, else None."""
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes held in partial messages, over every stream."""
+        return sum(p.stored for p in self._pending.values())
+
+    def add(self, chunk: bytes, stream: str = "") -> bytes | None:
+        """Feed one chunk of `stream`; return the full payload when its last chunk arrives, else None."""
         header, body = parse_chunk(chunk)
         if header.total_length > self.max_message_bytes:
             raise ChunkError(f"message of {header.total_length} bytes exceeds the {self.max_message_bytes} byte limit")
         self._expire()
-        pending = self._pending.get(header.message_id)
+        key = (stream, header.message_id)
+        pending = self._pending.get(key)
         if pending is None:
-            if len(self._pending) >= self.max_pending:
-                oldest = min(self._pending, key=lambda k: self._pending[k].started)
-                del self._pending[oldest]
-            pending = self._pending[header.message_id] = _Pending(header)
+            self._make_room(stream, new_message=True, incoming=len(body))
+            pending = self._pending[key] = _Pending(header)
         elif (pending.header.count, pending.header.sha256) != (header.count, header.sha256):
-            del self._pending[header.message_id]
+            del self._pending[key]
             raise ChunkError(f"chunk of message {header.message_id} disagrees with earlier chunks (count or hash)")
-        pending.parts[header.index] = body
+        else:
+            self._make_room(stream, new_message=False, incoming=len(body), keep=key)
+        previous = pending.parts.get(header.index)
+        stored = pending.stored - (len(previous) if previous is not None else 0) + len(body)
+        if stored > header.total_length:
+            del self._pending[key]
+            raise ChunkError(f"chunks of message {header.message_id} carry more bytes than the "
+                             f"{header.total_length} it declares")
+        pending.parts[header.index], pending.stored = body, stored
         if len(pending.parts) < header.count:
             return None
-        del self._pending[header.message_id]
+        del self._pending[key]
         payload = b"".join(pending.parts[i] for i in range(header.count))
         if len(payload) != header.total_length or hashlib.sha256(payload).hexdigest() != header.sha256:
             raise ChunkError(f"message {header.message_id} failed its sha256 check after reassembly")
         return payload
 
+    def _make_room(self, stream: str, new_message: bool, incoming: int, keep: tuple[str, str] | None = None) -> None:
+        """Evict the oldest partial messages until `incoming` more bytes fit every bound."""
+        def own() -> list[tuple[str, str]]:
+            return sorted((k for k in self._pending if k[0] == stream and k != keep),
+                          key=lambda k: self._pending[k].started)
+
+        while new_message and len(own()) >= self.max_stream_pending:
+            self._evict(own()[0], "too many partial messages on one stream")
+        while own() and sum(self._pending[k].stored for k in self._pending if k[0] == stream) + incoming \
+                > self.max_stream_bytes:
+            self._evict(own()[0], "stream over its byte limit")
+        while self.stored_bytes + incoming > self.max_total_bytes:
+            others = sorted((k for k in self._pending if k != keep), key=lambda k: self._pending[k].started)
+            if not others:
+                break
+            self._evict(others[0], "reassembly memory over its total limit")
+
+    def _evict(self, key: tuple[str, str], reason: str) -> None:
+        pending = self._pending.pop(key)
+        self.evictions[reason] += 1
+        if self.on_evict is not None:
+            self.on_evict(key[0], f"partial message {key[1]!r} ({pending.stored} bytes) evicted: {reason}")
+
     def _expire(self) -> None:
         now = time.monotonic()
         for key in [k for k, p in self._pending.items() if now - p.started > self.ttl_s]:
-            del self._pending[key]
+            self._evict(key, "incomplete after its time to live")
 
 
 def _encode_header(h: ChunkHeader) -> bytes:

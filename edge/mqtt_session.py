@@ -56,7 +56,7 @@ class MqttSession:
         self._lock = threading.Lock()
         self._handlers: list[tuple[str, Handler]] = []
         self._on_error: ErrorHandler | None = None
-        self._assembler = ChunkAssembler()
+        self._assembler = ChunkAssembler(on_evict=self._log_eviction)
         self._connected = threading.Event()
         self._answered = threading.Event()  # CONNACK (either way) or the connection closed before one
         self._refusal: str | None = None
@@ -195,13 +195,21 @@ class MqttSession:
         if reason_code.is_failure:
             log.warning("%s: disconnected from broker: %s (paho reconnects)", self.client_id, reason_code)
 
+    @property
+    def reassembly(self) -> ChunkAssembler:
+        """The chunk reassembler: its bounded memory (`stored_bytes`) and its eviction counts."""
+        return self._assembler
+
+    def _log_eviction(self, stream: str, reason: str) -> None:
+        log.warning("%s: %s on %.120r", self.client_id, reason, stream)
+
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
             return  # a cleared retained message
         topic = chunk_base(msg.topic)
         self._record("down", topic, len(msg.payload))
         try:
-            whole = self._assembler.add(bytes(msg.payload))
+            whole = self._assembler.add(bytes(msg.payload), stream=topic)
         except ChunkError as exc:
             log.warning("%s: dropped chunk on %s: %s", self.client_id, msg.topic, exc)
             if self._on_error:

@@ -130,3 +130,55 @@ def test_message_larger_than_the_assembler_allows_is_rejected() -> None:
 def test_limit_below_512_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 512"):
         split_message(b"x", "m", 100)
+
+
+# --- bounded reassembly memory (issue 10): count the bytes stored, evict the oldest partial messages ---
+
+KIB = 1024
+
+
+def first_chunk_of(size: int, message_id: str, chunk_limit: int = 64 * KIB) -> bytes:
+    """The first chunk of a `size`-byte message that will never complete."""
+    return split_message(_payload(size, 0), message_id, chunk_limit)[0]
+
+
+def test_a_flood_of_partial_messages_on_many_streams_stays_within_the_total_limit() -> None:
+    evicted: list[tuple[str, str]] = []
+    assembler = ChunkAssembler(max_total_bytes=1024 * KIB, on_evict=lambda s, r: evicted.append((s, r)))
+    for i in range(500):  # 500 streams x 64 KiB stored: 31 MiB without a bound
+        assert assembler.add(first_chunk_of(1024 * KIB, f"m{i}"), stream=f"round/0/update/x{i}") is None
+        assert assembler.stored_bytes <= 1024 * KIB
+    assert assembler.evictions["reassembly memory over its total limit"] == len(evicted) > 400
+    assert "evicted: reassembly memory over its total limit" in evicted[0][1]
+    honest = _payload(200 * KIB, 7)
+    out = [assembler.add(c, stream="model/3") for c in split_message(honest, "h", 64 * KIB)]
+    assert out[-1] == honest and all(o is None for o in out[:-1])
+
+
+def test_one_stream_over_its_limits_evicts_its_own_partial_messages_not_anothers() -> None:
+    assembler = ChunkAssembler(max_stream_bytes=256 * KIB, max_stream_pending=2)
+    assembler.add(first_chunk_of(512 * KIB, "victim"), stream="update/a")
+    for i in range(20):
+        assembler.add(first_chunk_of(512 * KIB, f"flood{i}"), stream="update/b")
+    assert {k[0] for k in assembler._pending} == {"update/a", "update/b"}
+    assert sum(1 for k in assembler._pending if k[0] == "update/b") <= 2
+    assert assembler.evictions["too many partial messages on one stream"] >= 18
+
+
+def test_chunks_that_carry_more_bytes_than_their_message_declares_are_refused() -> None:
+    body = b"x" * 4096
+    header = json.dumps({"id": "liar", "i": 0, "n": 2, "len": 10, "sha256": "0" * 64}).encode()
+    forged = MAGIC + len(header).to_bytes(4, "big") + header + body
+    assembler = ChunkAssembler()
+    with pytest.raises(ChunkError, match="carry more bytes than the 10 it declares"):
+        assembler.add(forged, stream="update/a")
+    assert assembler.stored_bytes == 0
+
+
+def test_the_same_message_id_on_two_streams_does_not_mix(tmp_path) -> None:
+    a, b = _payload(3000, 1), _payload(3000, 2)
+    ca, cb = split_message(a, "same", LIMIT), split_message(b, "same", LIMIT)
+    assembler = ChunkAssembler()
+    outs = [assembler.add(x, stream="s1") for x in ca[:-1]] + [assembler.add(y, stream="s2") for y in cb[:-1]]
+    assert all(o is None for o in outs)
+    assert assembler.add(ca[-1], stream="s1") == a and assembler.add(cb[-1], stream="s2") == b
