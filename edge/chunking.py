@@ -11,7 +11,7 @@ import hashlib
 import json
 import struct
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -90,7 +90,8 @@ class ChunkAssembler:
     Memory is bounded by what is stored, not by what chunks declare: at most `max_stream_bytes` and
     `max_stream_pending` partial messages per stream, `max_total_bytes` over all of them; a chunk that
     would exceed a bound evicts the oldest partial messages (of its own stream first), each eviction
-    counted by reason in `evictions` and reported to `on_evict(stream, reason)`."""
+    counted by reason in `evictions` and reported to `on_evict(stream, reason)`. Totals are kept as
+    running counts and messages in arrival order, so a chunk costs O(1) however many are pending."""
 
     def __init__(self, max_message_bytes: int = 16 * 1024 * 1024, max_stream_bytes: int = 16 * 1024 * 1024,
                  max_total_bytes: int = 64 * 1024 * 1024, max_stream_pending: int = 4, ttl_s: float = 600.0,
@@ -102,12 +103,14 @@ class ChunkAssembler:
         self.ttl_s = ttl_s
         self.on_evict = on_evict
         self.evictions: Counter[str] = Counter()
-        self._pending: dict[tuple[str, str], _Pending] = {}
+        self.stored_bytes = 0  # bytes held in partial messages, over every stream
+        self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()  # oldest first
+        self._streams: dict[str, OrderedDict[str, None]] = {}  # stream -> its message ids, oldest first
+        self._stream_bytes: Counter[str] = Counter()
 
-    @property
-    def stored_bytes(self) -> int:
-        """Bytes held in partial messages, over every stream."""
-        return sum(p.stored for p in self._pending.values())
+    def pending_streams(self) -> dict[str, int]:
+        """How many partial messages each stream holds."""
+        return {stream: len(ids) for stream, ids in self._streams.items()}
 
     def add(self, chunk: bytes, stream: str = "") -> bytes | None:
         """Feed one chunk of `stream`; return the full payload when its last chunk arrives, else None."""
@@ -117,55 +120,73 @@ class ChunkAssembler:
         self._expire()
         key = (stream, header.message_id)
         pending = self._pending.get(key)
-        if pending is None:
-            self._make_room(stream, new_message=True, incoming=len(body))
-            pending = self._pending[key] = _Pending(header)
-        elif (pending.header.count, pending.header.sha256) != (header.count, header.sha256):
-            del self._pending[key]
+        if pending is not None and (pending.header.count, pending.header.sha256) != (header.count, header.sha256):
+            self._drop(key)
             raise ChunkError(f"chunk of message {header.message_id} disagrees with earlier chunks (count or hash)")
-        else:
-            self._make_room(stream, new_message=False, incoming=len(body), keep=key)
-        previous = pending.parts.get(header.index)
-        stored = pending.stored - (len(previous) if previous is not None else 0) + len(body)
-        if stored > header.total_length:
-            del self._pending[key]
+        previous = pending.parts.get(header.index, b"") if pending is not None else b""
+        grows = len(body) - len(previous)
+        if (pending.stored if pending is not None else 0) + grows > header.total_length:
+            if pending is not None:
+                self._drop(key)
             raise ChunkError(f"chunks of message {header.message_id} carry more bytes than the "
                              f"{header.total_length} it declares")
-        pending.parts[header.index], pending.stored = body, stored
+        self._make_room(stream, key, new_message=pending is None, incoming=grows)
+        if pending is None:
+            pending = self._pending[key] = _Pending(header)
+            self._streams.setdefault(stream, OrderedDict())[header.message_id] = None
+        pending.parts[header.index] = body
+        pending.stored += grows
+        self._stream_bytes[stream] += grows
+        self.stored_bytes += grows
         if len(pending.parts) < header.count:
             return None
-        del self._pending[key]
+        self._drop(key)
         payload = b"".join(pending.parts[i] for i in range(header.count))
         if len(payload) != header.total_length or hashlib.sha256(payload).hexdigest() != header.sha256:
             raise ChunkError(f"message {header.message_id} failed its sha256 check after reassembly")
         return payload
 
-    def _make_room(self, stream: str, new_message: bool, incoming: int, keep: tuple[str, str] | None = None) -> None:
-        """Evict the oldest partial messages until `incoming` more bytes fit every bound."""
-        def own() -> list[tuple[str, str]]:
-            return sorted((k for k in self._pending if k[0] == stream and k != keep),
-                          key=lambda k: self._pending[k].started)
+    def _make_room(self, stream: str, keep: tuple[str, str], new_message: bool, incoming: int) -> None:
+        """Evict the oldest partial messages (this stream's first) until `incoming` more bytes fit every bound."""
+        own = self._streams.get(stream, OrderedDict())
 
-        while new_message and len(own()) >= self.max_stream_pending:
-            self._evict(own()[0], "too many partial messages on one stream")
-        while own() and sum(self._pending[k].stored for k in self._pending if k[0] == stream) + incoming \
-                > self.max_stream_bytes:
-            self._evict(own()[0], "stream over its byte limit")
+        def oldest_own() -> tuple[str, str] | None:
+            return next(((stream, m) for m in own if (stream, m) != keep), None)
+
+        while new_message and len(own) >= self.max_stream_pending and (victim := oldest_own()) is not None:
+            self._evict(victim, "too many partial messages on one stream")
+        while self._stream_bytes[stream] + incoming > self.max_stream_bytes and (victim := oldest_own()) is not None:
+            self._evict(victim, "stream over its byte limit")
         while self.stored_bytes + incoming > self.max_total_bytes:
-            others = sorted((k for k in self._pending if k != keep), key=lambda k: self._pending[k].started)
-            if not others:
+            victim = next((k for k in self._pending if k != keep), None)
+            if victim is None:
                 break
-            self._evict(others[0], "reassembly memory over its total limit")
+            self._evict(victim, "reassembly memory over its total limit")
+
+    def _drop(self, key: tuple[str, str]) -> _Pending:
+        pending = self._pending.pop(key)
+        ids = self._streams[key[0]]
+        del ids[key[1]]
+        if not ids:
+            del self._streams[key[0]]
+        self._stream_bytes[key[0]] -= pending.stored
+        if self._stream_bytes[key[0]] <= 0:
+            del self._stream_bytes[key[0]]
+        self.stored_bytes -= pending.stored
+        return pending
 
     def _evict(self, key: tuple[str, str], reason: str) -> None:
-        pending = self._pending.pop(key)
+        pending = self._drop(key)
         self.evictions[reason] += 1
         if self.on_evict is not None:
             self.on_evict(key[0], f"partial message {key[1]!r} ({pending.stored} bytes) evicted: {reason}")
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for key in [k for k, p in self._pending.items() if now - p.started > self.ttl_s]:
+        while self._pending:
+            key, oldest = next(iter(self._pending.items()))
+            if now - oldest.started <= self.ttl_s:
+                return
             self._evict(key, "incomplete after its time to live")
 
 
