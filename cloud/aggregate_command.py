@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.broker_credentials import CredentialUsageError, add_credential_arguments, credentials_from_args
-from edge.cli import EXIT_OK, broker_address, fail, usage
+from edge.broker_credentials import add_credential_arguments, credentials_or_exit_code
+from edge.cli import EXIT_OK, broker_address, fail
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,12 +33,9 @@ def run(args: argparse.Namespace) -> int:
     """Serve all rounds; a missing or bad bundle, holdout or checkpoint, or no broker: exit 1."""
     from cloud.serve import serve
 
-    try:
-        credentials = credentials_from_args(args)
-    except CredentialUsageError as exc:
-        return usage(str(exc))
-    except (ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
+    credentials = credentials_or_exit_code(args)
+    if isinstance(credentials, int):
+        return credentials
     try:
         history = serve(args.bundle, args.broker, args.checkpoint, args.holdout, credentials=credentials,
                         signing_key=args.signing_key)

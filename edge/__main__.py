@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.broker_credentials import CredentialUsageError, add_credential_arguments, credentials_from_args
-from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail, usage
+from edge.broker_credentials import add_credential_arguments, credentials_or_exit_code
+from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail
 
 
 def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -63,12 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge.signed_artifact import load_public_key
     from edge.topics import FleetTopics
 
-    try:
-        credentials = credentials_from_args(args)
-    except CredentialUsageError as exc:
-        return usage(str(exc))
-    except (ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
+    credentials = credentials_or_exit_code(args)
+    if isinstance(credentials, int):
+        return credentials
     try:
         host, port = parse_broker_url(args.broker)
         x, y = load_device_data(args.data)

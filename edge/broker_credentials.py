@@ -120,3 +120,15 @@ def credentials_from_args(args: argparse.Namespace) -> BrokerCredentials:
     if login:
         return BrokerCredentials(tls, args.username, read_password(args.password_file))
     return BrokerCredentials(tls)
+
+
+def credentials_or_exit_code(args: argparse.Namespace) -> BrokerCredentials | int:
+    """The flags' credentials for a CLI verb, or, after printing what is wrong, its exit code (2 usage, 1 a file)."""
+    from edge.cli import fail, usage
+
+    try:
+        return credentials_from_args(args)
+    except CredentialUsageError as exc:
+        return usage(str(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
