@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edge.broker_credentials import add_credential_arguments, credentials_or_exit_code
-from edge.cli import EXIT_OK, broker_address, fail
+from edge.cli import EXIT_OK, broker_address, fail, float_between, positive_float
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +25,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the fleet's private Ed25519 signing key (default: fleet-signing.key beside the bundle "
                         "directory, as `python -m simulator prepare` writes it; `python -m cloud provision` "
                         "writes DIR/aggregator/fleet-signing.key)")
+    p.add_argument("--quorum", type=float_between(1e-6, 1.0),
+                   help="close a round once this fraction of its cohort was accepted (default: the bundle's, "
+                        "1 = all; a round also closes when every cohort device still online has answered)")
+    p.add_argument("--deadline", type=positive_float,
+                   help="seconds a round waits at most for devices that look online (default: the bundle's)")
     add_credential_arguments(p)
     p.set_defaults(run=run)
 
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return credentials
     try:
         history = serve(args.bundle, args.broker, args.checkpoint, args.holdout, credentials=credentials,
-                        signing_key=args.signing_key)
+                        signing_key=args.signing_key, quorum=args.quorum, deadline_s=args.deadline)
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
         return fail(str(exc))
     print(f"{len(history)} rounds done; checkpoint in {args.checkpoint}")

@@ -24,12 +24,13 @@ class DeclaredSettings:
     noise_multiplier: float  # what the device adds itself: the plan's z in `local` mode, else 0
     encoding: str = FLOAT32_DELTA
     training: str | None = None
+    max_examples: int | None = None  # the plan's cap on the example count (the FedAvg weight); None: no plan
 
     @classmethod
     def from_plan(cls, plan: DevicePlan, encoding: str = FLOAT32_DELTA) -> DeclaredSettings:
         """What `plan`'s device must declare."""
         z = plan.noise_multiplier if plan.dp_mode == "local" else 0.0
-        return cls(plan.dp_mode, plan.clip, z, encoding, plan.training.declaration())
+        return cls(plan.dp_mode, plan.clip, z, encoding, plan.training.declaration(), plan.max_examples)
 
     def mismatch(self, meta: UpdateMeta) -> str | None:
         """The first declared field that differs from the plan, as a rejection reason; None if all agree."""

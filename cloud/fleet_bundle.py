@@ -1,7 +1,8 @@
 """What the aggregator publishes, on disk: plans, shards, student program, initial weights, round settings.
 
 Layout (written by `python -m simulator prepare --out DIR`, read by `python -m cloud aggregate`):
-  bundle.json                 fleet, rounds, DP mode, clip, noise multiplier, delta, epsilon budget, quorum, deadline
+  bundle.json                 fleet, rounds, DP mode, clip, noise multiplier, delta, epsilon budget, quorum,
+                              deadline
   plans.json                  one DevicePlan per device
   student.tflite              the trainable student program
   student_init.safetensors    the global student's initial weights
@@ -34,9 +35,9 @@ class RoundSettings:
     noise_multiplier: float
     delta: float
     max_epsilon: float | None
-    quorum: int
     deadline_s: float
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the fleet at this rate
+    quorum_fraction: float = 1.0  # the share of a round's cohort whose accepted updates close it (cloud.round_closing)
 
 
 @dataclass

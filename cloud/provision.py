@@ -145,6 +145,7 @@ def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
     return [("write", f"{root}/round/+/update/{device}/#"),
             ("write", f"{root}/status/{device}/#"),
             ("read", f"{root}/plan/{device}/#"),
+            ("read", f"{root}/fleet/#"),
             ("read", f"{root}/shard/#"),
             ("read", f"{root}/student/#"),
             ("read", f"{root}/model/#"),
@@ -155,7 +156,8 @@ def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
 def aggregator_rules(fleet: str) -> list[tuple[str, str]]:
     """(access, topic filter) of the aggregator: write everything devices act on, read updates and status."""
     root = f"dmskd/{fleet}"
-    writes = [f"{root}/{leaf}/#" for leaf in ("plan", "shard", "student", "model", "round/+/result", "round/+/cohort")]
+    writes = [f"{root}/{leaf}/#" for leaf in ("plan", "fleet", "shard", "student", "model", "round/+/result",
+                                                 "round/+/cohort")]
     return [("write", t) for t in writes] + [("read", f"{root}/round/+/update/+/#"), ("read", f"{root}/status/+/#")]
 
 

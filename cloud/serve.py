@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from cloud.aggregator import AggregatorService
 from cloud.evaluation import holdout_evaluator
 from cloud.fleet_bundle import load_bundle
+from cloud.round_closing import RoundPolicy
 from cloud.round_engine import RoundRecord
 from edge.broker_address import parse_broker_url
 from edge.broker_credentials import BrokerCredentials
@@ -20,20 +22,28 @@ log = logging.getLogger("dmskd.aggregator")
 
 
 def log_round(record: RoundRecord) -> None:
-    """One INFO line per round: accepted, rejected, accuracy when evaluated."""
+    """One INFO line per round: accepted, rejected (per reason), accuracy when evaluated."""
     acc = f", accuracy {record.metrics['accuracy']:.4f}" if "accuracy" in record.metrics else ""
-    log.info("round %d: %d accepted, %d rejected%s", record.round, len(record.accepted), len(record.rejected), acc)
+    reasons = f" ({record.rejected.breakdown()})" if record.rejected.total else ""
+    log.info("round %d: %d accepted, %d rejected%s%s", record.round, len(record.accepted), record.rejected.total,
+             reasons, acc)
 
 
 def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | None = None,
           seed: int | None = None, credentials: BrokerCredentials | None = None,
-          signing_key: Path | None = None) -> list[dict]:
+          signing_key: Path | None = None, quorum: float | None = None, deadline_s: float | None = None,
+          on_round_end: Callable[[RoundRecord], None] = log_round) -> list[dict]:
     """Publish the bundle's fleet and run all rounds; resumes from checkpoint_dir if it holds one.
 
     seed: None draws the server's randomness and DP noise from OS entropy; an int (INSECURE, tests and
     simulations only) seeds both. credentials: the aggregator's TLS files or login (python -m cloud provision).
-    signing_key: the fleet's private signing key (default: fleet-signing.key beside the bundle directory)."""
+    signing_key: the fleet's private signing key (default: fleet-signing.key beside the bundle directory).
+    quorum, deadline_s: when rounds close (cloud.round_closing), instead of the bundle's settings.
+    on_round_end: called with each closed round's record (default: one INFO line)."""
     bundle = load_bundle(bundle_dir)
+    st = bundle.settings
+    policy = RoundPolicy(st.quorum_fraction if quorum is None else quorum,
+                         st.deadline_s if deadline_s is None else deadline_s)
     key = load_signing_key(signing_key or Path(bundle_dir).parent / PRIVATE_KEY_FILE)
     host, port = parse_broker_url(broker)
     evaluate = holdout_evaluator(bundle.student_program, holdout) if holdout else None
@@ -41,7 +51,8 @@ def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | N
     session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port, tls=creds.tls,
                           username=creds.username, password=creds.password)
     service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(seed), key, checkpoint_dir,
-                                            evaluate, on_round_end=log_round, insecure_seeded_noise=seed is not None)
+                                            evaluate, on_round_end=on_round_end, insecure_seeded_noise=seed is not None,
+                                            policy=policy)
     session.connect()
     try:
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)

@@ -7,15 +7,20 @@ optionally, `y` (N integer labels; without it the shard's arg-max is the hard ta
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from edge.broker_credentials import add_credential_arguments, credentials_or_exit_code
 from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail
+
+log = logging.getLogger("dmskd.edge")
+PLAN_WAIT_WARNING_S = 30.0  # a device still without a plan says so this often
 
 
 def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -80,12 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started = time.monotonic()
+    warned = 0.0
     try:
         while not stop.is_set() and not agent.finished.wait(0.5):
-            pass
+            waited = time.monotonic() - started
+            if agent.plan is None and waited - warned >= PLAN_WAIT_WARNING_S:
+                warned = waited
+                log.warning("%s: no plan after %.0f s on dmskd/%s at %s: is the aggregator running "
+                            "(python -m cloud aggregate), and are --fleet and --broker its?",
+                            args.device, waited, args.fleet, args.broker)
     except KeyboardInterrupt:
         pass
     agent.stop()
+    if agent.unknown_device is not None:
+        return fail(agent.unknown_device)
     print(f"{args.device}: rounds done {sorted(agent.rounds_done)}")
     return EXIT_OK
 

@@ -1,19 +1,30 @@
 """A device on the fleet: receives plan, shard and student over MQTT, trains, publishes updates.
 
-Work runs on the agent's own thread (MQTT callbacks only enqueue). An update is written to
-an on-disk outbox before it is published and removed once acknowledged, so a device that
-dies mid-publish resends it on restart; its id is deterministic, so the aggregator dedupes.
+Work runs on the agent's own thread (MQTT callbacks only verify, parse and enqueue). An update is
+written to an on-disk outbox before it is published and stays there until the aggregator
+acknowledges it: the signed round result lists the digests of the updates it accepted. Until then
+the device resends it on every reconnect, when the aggregator republishes the round's model, and
+every `resend_interval_s`; the aggregator counts a resend once. A broker's PUBACK is not enough:
+a broker that restarts without persistence loses what it acknowledged.
+
 The device acts only on what the fleet key signed (edge.signed_artifact): an unsigned, forged,
-moved or older plan, shard, program, model or cohort message is refused with a logged reason, and
-it trains a round only when the aggregator told it, on its own topic, that it was sampled.
+moved or older plan, shard, program, model, cohort or result message is refused with a logged
+reason; a signed one that does not fit (another device's plan, a model of another shape) is logged
+and ignored. It trains a round only when the aggregator told it, on its own topic, that it was
+sampled, and it ends its run only on the signed final model (a round at or beyond its plan's
+last). If the fleet's manifest arrives and this device's plan has not, the device is not in the
+fleet's plan: `unknown_device` says so and `finished` is set.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +43,9 @@ from edge.wire import PayloadRejected, content_hash, decode_weights
 
 log = logging.getLogger("dmskd.edge")
 
+ACK_DIGEST_CHARS = 32  # as cloud.aggregator publishes them in round results
+PLAN_GRACE_S = 5.0  # how long after the fleet's manifest a missing plan means "not in the plan"
+
 
 class DeviceAgent:
     """One device's runtime; `start()` connects and returns, `stop()` ends it.
@@ -43,11 +57,13 @@ class DeviceAgent:
 
     def __init__(self, device_id: str, fleet: str, session: MqttSession, x: np.ndarray,
                  y: np.ndarray | None, fleet_key: Ed25519PublicKey, seed: np.random.SeedSequence | None = None,
-                 outbox_dir: str | Path | None = None, noise_seeded: bool | None = None) -> None:
+                 outbox_dir: str | Path | None = None, noise_seeded: bool | None = None,
+                 resend_interval_s: float = 10.0) -> None:
         self.device_id, self.fleet, self.session = device_id, fleet, session
         self.fleet_key = fleet_key  # pinned at provisioning: the only key whose messages this device acts on
         self._guard = ReplayGuard()
-        self.refused: list[tuple[str, str]] = []  # (topic, reason) of every message refused
+        self.refused: list[tuple[str, str]] = []  # (topic, reason) of every message refused (bounded below)
+        self.ignored: list[tuple[str, str]] = []  # (topic, reason) of signed messages that did not fit
         self.selected: dict[int, bool] = {}  # round -> sampled for it
         self.topics = FleetTopics(fleet)
         self.x_images = np.asarray(x, dtype=np.float32)
@@ -57,30 +73,38 @@ class DeviceAgent:
         # a seeded noise is predictable: tests and simulations only; default: seeded exactly when a seed is given
         self.noise_seeded = seed is not None if noise_seeded is None else noise_seeded
         self.outbox = Path(outbox_dir) / device_id if outbox_dir else None
+        self.resend_interval_s = resend_interval_s
         self.plan: DevicePlan | None = None
         self.shard_bytes: bytes | None = None
         self.student_bytes: bytes | None = None
         self.latest_model: tuple[int, int, dict] | None = None  # (version, round, weights)
         self.rounds_done: set[int] = set()
+        self.acknowledged: set[int] = set()  # rounds whose result listed this device's update
+        self.unknown_device: str | None = None  # why this device is not in the fleet's plan, once known
+        self._manifest_at: float | None = None
         self._student: TrainableStudent | None = None
         self._student_hash = ""
         self._shard_logits: tuple[str, np.ndarray] | None = None
         self._subscribed: set[str] = set()
-        self._sent: dict[int, bytes] = {}
+        self._unacked: dict[int, bytes] = {}  # round -> update sent and not yet acknowledged
         self._work: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"agent-{device_id}", daemon=True)
         self._stop = threading.Event()
         self.finished = threading.Event()
 
     def start(self) -> DeviceAgent:
-        """Subscribe to this device's plan and the global model, connect, resend the outbox."""
+        """Subscribe to this device's plan, the global model, its cohort notices and the round results;
+        connect, announce itself online, resend the outbox."""
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
+        self.session.subscribe(self.topics.manifest, self._on_manifest)
         self.session.subscribe(self.topics.all_models, self._on_model)
         self.session.subscribe(self.topics.all_cohorts(self.device_id), self._on_cohort)
+        self.session.subscribe(self.topics.all_results, self._on_result)
+        self.session.on_connect(self._on_connect)
+        self._load_outbox()
         self.session.connect()
-        self.session.publish(self.topics.status(self.device_id), b"online", retain=True)
         self._thread.start()
-        self._resend_outbox()
+        self._work.put("resend")
         return self
 
     def stop(self) -> None:
@@ -91,16 +115,25 @@ class DeviceAgent:
         self.session.close()
 
     # --- MQTT callbacks (network thread): verify, parse, store, enqueue ---
+    def _on_connect(self, reconnected: bool) -> None:
+        self.session.publish(self.topics.status(self.device_id), b"online", retain=True, wait=False)
+        if reconnected:
+            self._work.put("resend")
+
     def _verified(self, topic: str, envelope: bytes, stream: str) -> bytes | None:
         """The payload if the fleet key signed it for `topic` and it is not older than what is held on `stream`."""
         try:
             opened = open_envelope(self.fleet_key, topic, envelope)
             self._guard.admit(stream, opened)
         except SignatureRejected as exc:
-            log.error("%s: refused message on %s: %s", self.device_id, topic, exc)
-            self.refused.append((topic, str(exc)))
+            self._note(self.refused, topic, f"refused: {exc}")
             return None
         return opened.payload
+
+    def _note(self, where: list[tuple[str, str]], topic: str, reason: str) -> None:
+        log.error("%s: %s on %.200r", self.device_id, reason[:300], topic)
+        if len(where) < 1000:  # a stranger's flood must not grow the record without bound
+            where.append((topic, reason))
 
     def _on_plan(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "plan")
@@ -109,27 +142,35 @@ class DeviceAgent:
         try:
             plan = DevicePlan.from_json(payload)
         except ValueError as exc:
-            log.error("%s: rejected plan: %s", self.device_id, exc)
+            self._note(self.ignored, topic, f"unreadable plan ignored: {exc}")
+            return
+        if (plan.device, plan.fleet) != (self.device_id, self.fleet):
+            self._note(self.ignored, topic, f"plan for device {plan.device!r} of fleet {plan.fleet!r} ignored")
             return
         self.plan = plan
-        for t, handler in ((self.topics.shard(plan.shard_id), self._on_shard),
-                           (self.topics.student_program(plan.student_hash), self._on_student)):
+        for t, kind in ((self.topics.shard(plan.shard_id), "shard"),
+                        (self.topics.student_program(plan.student_hash), "student")):
             if t not in self._subscribed:
                 self._subscribed.add(t)
-                self.session.subscribe(t, handler)
+                self.session.subscribe(t, functools.partial(self._on_artifact, kind))
         self._work.put("plan")
 
-    def _on_shard(self, topic: str, envelope: bytes) -> None:
+    def _on_artifact(self, kind: str, topic: str, envelope: bytes) -> None:
+        """A shard or the student program: kept, and checked against the plan's hash before use."""
         payload = self._verified(topic, envelope, topic)
-        if payload is not None:
+        if payload is None:
+            return
+        if kind == "shard":
             self.shard_bytes = payload
-            self._work.put("shard")
-
-    def _on_student(self, topic: str, envelope: bytes) -> None:
-        payload = self._verified(topic, envelope, topic)
-        if payload is not None:
+        else:
             self.student_bytes = payload
-            self._work.put("student")
+        self._work.put(kind)
+
+    def _on_manifest(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, "manifest")
+        if payload is not None and self._manifest_at is None:
+            self._manifest_at = time.monotonic()
+            self._work.put("manifest")
 
     def _on_cohort(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "cohort")
@@ -139,9 +180,21 @@ class DeviceAgent:
             decision = json.loads(payload)
             self.selected[int(decision["round"])] = bool(decision["selected"])
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("%s: unreadable cohort message on %s: %s", self.device_id, topic, exc)
+            self._note(self.ignored, topic, f"unreadable cohort message ignored: {exc}")
             return
         self._work.put("cohort")
+
+    def _on_result(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, "result")
+        if payload is None:
+            return
+        try:
+            result = json.loads(payload)
+            round_, acks = int(result["round"]), frozenset(str(d) for d in result.get("accepted_updates", []))
+        except (ValueError, KeyError, TypeError) as exc:
+            self._note(self.ignored, topic, f"unreadable round result ignored: {exc}")
+            return
+        self._work.put(("result", round_, acks))
 
     def _on_model(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "model")
@@ -150,12 +203,13 @@ class DeviceAgent:
         try:
             weights, meta = decode_weights(payload)
         except PayloadRejected as exc:
-            log.error("%s: rejected global model on %s: %s", self.device_id, topic, exc)
+            self._note(self.ignored, topic, f"invalid global model ignored: {exc}")
             return
         if meta.fleet != self.fleet:
+            self._note(self.ignored, topic, f"model of fleet {meta.fleet!r} ignored")
             return
-        if self.latest_model is not None and meta.version == self.latest_model[0] and meta.round in self._sent:
-            self._work.put(("resend", meta.round))  # the aggregator restarted and republished this round
+        if self.latest_model is not None and meta.version == self.latest_model[0]:
+            self._work.put("resend")  # the aggregator (or a restarted broker) republished this round's model
         elif self.latest_model is None or meta.version > self.latest_model[0]:
             self.latest_model = (meta.version, meta.round, weights)
             self._work.put("model")
@@ -163,16 +217,35 @@ class DeviceAgent:
     # --- worker thread ---
     def _run(self) -> None:
         while not self._stop.is_set():
-            item = self._work.get()
+            try:
+                item = self._work.get(timeout=self.resend_interval_s)
+            except queue.Empty:
+                item = "resend"  # nothing heard for a while: an unacknowledged update goes again
             if item is None:
                 return
             try:
-                if isinstance(item, tuple):
-                    self.session.publish(self.topics.update(item[1], self.device_id), self._sent[item[1]], qos=1)
+                if item == "resend":
+                    self._resend()
+                elif isinstance(item, tuple):
+                    self._on_round_result(item[1], item[2])
                 else:
+                    self._check_membership()
                     self._maybe_train()
             except Exception:
                 log.exception("%s: local round failed", self.device_id)
+
+    def _check_membership(self) -> None:
+        """After the manifest, a plan that has not come within PLAN_GRACE_S means this device is not in the plan."""
+        if self.plan is not None or self._manifest_at is None or self.unknown_device is not None:
+            return
+        if time.monotonic() - self._manifest_at < PLAN_GRACE_S:
+            threading.Timer(PLAN_GRACE_S, self._work.put, args=("manifest",)).start()
+            return
+        self.unknown_device = (f"device {self.device_id!r} is not in fleet {self.fleet!r}'s plan: the aggregator "
+                               f"published its manifest but no plan for this id; check --device against the "
+                               f"bundle's plans.json (and --fleet)")
+        log.error("%s", self.unknown_device)
+        self.finished.set()
 
     def _maybe_train(self) -> None:
         plan, model, shard, program = self.plan, self.latest_model, self.shard_bytes, self.student_bytes
@@ -181,13 +254,18 @@ class DeviceAgent:
             return  # not everything the plan names has arrived yet
         version, round_, weights = model
         if round_ >= plan.rounds:
-            self.finished.set()
+            self.finished.set()  # the signed final model: the run is over
             return
         if round_ in self.rounds_done or not self.selected.get(round_, False):
             return  # done already, or not (yet known to be) sampled for this round
         if self._student is None or self._student_hash != plan.student_hash:
             self._student = TrainableStudent.from_bytes(program)
             self._student_hash = plan.student_hash
+        mismatch = self._student.shape_mismatch(weights)
+        if mismatch is not None:
+            self._note(self.ignored, self.topics.model(version), f"global model ignored: {mismatch}")
+            self.latest_model = None
+            return
         logits = self._logits_for(plan.shard_hash, shard)
         labels = labels_in_use(self.labels, plan.labelled_fraction)
         targets = distillation_targets(logits, labels, self._student.num_classes)
@@ -203,21 +281,52 @@ class DeviceAgent:
         return self._shard_logits[1]
 
     def _send(self, round_: int, blob: bytes) -> None:
-        path = None
-        if self.outbox is not None:
-            self.outbox.mkdir(parents=True, exist_ok=True)
-            path = self.outbox / f"round-{round_:05d}.safetensors"
+        """Store the update in the outbox, then publish it; it stays until the round result acknowledges it."""
+        path = self._outbox_path(round_)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
-        self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1)
-        self._sent = {round_: blob}
+        self._unacked[round_] = blob
+        self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
+
+    def _resend(self) -> None:
+        for round_, blob in sorted(self._unacked.items()):
+            if self.latest_model is not None and round_ < self.latest_model[1]:
+                self._forget(round_, "its round closed before this device saw an acknowledgement")
+                continue
+            log.info("%s: resending the round %d update (not yet acknowledged)", self.device_id, round_)
+            self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
+
+    def _on_round_result(self, round_: int, acks: frozenset[str]) -> None:
+        blob = self._unacked.get(round_)
+        if blob is None:
+            return
+        if hashlib.sha256(blob).hexdigest()[:ACK_DIGEST_CHARS] in acks:
+            self.acknowledged.add(round_)
+            self._forget(round_, None)
+        else:
+            self._forget(round_, "the round closed without it (late, or rejected: see the aggregator's log)")
+
+    def _forget(self, round_: int, problem: str | None) -> None:
+        if problem is not None:
+            log.warning("%s: round %d update dropped from the outbox: %s", self.device_id, round_, problem)
+        self._unacked.pop(round_, None)
+        path = self._outbox_path(round_)
         if path is not None:
             path.unlink(missing_ok=True)
 
-    def _resend_outbox(self) -> None:
+    def _outbox_path(self, round_: int) -> Path | None:
+        return None if self.outbox is None else self.outbox / f"round-{round_:05d}.safetensors"
+
+    def _load_outbox(self) -> None:
+        """Updates a previous run of this device sent but saw no acknowledgement for: resent, not retrained."""
         if self.outbox is None or not self.outbox.exists():
             return
         for path in sorted(self.outbox.glob("round-*.safetensors")):
-            round_ = int(path.stem.split("-")[1])
-            log.info("%s: resending round %d update from outbox", self.device_id, round_)
-            self.session.publish(self.topics.update(round_, self.device_id), path.read_bytes(), qos=1)
-            path.unlink(missing_ok=True)
+            try:
+                round_ = int(path.stem.split("-")[1])
+            except (IndexError, ValueError):
+                log.warning("%s: ignoring %s in the outbox (not round-<N>.safetensors)", self.device_id, path)
+                continue
+            self._unacked[round_] = path.read_bytes()
+            self.rounds_done.add(round_)

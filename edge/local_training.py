@@ -92,7 +92,8 @@ def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat:
 
 def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_version: int) -> bytes:
     """The wire blob of a device's update: its delta and the metadata the aggregator verifies."""
-    meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, result.num_examples, plan.clip,
+    examples = min(result.num_examples, plan.max_examples)  # the plan caps what an update may weigh
+    meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, examples, plan.clip,
                       plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
                       update_id=update_id(plan.device, round_, base_version),
                       training=plan.training.declaration())

@@ -32,6 +32,7 @@ log = logging.getLogger("dmskd.mqtt")
 
 Handler = Callable[[str, bytes], None]
 ErrorHandler = Callable[[str, str], None]
+ConnectHandler = Callable[[bool], None]  # called with reconnected=True on every CONNACK after the first
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class MqttSession:
         self._lock = threading.Lock()
         self._handlers: list[tuple[str, Handler]] = []
         self._on_error: ErrorHandler | None = None
+        self._on_connect: list[ConnectHandler] = []
+        self.connections = 0  # successful CONNACKs so far: 1 after connect(), more after each reconnect
         self._assembler = ChunkAssembler(on_evict=self._log_eviction)
         self._connected = threading.Event()
         self._answered = threading.Event()  # CONNACK (either way) or the connection closed before one
@@ -65,6 +68,7 @@ class MqttSession:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=mqtt.MQTTv311, clean_session=True)
         self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=4)  # back within seconds of a broker restart
         if tls is not None:
             tls.check()
             try:
@@ -79,8 +83,9 @@ class MqttSession:
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.on_log = self._handle_log
-        if will:
-            self._client.will_set(will[0], will[1], qos=1, retain=True)
+        if will:  # framed as a one-chunk message on T/0 like every other, so subscribers of T see it
+            self._client.will_set(f"{will[0]}/0", split_message(will[1], message_id="will", limit=chunk_limit)[0],
+                                  qos=1, retain=True)
         self._client.on_connect = self._handle_connect
         self._client.on_message = self._handle_message
         self._client.on_disconnect = self._handle_disconnect
@@ -88,6 +93,11 @@ class MqttSession:
     def on_error(self, handler: ErrorHandler) -> None:
         """Called with (topic, reason) when a chunk or message cannot be reassembled."""
         self._on_error = handler
+
+    def on_connect(self, handler: ConnectHandler) -> None:
+        """Call handler(reconnected) on paho's network thread after every accepted connection, once the
+        subscriptions are restored: where a client republishes what a restarted broker lost. Keep it quick."""
+        self._on_connect.append(handler)
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         """Deliver every whole message under topic_filter (chunk level added here) to handler."""
@@ -180,8 +190,14 @@ class MqttSession:
             return
         for topic_filter, _ in self._handlers:
             client.subscribe(topic_filter + "/+", qos=1)
+        self.connections += 1
         self._connected.set()
         self._answered.set()
+        for handler in self._on_connect:
+            try:
+                handler(self.connections > 1)
+            except Exception:  # a hook's bug must not kill the network thread
+                log.exception("%s: connect hook failed", self.client_id)
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                            reason_code: ReasonCode, properties: Properties | None) -> None:

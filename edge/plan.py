@@ -94,6 +94,7 @@ class DevicePlan:
     noise_multiplier: float = 0.0
     training: TrainingSettings = TrainingSettings()
     labelled_fraction: float = 1.0  # at most this share of the local samples is trained on with its label
+    max_examples: int = 100_000  # the most examples an update may claim: its FedAvg weight is capped here
 
     def __post_init__(self) -> None:
         _check_types(f"plan for {self.device}", self)
@@ -104,6 +105,8 @@ class DevicePlan:
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise ValueError(f"plan for {self.device}: labelled_fraction must be in [0, 1], got "
                              f"{self.labelled_fraction}")
+        if self.max_examples < 1:
+            raise ValueError(f"plan for {self.device}: max_examples must be at least 1, got {self.max_examples}")
         if self.noise_multiplier < 0 or self.rounds < 1:
             raise ValueError(f"plan for {self.device}: need noise_multiplier >= 0 and rounds >= 1")
 

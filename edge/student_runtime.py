@@ -174,25 +174,27 @@ class TrainableStudent:
         named = {_stable_name(k): np.array(v, dtype=np.float32) for k, v in out.items()}
         return {name: named[name] for name in sorted(named, key=_layer_order)}
 
-    def set_weights(self, weights: dict[str, Any]) -> None:
-        """Replace all weights; keys must be exactly the stable names, shapes must match."""
-        runner = self._runner("set_weights")
+    def shape_mismatch(self, weights: Any) -> str | None:
+        """Why `weights` cannot be this student's (names, shapes, finiteness), or None if they can."""
         if not isinstance(weights, dict):
-            raise ValueError("weights must be a dict {name: array} keyed like dense_0/kernel")
-        details = runner.get_input_details()
-        expected = {_stable_name(k): k for k in details}
+            return "weights must be a dict {name: array} keyed like dense_0/kernel"
+        details = self._runner("set_weights").get_input_details()
+        expected = {_stable_name(k): tuple(int(s) for s in d["shape"]) for k, d in details.items()}
         if set(weights) != set(expected):
-            raise ValueError(
-                f"weights must have exactly the keys {sorted(expected)}; missing "
-                f"{sorted(set(expected) - set(weights))}, unexpected {sorted(set(weights) - set(expected))}"
-            )
-        feeds = {}
-        for name, key in expected.items():
-            arr = np.asarray(weights[name], dtype=np.float32)
-            shape = tuple(int(s) for s in details[key]["shape"])
+            return (f"weights must have exactly the keys {sorted(expected)}; missing "
+                    f"{sorted(set(expected) - set(weights))}, unexpected {sorted(set(weights) - set(expected))}")
+        for name, shape in expected.items():
+            arr = np.asarray(weights[name])
             if arr.shape != shape:
-                raise ValueError(f"weight {name} must have shape {shape}, got {arr.shape}")
+                return f"weight {name} must have shape {shape}, got {arr.shape}"
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"weight {name} contains NaN or inf")
-            feeds[key] = arr
-        runner(**feeds)
+                return f"weight {name} contains NaN or inf"
+        return None
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Replace all weights; keys must be exactly the stable names, shapes must match (else ValueError)."""
+        mismatch = self.shape_mismatch(weights)
+        if mismatch is not None:
+            raise ValueError(mismatch)
+        runner = self._runner("set_weights")
+        runner(**{key: np.asarray(weights[_stable_name(key)], dtype=np.float32) for key in runner.get_input_details()})

@@ -41,7 +41,21 @@ class FleetTopics:
         return f"{self.root}/round/+/cohort/{device}"
 
     def status(self, device: str) -> str:
+        """`online` or `offline` (the device's Last Will), retained: who the aggregator still waits for."""
         return f"{self.root}/status/{device}"
+
+    @property
+    def all_status(self) -> str:
+        return f"{self.root}/status/+"
+
+    @property
+    def all_results(self) -> str:
+        return f"{self.root}/round/+/result"
+
+    @property
+    def manifest(self) -> str:
+        """The fleet's manifest, retained after every plan: a device whose plan is not there by then is unknown."""
+        return f"{self.root}/fleet"
 
     @property
     def all_models(self) -> str:

@@ -38,7 +38,8 @@ class ExperimentConfig:
     budget_span: tuple[float, float] = (0.1, 1.0)  # budgets as fractions of the full teacher (paper: 0.5..5 GFLOP)
     comm_lambda: float = 0.05
     chunk_limit: int = DEFAULT_CHUNK_LIMIT
-    deadline_s: float = 120.0
+    deadline_s: float = 120.0  # a round waits at most this long for devices that look online
+    quorum_fraction: float = 1.0  # a round closes once this share of its cohort was accepted
     insecure_seeded_noise: bool = False  # DP noise from the seed (reproducible, predictable): tests and studies only
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the devices at this rate
 

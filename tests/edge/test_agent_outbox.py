@@ -1,38 +1,137 @@
-"""A device that died before its update was acknowledged resends it from the on-disk outbox."""
+"""An update stays in the device's on-disk outbox, and is resent, until a signed round result acknowledges it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+import time
 
 import numpy as np
 
-from edge.agent import DeviceAgent
+from edge.agent import ACK_DIGEST_CHARS, DeviceAgent
 from edge.mqtt_session import MqttSession
-from edge.signed_artifact import generate_signing_key
+from edge.signed_artifact import generate_signing_key, sign
 from edge.topics import FleetTopics
 from edge.wire import UpdateMeta, decode_update, encode_update
 
+FLEET, DEVICE = "outbox-test", "dev-a"
 
-def test_unacknowledged_update_in_outbox_is_resent_on_start(broker, tmp_path):
-    fleet, device = "outbox-test", "dev-a"
-    blob = encode_update({"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
-                         UpdateMeta(fleet, device, 4, 4, 12, 1.0, 0.0, "none", f"{device}:4:4"))
-    (tmp_path / device).mkdir()
-    (tmp_path / device / "round-00004.safetensors").write_bytes(blob)
-    received: list[bytes] = []
-    got = threading.Event()
-    listener = MqttSession("outbox-listener", broker.host, broker.port)
-    listener.subscribe(FleetTopics(fleet).update(4, device), lambda t, p: (received.append(p), got.set()))
-    listener.connect()
-    agent = DeviceAgent(device, fleet, MqttSession(f"{fleet}-{device}", broker.host, broker.port),
-                        np.zeros((3, 8, 8, 1), np.float32), None, generate_signing_key().public_key(),
-                        seed=np.random.SeedSequence(0), outbox_dir=tmp_path)
+
+def _update_blob() -> bytes:
+    return encode_update({"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
+                         UpdateMeta(FLEET, DEVICE, 4, 4, 12, 1.0, 0.0, "none", f"{DEVICE}:4:4"))
+
+
+def _agent(broker, tmp_path, key, resend_interval_s: float = 10.0) -> DeviceAgent:
+    return DeviceAgent(DEVICE, FLEET, MqttSession(f"{FLEET}-{DEVICE}", broker.host, broker.port),
+                       np.zeros((3, 8, 8, 1), np.float32), None, key.public_key(),
+                       seed=np.random.SeedSequence(0), outbox_dir=tmp_path, resend_interval_s=resend_interval_s)
+
+
+class _Listener:
+    """The aggregator's side of the test: hears updates on round 4, publishes signed round results."""
+
+    def __init__(self, broker, key) -> None:
+        self.key, self.received, self.got = key, [], threading.Event()
+        self.session = MqttSession("outbox-listener", broker.host, broker.port)
+        self.session.subscribe(FleetTopics(FLEET).update(4, DEVICE), self._on_update)
+        self.session.connect()
+
+    def _on_update(self, topic: str, payload: bytes) -> None:
+        self.received.append(payload)
+        self.got.set()
+
+    def close(self) -> None:
+        self.session.clear_retained(FleetTopics(FLEET).result(4), 1)  # the broker outlives the test
+        self.session.close()
+
+    def publish_result(self, acked: list[bytes]) -> None:
+        topic = FleetTopics(FLEET).result(4)
+        summary = {"round": 4, "accepted": len(acked),
+                   "accepted_updates": [hashlib.sha256(b).hexdigest()[:ACK_DIGEST_CHARS] for b in acked]}
+        self.session.publish(topic, sign(self.key, topic, 4, json.dumps(summary).encode()), retain=True)
+
+
+def _wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_update_in_outbox_is_resent_on_start_and_kept_until_acknowledged(broker, tmp_path):
+    key, blob = generate_signing_key(), _update_blob()
+    (tmp_path / DEVICE).mkdir()
+    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
+    listener = _Listener(broker, key)
+    agent = _agent(broker, tmp_path, key)
     try:
         agent.start()
-        assert got.wait(10)
+        assert listener.got.wait(10)
+        assert listener.received[0] == blob
+        assert decode_update(listener.received[0])[1].update_id == f"{DEVICE}:4:4"
+        time.sleep(0.3)
+        assert list((tmp_path / DEVICE).glob("*.safetensors")), "a PUBACK alone must not empty the outbox"
+        listener.publish_result([blob])
+        assert _wait_until(lambda: 4 in agent.acknowledged)
+        assert not list((tmp_path / DEVICE).glob("*.safetensors"))
     finally:
         agent.stop()
         listener.close()
-    assert received == [blob]
-    assert decode_update(received[0])[1].update_id == f"{device}:4:4"
-    assert not list((tmp_path / device).glob("*.safetensors"))
+
+
+def test_unacknowledged_update_is_resent_until_the_result_arrives(broker, tmp_path):
+    key, blob = generate_signing_key(), _update_blob()
+    (tmp_path / DEVICE).mkdir()
+    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
+    listener = _Listener(broker, key)
+    agent = _agent(broker, tmp_path, key, resend_interval_s=0.2)
+    try:
+        agent.start()
+        assert _wait_until(lambda: len(listener.received) >= 3), "no resend while unacknowledged"
+        listener.publish_result([blob])
+        assert _wait_until(lambda: 4 in agent.acknowledged)
+        settled = len(listener.received)
+        time.sleep(0.8)
+        assert len(listener.received) <= settled + 1, "resends went on after the acknowledgement"
+    finally:
+        agent.stop()
+        listener.close()
+
+
+def test_a_result_that_does_not_list_the_update_drops_it_unacknowledged(broker, tmp_path):
+    key, blob = generate_signing_key(), _update_blob()
+    (tmp_path / DEVICE).mkdir()
+    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
+    listener = _Listener(broker, key)
+    agent = _agent(broker, tmp_path, key)
+    try:
+        agent.start()
+        assert listener.got.wait(10)
+        listener.publish_result([b"someone else's update"])
+        assert _wait_until(lambda: not list((tmp_path / DEVICE).glob("*.safetensors")))
+        assert 4 not in agent.acknowledged
+    finally:
+        agent.stop()
+        listener.close()
+
+
+def test_a_result_signed_by_a_stranger_acknowledges_nothing(broker, tmp_path):
+    key, blob = generate_signing_key(), _update_blob()
+    (tmp_path / DEVICE).mkdir()
+    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
+    listener = _Listener(broker, generate_signing_key())  # not the fleet's key
+    agent = _agent(broker, tmp_path, key)
+    try:
+        agent.start()
+        assert listener.got.wait(10)
+        listener.publish_result([blob])
+        assert _wait_until(lambda: any("result" in topic for topic, _ in agent.refused))
+        assert 4 not in agent.acknowledged
+        assert list((tmp_path / DEVICE).glob("*.safetensors"))
+    finally:
+        agent.stop()
+        listener.close()
