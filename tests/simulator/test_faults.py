@@ -17,8 +17,8 @@ import pytest
 from cloud.fleet_bundle import save_bundle
 from cloud.round_engine import RoundRecord
 from cloud.serve import serve
-from edge.signed_artifact import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, write_signing_keypair
 from edge.mqtt_session import MqttSession
+from edge.signed_artifact import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, write_signing_keypair
 from edge.topics import FleetTopics
 from simulator.broker import MosquittoBroker, free_port, mosquitto_binary
 from simulator.federation import fleet_bundle, run_federation
@@ -68,7 +68,8 @@ def test_a_broker_restart_without_persistence_loses_no_accepted_update(when, tin
     assert seconds < config.deadline_s, f"a round waited for its deadline ({seconds:.1f} s)"
 
 
-def _edge_process(plan_device: str, fleet: str, data: Path, broker: MosquittoBroker, tmp_path: Path) -> subprocess.Popen:
+def _edge_process(plan_device: str, fleet: str, data: Path, broker: MosquittoBroker,
+                  tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edge", "run", "--device", plan_device, "--fleet", fleet, "--data", str(data),
          "--broker", f"{broker.host}:{broker.port}", "--outbox", str(tmp_path / "outbox"),
