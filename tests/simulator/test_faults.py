@@ -106,3 +106,72 @@ def test_a_killed_device_does_not_hold_rounds_to_the_deadline(tiny_config, tiny_
     assert [len(h["accepted"]) for h in history] == [3, 2, 2]
     others = max(h["seconds"] for h in history[1:])
     assert others < 10.0, f"rounds after the kill took {others:.1f} s: they waited for the dead device"
+
+
+def test_devices_log_and_ignore_what_does_not_fit_and_finish_the_run(broker, tiny_config, tiny_cloud, tmp_path):
+    """Garbage on every topic a device reads, and messages signed with the fleet key that still do not fit
+    (another device's plan on this one's topic, unreadable cohort and result notices): nothing ends a run."""
+    from edge.chunking import split_message
+    from edge.plan import DevicePlan
+    from edge.signed_artifact import generate_signing_key, sign
+
+    fleet = "misfit"
+    topics = FleetTopics(fleet)
+    key = generate_signing_key()
+    known = [a.device_id for a in tiny_cloud.assignments]
+    other = DevicePlan(fleet, "someone-else", "none", "0" * 16, "0" * 16, 1, "none").to_json()
+    rogue = MqttSession("misfit-rogue", broker.host, broker.port)
+    fired = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def attack(topic: str, envelope: bytes) -> None:
+        if topic != topics.model(0) or fired.is_set():
+            return
+        fired.set()
+        for target in (topics.model(1), topics.plan(known[0]), topics.cohort(0, known[1]), topics.result(0),
+                       topics.manifest, topics.shard(tiny_cloud.assignments[0].shard_id)):
+            for _ in range(20):
+                rogue.publish(target, rng.bytes(int(rng.integers(0, 3000))), wait=False)  # chunk-framed garbage
+                rogue._client.publish(f"{target}/0", rng.bytes(64), qos=1)  # not even a chunk
+        rogue.publish(topics.plan(known[0]), sign(key, topics.plan(known[0]), 2**62, other), wait=False)
+        for target in (topics.cohort(0, known[1]), topics.result(0)):
+            rogue.publish(target, sign(key, target, 0, b"{not json"), wait=False)
+        rogue._client.publish(f"{topics.model(7)}/0", split_message(b"x" * 100, "m")[0], qos=1)
+
+    rogue.subscribe(topics.all_models, attack)
+    rogue.connect()
+    try:
+        out = run_federation(tiny_config, tiny_cloud, broker.host, broker.port, tmp_path, 0.0, fleet=fleet,
+                             signing_key=key)
+    finally:
+        rogue.close()
+    assert fired.is_set()
+    assert [len(h["accepted"]) for h in out.history] == [tiny_config.devices] * tiny_config.rounds
+    assert out.device_refusals[known[0]], "the garbage was not even seen"
+
+
+def test_edge_run_with_a_device_id_not_in_the_plan_says_so_and_exits(broker, tiny_config, tiny_cloud, tmp_path):
+    from cloud.aggregator import AggregatorService
+    from edge.signed_artifact import load_signing_key
+
+    bundle = fleet_bundle(tiny_config, tiny_cloud, 0.0, fleet="roster")
+    write_signing_keypair(tmp_path / PRIVATE_KEY_FILE, tmp_path / PUBLIC_KEY_FILE)
+    session = MqttSession("roster-aggregator", broker.host, broker.port)
+    service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(0),
+                                            load_signing_key(tmp_path / PRIVATE_KEY_FILE))
+    session.connect()
+    try:
+        service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
+        data = tmp_path / "d.npz"
+        np.savez(data, x=tiny_cloud.split.devices[0].x)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--device", "meter-nobody", "--fleet", "roster", "--data", str(data),
+             "--broker", f"{broker.host}:{broker.port}", "--outbox", str(tmp_path / "outbox"),
+             "--fleet-key", str(tmp_path / PUBLIC_KEY_FILE)],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        session.close()
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "'meter-nobody' is not in fleet 'roster'" in errors[0] and "--device" in errors[0]
+    assert "Traceback" not in proc.stderr
