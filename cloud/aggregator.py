@@ -155,29 +155,43 @@ class AggregatorService:
             self.session.clear_retained(self.topics.model(previous[0]), previous[1])
 
     def _on_update(self, topic: str, payload: bytes) -> None:
+        from cloud.rejections import RejectionReason, sanitise_device, worth_logging
+
         device, round_ = _parse_update_topic(topic)
         with self._cond:
             opened = self._open
             if opened is None:
-                log.warning("update from %s for round %s arrived between rounds; rejected", device, round_)
+                log.warning("update from %s for round %s arrived between rounds; rejected (%s)",
+                            sanitise_device(device), round_, RejectionReason.BETWEEN_ROUNDS.value)
                 return
             inbox = opened.inbox
-            before = len(inbox.rejected)
+            before = inbox.rejected.total
             accepted = inbox.offer(device, round_, payload)
-            if len(inbox.rejected) > before:
-                log.warning("round %d: rejected update from %s: %s", inbox.round_, *inbox.rejected[-1])
+            rejection = inbox.rejected.last if inbox.rejected.total > before else None
+            if rejection is not None:
+                count = inbox.rejected.count(rejection.reason)
+                if worth_logging(count):
+                    log.warning("round %d: rejected update from %s: %s: %s (%d with this reason this round)",
+                                inbox.round_, rejection.device, rejection.reason.value, rejection.detail, count)
             elif accepted is None:
-                log.info("round %d: duplicate update from %s ignored (idempotent resend)", inbox.round_, device)
+                log.info("round %d: duplicate update from %s ignored (idempotent resend)", inbox.round_,
+                         sanitise_device(device))
             self._cond.notify_all()
 
     def _on_chunk_error(self, topic: str, reason: str) -> None:
         if "/update/" not in topic:
             return
+        from cloud.rejections import RejectionReason, worth_logging
+
         device, _ = _parse_update_topic(topic)
         with self._cond:
             if self._open is not None:
-                self._open.inbox.reject(device, f"chunk rejected: {reason}")
-                log.warning("round %d: rejected chunk from %s: %s", self._open.round, device, reason)
+                inbox = self._open.inbox
+                rejection = inbox.reject(device, RejectionReason.CHUNK_REJECTED, reason)
+                count = inbox.rejected.count(RejectionReason.CHUNK_REJECTED)
+                if worth_logging(count):
+                    log.warning("round %d: rejected chunk from %s: %s (%d chunks rejected this round)",
+                                self._open.round, rejection.device, rejection.detail, count)
 
     def _resume(self, fresh: RoundState) -> RoundState:
         if self.checkpoint_dir is None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from cloud.accounting import PrivacyLedger, event_from_json, event_to_json
 from cloud.declared_settings import DeclaredSettings
+from cloud.rejections import RejectionLog
 from cloud.round_inbox import RoundInbox
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate, release_event
 from edge.noise_source import InsecureSeededNoise, NoiseSource, SecureNoise
@@ -92,11 +93,12 @@ class RoundState:
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What one round did: who was accepted, who rejected and why, epsilon so far, evaluation."""
+    """What one round did: who was accepted, how many were rejected for which reason (with a bounded,
+    sanitised sample: `len(rejected)` is the total), epsilon so far, evaluation."""
 
     round: int
     accepted: tuple[str, ...]
-    rejected: tuple[tuple[str, str], ...]
+    rejected: RejectionLog
     epsilon: float | None
     metrics: dict[str, float]
     seconds: float
@@ -104,7 +106,7 @@ class RoundRecord:
 
     def to_dict(self) -> dict:
         out: dict = {"round": self.round, "cohort": list(self.cohort), "accepted": list(self.accepted),
-                     "rejected": [list(r) for r in self.rejected], "seconds": self.seconds}
+                     "rejected": self.rejected.to_json(), "seconds": self.seconds}
         if self.epsilon is not None:
             out["epsilon"] = self.epsilon
         return {**out, **self.metrics}
@@ -207,7 +209,7 @@ class RoundEngine:
             if ledger is not None and result.dp_event is not None:
                 ledger = ledger.spend(self._sampled(result.dp_event))
         metrics = self.evaluate(weights) if self.evaluate is not None else {}
-        record = RoundRecord(state.round, tuple(sorted(accepted)), tuple(opened.inbox.rejected),
+        record = RoundRecord(state.round, tuple(sorted(accepted)), opened.inbox.rejected.copy(),
                              ledger.epsilon if ledger is not None else None, metrics,
                              time.monotonic() - opened.opened_at, opened.cohort)
         new = RoundState(state.round + 1, state.version + 1, weights, state.seed, ledger,

@@ -1,4 +1,7 @@
-"""Admission control for one round's updates: pure checks, a reason for every rejection."""
+"""Admission control for one round's updates: pure checks, a reason for every rejection.
+
+Each check raises `PayloadRejected` with its `cloud.rejections.RejectionReason` code; rejections go
+into a `RejectionLog` (counts per reason, a bounded sanitised sample), never a list of what was sent."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cloud.declared_settings import DeclaredSettings
+from cloud.rejections import Rejection, RejectionLog, RejectionReason
 from cloud.strategy import AcceptedUpdate, DpMode
 from edge.privacy import global_l2_norm, local_release_norm_bound
 from edge.update_quantization import decoded_delta
@@ -38,53 +42,61 @@ class RoundInbox:
     noise_multiplier: float = 0.0
     dimension: int = 0
     accepted: dict[str, AcceptedUpdate] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    rejected: RejectionLog = field(default_factory=RejectionLog)
     _accepted_digests: dict[str, str] = field(default_factory=dict)
 
     def offer(self, topic_device: str, topic_round: int, blob: bytes) -> AcceptedUpdate | None:
-        """Admit the update or record (device, reason); returns the accepted update or None."""
+        """Admit the update or record its rejection (`rejected.last`); returns the accepted update or None."""
         try:
             update = self._admit(topic_device, topic_round, blob)
         except PayloadRejected as exc:
-            self.rejected.append((topic_device, str(exc)))
+            self.rejected.record(topic_device, RejectionReason.parse(exc.reason), str(exc))
             return None
         if update is None:
             return None
         self.accepted[update.device] = update
         return update
 
-    def reject(self, device: str, reason: str) -> None:
-        """Record a rejection found before decoding (e.g. a chunk that failed its hash)."""
-        self.rejected.append((device, reason))
+    def reject(self, device: str, reason: RejectionReason, detail: str = "") -> Rejection:
+        """Record a rejection found before decoding (e.g. a chunk that failed its hash); returns its record."""
+        return self.rejected.record(device, reason, detail)
 
     def _admit(self, topic_device: str, topic_round: int, blob: bytes) -> AcceptedUpdate | None:
         if topic_device not in self.devices:
             raise PayloadRejected(f"unknown device {topic_device!r} for round {self.round_}: not in its cohort "
-                                  f"(not sampled this round, or not in the fleet's plan)")
+                                  f"(not sampled this round, or not in the fleet's plan)",
+                                  RejectionReason.NOT_IN_COHORT)
         if topic_round != self.round_:
-            raise PayloadRejected(f"stale or early update for round {topic_round}; round {self.round_} is open")
+            raise PayloadRejected(f"stale or early update for round {topic_round}; round {self.round_} is open",
+                                  RejectionReason.WRONG_ROUND)
         wire_tensors, meta = decode_update(blob, self.encodings)
         if meta.device != topic_device:
-            raise PayloadRejected(f"metadata names device {meta.device!r} but it arrived on {topic_device!r}'s topic")
+            raise PayloadRejected(f"metadata names device {meta.device!r} but it arrived on {topic_device!r}'s topic",
+                                  RejectionReason.WRONG_DEVICE)
         if meta.fleet != self.fleet:
-            raise PayloadRejected(f"update for fleet {meta.fleet!r}, this is {self.fleet!r}")
-        if meta.round != self.round_ or meta.base_version != self.base_version:
-            raise PayloadRejected(f"update built for round {meta.round} on version {meta.base_version}; "
-                                  f"round {self.round_} trains version {self.base_version}")
+            raise PayloadRejected(f"update for fleet {meta.fleet!r}, this is {self.fleet!r}",
+                                  RejectionReason.WRONG_FLEET)
+        if meta.round != self.round_:
+            raise PayloadRejected(f"update built for round {meta.round}; round {self.round_} is open",
+                                  RejectionReason.WRONG_ROUND)
+        if meta.base_version != self.base_version:
+            raise PayloadRejected(f"update built on version {meta.base_version}; round {self.round_} trains "
+                                  f"version {self.base_version}", RejectionReason.WRONG_VERSION)
         declared = self.declared.get(meta.device)
         mismatch = declared.mismatch(meta) if declared is not None else None
         if mismatch is not None:
-            raise PayloadRejected(f"update from {meta.device} {mismatch}")
+            raise PayloadRejected(f"update from {meta.device} {mismatch}", RejectionReason.DECLARATION_MISMATCH)
         tensors = decoded_delta(wire_tensors, meta.encoding)
         check_against_template(tensors, self.template)
         if not 0 < meta.num_examples <= MAX_EXAMPLES:
-            raise PayloadRejected(f"example count {meta.num_examples} outside 1..{MAX_EXAMPLES}")
+            raise PayloadRejected(f"example count {meta.num_examples} outside 1..{MAX_EXAMPLES}",
+                                  RejectionReason.EXAMPLE_COUNT)
         digest = hashlib.sha256(blob).hexdigest()
         if meta.device in self.accepted:
             if self._accepted_digests.get(meta.device) == digest:
                 return None  # idempotent resend of the update already counted
             raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay); "
-                                  f"the first one counts")
+                                  f"the first one counts", RejectionReason.REPLAY)
         self._check_norm(tensors)
         self._accepted_digests[meta.device] = digest
         return AcceptedUpdate(meta.device, tensors, meta.num_examples)
@@ -100,6 +112,7 @@ class RoundInbox:
             if norm > bound:
                 raise PayloadRejected(f"update norm {norm:.2f} exceeds {bound:.2f}, the most that clip {self.clip} "
                                       f"plus noise z = {self.noise_multiplier} allows (edge.privacy."
-                                      f"local_release_norm_bound)")
+                                      f"local_release_norm_bound)", RejectionReason.NORM_BOUND)
         elif norm > self.clip * (1 + 1e-3):
-            raise PayloadRejected(f"update norm {norm:.4f} exceeds the clip norm {self.clip}; clip on device")
+            raise PayloadRejected(f"update norm {norm:.4f} exceeds the clip norm {self.clip}; clip on device",
+                                  RejectionReason.NORM_BOUND)

@@ -42,8 +42,9 @@ def quantize_tensor(x: np.ndarray) -> QuantizedTensor:
 
 
 def dequantize_tensor(q: QuantizedTensor) -> np.ndarray:
-    """float32 values offset + codes * scale."""
-    return (q.offset + q.codes.astype(np.float64) * q.scale).astype(np.float32)
+    """float32 values offset + codes * scale (infinite where that leaves float32's range)."""
+    with np.errstate(over="ignore"):
+        return (q.offset + q.codes.astype(np.float64) * q.scale).astype(np.float32)
 
 
 def quantize_update(delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -87,6 +88,10 @@ def decoded_delta(tensors: dict[str, np.ndarray], encoding: str) -> dict[str, np
     if encoding != UINT8_AFFINE_DELTA:
         return tensors
     try:
-        return dequantize_update(tensors)
+        delta = dequantize_update(tensors)
     except ValueError as exc:
         raise PayloadRejected(str(exc)) from exc
+    for name, value in delta.items():
+        if not np.all(np.isfinite(value)):  # finite codes and qparams can still leave float32's range
+            raise PayloadRejected(f"tensor {name} dequantises beyond float32's range (NaN or infinity)")
+    return delta

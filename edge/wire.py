@@ -1,8 +1,8 @@
 """Student updates and weights as safetensors blobs with string metadata (DESIGN.md §4).
 
 Decoding validates everything a hostile or broken device could send: framing, metadata,
-dtypes, shapes, finiteness, and the checksum over the tensors. Rejections carry a reason
-string that the aggregator logs and publishes in the round result.
+dtypes, shapes, finiteness, and the checksum over the tensors. A rejection carries a detail
+(its message) and a reason code (PayloadRejected.reason) that the aggregator counts and logs.
 """
 
 from __future__ import annotations
@@ -25,8 +25,18 @@ UINT8_AFFINE_DELTA = "uint8-affine-delta"
 _ENCODING_DTYPES = {UINT8_AFFINE_DELTA: (np.dtype(np.float32), np.dtype(np.uint8))}
 
 
+# Reason codes a decoder's rejection carries: values of cloud.rejections.RejectionReason (edge/ imports no cloud).
+MALFORMED_PAYLOAD = "malformed_payload"
+WRONG_ENCODING = "wrong_encoding"
+WRONG_SHAPE = "wrong_shape"
+
+
 class PayloadRejected(ValueError):
-    """A payload that must not enter a round; str(exc) is the logged reason."""
+    """A payload that must not enter a round; str(exc) is the detail, `reason` its code (default malformed)."""
+
+    def __init__(self, detail: str, reason: str = MALFORMED_PAYLOAD) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ def decode_update(blob: bytes,
     tensors, raw = _decode(blob, "update")
     meta = _meta_from(UpdateMeta, raw)
     if meta.encoding not in encodings:
-        raise PayloadRejected(f"update encoding {meta.encoding!r} not accepted here; expected one of {list(encodings)}")
+        raise PayloadRejected(f"update encoding {meta.encoding!r} not accepted here; expected one of {list(encodings)}",
+                              WRONG_ENCODING)
     return tensors, meta
 
 
@@ -112,10 +123,12 @@ def check_against_template(tensors: dict[str, np.ndarray], template: dict[str, t
     missing = sorted(set(template) - set(tensors))
     extra = sorted(set(tensors) - set(template))
     if missing or extra:
-        raise PayloadRejected(f"tensor names differ from the student: missing {missing}, unexpected {extra}")
+        raise PayloadRejected(f"tensor names differ from the student: missing {missing}, unexpected {extra}",
+                              WRONG_SHAPE)
     for name, shape in template.items():
         if tuple(tensors[name].shape) != tuple(shape):
-            raise PayloadRejected(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(shape)}")
+            raise PayloadRejected(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(shape)}",
+                                  WRONG_SHAPE)
 
 
 def _allowed_dtypes(encoding: str | None) -> tuple[np.dtype, ...]:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from cloud.rejections import rejected_total
 from edge.cli import (
     EXIT_OK,
     CliParser,
@@ -444,7 +445,7 @@ def print_summary(m: dict, run_dir: Path) -> None:
     width = max(len(r[0]) for r in rows)
     print("\n  round  accuracy  accepted  rejected    up bytes  down bytes")
     for h, up, down in zip(m["history"], m["bytes_up_per_round"], m["bytes_down_per_round"]):
-        print(f"  {h['round']:5d}  {h['accuracy']:8.4f}  {len(h['accepted']):8d}  {len(h['rejected']):8d}"
+        print(f"  {h['round']:5d}  {h['accuracy']:8.4f}  {len(h['accepted']):8d}  {rejected_total(h):8d}"
               f"  {up:10,d}  {down:10,d}")
     print()
     for name, value in rows:

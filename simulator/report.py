@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cloud.rejections import rejected_total
+
 NOISE_WORDS = {True: "SEEDED (--insecure-seeded-noise): reproducible and predictable, not private",
                False: "discrete Gaussian, exact sampler over OS entropy"}
 
@@ -80,7 +82,7 @@ def write_report(run_dir: Path, m: dict) -> Path:
     lines += ["", "## Rounds", "", "| round | accuracy | accepted | rejected | up bytes | down bytes |",
               "|---|---|---|---|---|---|"]
     for h, up, down in zip(m["history"], m["bytes_up_per_round"], m["bytes_down_per_round"]):
-        lines.append(f"| {h['round']} | {h['accuracy']:.4f} | {len(h['accepted'])} | {len(h['rejected'])} "
+        lines.append(f"| {h['round']} | {h['accuracy']:.4f} | {len(h['accepted'])} | {rejected_total(h)} "
                      f"| {up:,} | {down:,} |")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

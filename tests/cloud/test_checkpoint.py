@@ -19,7 +19,9 @@ def _weights(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 STATE = {"round": 4, "version": 3, "privacy_events": [{"gaussian_z": 1.5}],
-         "history": [{"round": 1, "accepted": ["d0", "d1"], "rejected": [["d2", "NaN"]]}]}
+         "history": [{"round": 1, "accepted": ["d0", "d1"],
+                      "rejected": {"total": 1, "counts": {"malformed_payload": 1},
+                                   "sample": [["d2", "malformed_payload", "tensor w contains NaN or infinity"]]}}]}
 
 
 def test_save_then_load_round_trips_weights_bit_exact_and_state(tmp_path: Path) -> None:

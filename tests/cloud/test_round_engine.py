@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cloud.accounting import compute_epsilon
+from cloud.rejections import RejectionReason
 from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
 from edge.noise_source import InsecureSeededNoise
@@ -71,8 +72,10 @@ def test_apply_averages_the_admitted_updates_and_records_the_rejected_with_reaso
     np.testing.assert_allclose(new.weights["w"], np.full((3, 2), (0.1 * 10 + 0.3 * 30) / 40), rtol=1e-6)
     assert (new.round, new.version) == (1, 1)
     assert record.accepted == ("d0", "d1")
-    reasons = dict(record.rejected)
-    assert "unknown device 'intruder'" in reasons["intruder"] and "truncated" in reasons["d2"]
+    assert record.rejected.counts == {RejectionReason.NOT_IN_COHORT: 1, RejectionReason.MALFORMED_PAYLOAD: 1}
+    details = {r.device: r.detail for r in record.rejected.sample}
+    assert "unknown device 'intruder'" in details["intruder"] and "truncated" in details["d2"]
+    assert new.history[0]["rejected"]["counts"] == {"not_in_cohort": 1, "malformed_payload": 1}
     assert record.epsilon is None and new.history == (record.to_dict(),)
 
 
@@ -231,8 +234,9 @@ def test_an_update_from_a_device_outside_the_sampled_cohort_is_rejected() -> Non
     opened = e.open_round(state)
     outsider = next(d for d in FLEET_200 if d not in opened.cohort)
     opened.inbox.offer(outsider, 0, update_blob(outsider, 0, 0, 0.1, dp_mode="central"))
-    reason = dict(opened.inbox.rejected)[outsider]
-    assert reason.startswith(f"unknown device {outsider!r} for round 0: not in its cohort")
+    (record,) = opened.inbox.rejected.sample
+    assert (record.device, record.reason) == (outsider, RejectionReason.NOT_IN_COHORT)
+    assert record.detail.startswith(f"unknown device {outsider!r} for round 0: not in its cohort")
 
 
 def test_the_ledger_credits_poisson_amplification_only_for_sampled_rounds() -> None:
