@@ -1,15 +1,21 @@
 """The aggregator as an MQTT adapter of the round engine: receive, wait, apply, publish, checkpoint.
 
 All round logic (cohort, admission, aggregation, privacy, seeding, records) is the engine's
-(cloud/round_engine.py). This service only moves bytes: it publishes the fleet and each round's
-global model, tells every device privately whether it was sampled for the round (round/<r>/cohort/<device>,
-which only that device may read: amplification by sampling needs the sample kept secret), offers
-every arriving update to the open round's inbox, closes the round once every cohort member (or a
-quorum) was accepted or at a deadline, publishes a round summary on round/<r>/result (counts and
-epsilon, no device names: the cohort stays secret) and checkpoints, so a restarted aggregator
-resumes where it stopped. Everything it publishes is signed with the fleet key
-(edge.signed_artifact): plans, shards and the student program under a publication counter that
-grows across restarts, models under their version, cohort and result messages under the round.
+(cloud/round_engine.py); when a round closes is cloud/round_closing.py's. This service only moves
+bytes: it publishes the fleet and a manifest after it, each round's global model, and tells every
+device privately whether it was sampled (round/<r>/cohort/<device>, which only that device may read:
+amplification by sampling needs the sample kept secret). It offers every arriving update to the open
+round's inbox and closes the round on a quorum, when every cohort device still online has answered
+(devices' status topic and Last Will), or at the deadline. It then publishes a retained round result
+on round/<r>/result (counts, epsilon and the digests of the accepted updates, which acknowledge them
+to their senders; no device names: the cohort stays secret) and checkpoints, so a restarted
+aggregator resumes where it stopped.
+
+Everything it publishes is signed with the fleet key (edge.signed_artifact) and kept: when it
+reconnects to a broker it republishes all of it (a restarted broker without persistence has lost
+every retained message), and when a device announces itself online it republishes that device's
+plan and cohort notice. Plans, shards, the program and the manifest carry a publication counter
+that grows across restarts, models their version, cohort and result messages their round.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.checkpoint import load_checkpoint, save_checkpoint
 from cloud.fleet_bundle import FleetBundle, engine_config
+from cloud.round_closing import ONLINE, DeviceLiveness, RoundPolicy, close_reason
 from cloud.round_engine import Evaluate, OpenRound, RoundEngine, RoundRecord, RoundState, state_from_json, state_to_json
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
@@ -35,13 +41,10 @@ from edge.topics import FleetTopics
 
 log = logging.getLogger("dmskd.aggregator")
 
+REPUBLISH_INTERVAL_S = 5.0  # a device announcing itself online more often gets its plan again at most this often
+ACK_DIGEST_CHARS = 32  # hex characters of an accepted update's sha256 in the round result (edge.agent reads them)
 
-@dataclass(frozen=True)
-class RoundPolicy:
-    """When a round closes: `quorum` accepted updates, or `deadline_s` seconds after it opened."""
 
-    quorum: int
-    deadline_s: float = 120.0
 
 
 class AggregatorService:
@@ -61,22 +64,33 @@ class AggregatorService:
         self._cond = threading.Condition()
         self._retained_model: tuple[int, int] | None = None  # (version, chunks) of the model left on the broker
         self._retained_cohort: int | None = None  # the round whose cohort messages are retained on the broker
+        self._retained_result: tuple[int, int] | None = None  # (round, chunks) of the result left on the broker
         self._publication = 0
+        self._signed: dict[str, bytes] = {}  # topic -> signed envelope of everything retained: what a broker may lose
+        self.liveness = DeviceLiveness(frozenset(engine.config.devices))
+        self._republish_all = False
+        self._republish_devices: set[str] = set()
+        self._last_republish: dict[str, float] = {}
+        self.republished = 0  # republications done (broker reconnects and device announcements)
+        session.stream_of = update_sender_stream  # a sender's partial updates share one bound, whatever round
         session.subscribe(self.topics.all_updates, self._on_update)
+        session.subscribe(self.topics.all_status, self._on_status)
         session.on_error(self._on_chunk_error)
+        session.on_connect(self._on_connect)
 
     @classmethod
     def from_bundle(cls, bundle: FleetBundle, session: MqttSession, seed: np.random.SeedSequence,
                     signing_key: Ed25519PrivateKey, checkpoint_dir: str | Path | None = None,
                     evaluate: Evaluate | None = None,
                     on_round_end: Callable[[RoundRecord], None] | None = None,
-                    insecure_seeded_noise: bool = False) -> AggregatorService:
+                    insecure_seeded_noise: bool = False, policy: RoundPolicy | None = None) -> AggregatorService:
         """The service a bundle describes; seed is the server's SeedSequence (edge.seeding.FleetSeeds),
-        which draws the DP noise too only with insecure_seeded_noise (tests, simulations)."""
+        which draws the DP noise too only with insecure_seeded_noise (tests, simulations); policy: when
+        rounds close (default: the bundle's quorum fraction and deadline)."""
         st = bundle.settings
         engine = RoundEngine(engine_config(bundle, insecure_seeded_noise), evaluate)
-        return cls(session, engine, bundle.initial_weights, seed, RoundPolicy(st.quorum, st.deadline_s),
-                   signing_key, checkpoint_dir, on_round_end)
+        policy = policy or RoundPolicy(st.quorum_fraction, st.deadline_s)
+        return cls(session, engine, bundle.initial_weights, seed, policy, signing_key, checkpoint_dir, on_round_end)
 
     @property
     def weights(self) -> dict[str, np.ndarray]:
@@ -87,22 +101,33 @@ class AggregatorService:
         return self.state.ledger.epsilon if self.state.ledger is not None else None
 
     def publish_fleet(self, plans: list[DevicePlan], shards: dict[str, bytes], student_program: bytes) -> None:
-        """Retain the student program, every shard and every device's plan on the broker, signed."""
+        """Retain the student program, every shard, every device's plan and then the manifest, signed."""
         counter = self._next_publication()
         for h in {p.student_hash for p in plans}:
-            self._publish_signed(self.topics.student_program(h), student_program, counter)
+            self._publish_signed(self.topics.student_program(h), student_program, counter, wait=True)
         for shard_id, blob in shards.items():
-            self._publish_signed(self.topics.shard(shard_id), blob, counter)
+            self._publish_signed(self.topics.shard(shard_id), blob, counter, wait=True)
         for p in plans:
-            self._publish_signed(self.topics.plan(p.device), p.to_json(), counter)
+            self._publish_signed(self.topics.plan(p.device), p.to_json(), counter, wait=True)
+        manifest = {"fleet": self.engine.config.fleet, "devices": len(plans), "rounds": self.engine.config.rounds}
+        self._publish_signed(self.topics.manifest, json.dumps(manifest).encode(), counter, wait=True)
 
     def _next_publication(self) -> int:
         """A counter above every earlier publication, this process's or a previous one's (microseconds)."""
         self._publication = max(time.time_ns() // 1000, self._publication + 1)
         return self._publication
 
-    def _publish_signed(self, topic: str, payload: bytes, counter: int, retain: bool = True, wait: bool = True) -> int:
-        return self.session.publish(topic, sign(self.signing_key, topic, counter, payload), retain=retain, wait=wait)
+    def _publish_signed(self, topic: str, payload: bytes, counter: int, retain: bool = True, wait: bool = False) -> int:
+        """Publish signed (and keep it, if retained, to republish). Only the fleet's first publication waits for
+        PUBACKs: later ones must not stall a round while a broker restarts (paho resends them on reconnect)."""
+        envelope = sign(self.signing_key, topic, counter, payload)
+        if retain:
+            self._signed[topic] = envelope
+        return self.session.publish(topic, envelope, retain=retain, wait=wait)
+
+    def _clear_retained(self, topic: str, chunks: int) -> None:
+        self._signed.pop(topic, None)
+        self.session.clear_retained(topic, chunks)
 
     def run(self) -> list[dict]:
         """Run rounds until the engine stops (schedule done or budget spent); return the history."""
@@ -110,7 +135,10 @@ class AggregatorService:
             self._run_round()
         level = logging.INFO if self.state.round >= self.engine.config.rounds else logging.ERROR
         log.log(level, "stopping before round %d: %s", self.state.round, reason)
-        self._publish_model(self.engine.model_payload(self.state, round_=self.engine.config.rounds))
+        try:  # the signed final model ends every device's run: wait until the broker holds it
+            self._publish_model(self.engine.model_payload(self.state, round_=self.engine.config.rounds), wait=True)
+        except TimeoutError as exc:
+            log.error("the final model was not acknowledged by the broker (%s); devices keep waiting for it", exc)
         return list(self.state.history)
 
     def _run_round(self) -> None:
@@ -119,23 +147,55 @@ class AggregatorService:
             self._open = opened
         self._publish_cohort(opened)
         self._publish_model(opened.model_payload)
-        deadline = opened.opened_at + self.policy.deadline_s
-        needed = min(self.policy.quorum, len(opened.cohort))
-        with self._cond:
-            while len(opened.inbox.accepted) < needed and time.monotonic() < deadline:
-                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
-            self._open = None
+        reason = self._wait_for_close(opened)
+        log.info("round %d closes: %s (%d of %d cohort devices accepted)", opened.round, reason,
+                 len(opened.inbox.accepted), len(opened.cohort))
         if not opened.inbox.accepted:
             log.error("round %d closed with no valid update; the global student is unchanged", opened.round)
         self.state, record = self.engine.apply(self.state, opened)
         summary = {"round": record.round, "accepted": len(record.accepted), "rejected": len(record.rejected),
-                   **({"epsilon": record.epsilon} if record.epsilon is not None else {}), **record.metrics}
-        self._publish_signed(self.topics.result(record.round), json.dumps(summary).encode(), record.round,
-                             retain=False)
+                   **({"epsilon": record.epsilon} if record.epsilon is not None else {}), **record.metrics,
+                   "accepted_updates": sorted(d[:ACK_DIGEST_CHARS] for d in opened.inbox.accepted_digests.values())}
+        self._publish_result(record.round, json.dumps(summary).encode())
         if self.checkpoint_dir is not None:
             save_checkpoint(self.checkpoint_dir, self.state.weights, state_to_json(self.state, self.engine.config))
         if self.on_round_end is not None:
             self.on_round_end(record)
+
+    def _wait_for_close(self, opened: OpenRound) -> str:
+        """Wait until the round may close (cloud.round_closing), republishing what devices or a broker lost."""
+        while True:
+            with self._cond:
+                elapsed = time.monotonic() - opened.opened_at
+                reason = close_reason(self.policy, opened.cohort, opened.inbox.accepted, self.liveness.offline,
+                                      elapsed)
+                if reason is not None:
+                    self._open = None
+                    return reason
+                if not (self._republish_all or self._republish_devices):
+                    self._cond.wait(timeout=max(0.0, self.policy.deadline_s - elapsed))
+                everything, devices = self._republish_all, self._republish_devices
+                self._republish_all, self._republish_devices = False, set()
+            self._republish(everything, devices)
+
+    def _republish(self, everything: bool, devices: set[str]) -> None:
+        """Publish again what a restarted broker lost (everything), or what a device coming online needs."""
+        if everything:
+            topics = list(self._signed)
+            log.warning("reconnected to the broker: republishing %d retained messages", len(topics))
+        else:
+            own = {d: (self.topics.plan(d), self.topics.cohort(self._retained_cohort or 0, d)) for d in devices}
+            topics = [t for pair in own.values() for t in pair if t in self._signed]
+        for topic in topics:
+            self.session.publish(topic, self._signed[topic], retain=True, wait=False)
+        self.republished += bool(topics)
+
+    def _publish_result(self, round_: int, summary: bytes) -> None:
+        """Retain this round's result (the acknowledgement a reconnecting device reads) and clear the last one."""
+        chunks = self._publish_signed(self.topics.result(round_), summary, round_)
+        previous, self._retained_result = self._retained_result, (round_, chunks)
+        if previous is not None and previous[0] != round_:
+            self._clear_retained(self.topics.result(previous[0]), previous[1])
 
     def _publish_cohort(self, opened: OpenRound) -> None:
         """Tell each device of the plan, on its own topic, whether it was sampled; clear the last round's."""
@@ -143,16 +203,16 @@ class AggregatorService:
         previous, self._retained_cohort = self._retained_cohort, opened.round
         for device in self.engine.config.devices:
             if previous is not None and previous != opened.round:
-                self.session.clear_retained(self.topics.cohort(previous, device), 1)
+                self._clear_retained(self.topics.cohort(previous, device), 1)
             decision = json.dumps({"round": opened.round, "selected": device in selected}).encode()
-            self._publish_signed(self.topics.cohort(opened.round, device), decision, opened.round, wait=False)
+            self._publish_signed(self.topics.cohort(opened.round, device), decision, opened.round)
 
-    def _publish_model(self, blob: bytes) -> None:
+    def _publish_model(self, blob: bytes, wait: bool = False) -> None:
         v = self.state.version
-        chunks = self._publish_signed(self.topics.model(v), blob, v)
+        chunks = self._publish_signed(self.topics.model(v), blob, v, wait=wait)
         previous, self._retained_model = self._retained_model, (v, chunks)
         if previous is not None and previous[0] == v - 1:
-            self.session.clear_retained(self.topics.model(previous[0]), previous[1])
+            self._clear_retained(self.topics.model(previous[0]), previous[1])
 
     def _on_update(self, topic: str, payload: bytes) -> None:
         from cloud.rejections import RejectionReason, sanitise_device, worth_logging
@@ -177,6 +237,26 @@ class AggregatorService:
                 log.info("round %d: duplicate update from %s ignored (idempotent resend)", inbox.round_,
                          sanitise_device(device))
             self._cond.notify_all()
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        device = topic.rsplit("/", 1)[-1]
+        with self._cond:
+            change = self.liveness.observe(device, payload)
+            if change is None:
+                return
+            log.info("device %s is %s", device, change.decode())
+            now = time.monotonic()
+            last = self._last_republish.get(device, -REPUBLISH_INTERVAL_S)
+            if change == ONLINE and now - last >= REPUBLISH_INTERVAL_S:
+                self._last_republish[device] = now
+                self._republish_devices.add(device)
+            self._cond.notify_all()
+
+    def _on_connect(self, reconnected: bool) -> None:
+        if reconnected:
+            with self._cond:
+                self._republish_all = True
+                self._cond.notify_all()
 
     def _on_chunk_error(self, topic: str, reason: str) -> None:
         if "/update/" not in topic:
@@ -206,6 +286,12 @@ class AggregatorService:
         state = state_from_json(raw, weights, self.engine)
         log.info("resumed from checkpoint: round %d, version %d", state.round, state.version)
         return state
+
+
+def update_sender_stream(topic: str) -> str:
+    """The reassembly stream of a logical topic: `update/<sender>` for updates of any round, else the topic."""
+    parts = topic.split("/")
+    return f"update/{parts[-1]}" if len(parts) >= 3 and parts[-2] == "update" else topic
 
 
 def _parse_update_topic(topic: str) -> tuple[str, int]:

@@ -45,6 +45,11 @@ class RoundInbox:
     rejected: RejectionLog = field(default_factory=RejectionLog)
     _accepted_digests: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def accepted_digests(self) -> dict[str, str]:
+        """sha256 (hex) of each accepted device's update: what the round result acknowledges."""
+        return dict(self._accepted_digests)
+
     def offer(self, topic_device: str, topic_round: int, blob: bytes) -> AcceptedUpdate | None:
         """Admit the update or record its rejection (`rejected.last`); returns the accepted update or None."""
         try:
@@ -88,8 +93,11 @@ class RoundInbox:
             raise PayloadRejected(f"update from {meta.device} {mismatch}", RejectionReason.DECLARATION_MISMATCH)
         tensors = decoded_delta(wire_tensors, meta.encoding)
         check_against_template(tensors, self.template)
-        if not 0 < meta.num_examples <= MAX_EXAMPLES:
-            raise PayloadRejected(f"example count {meta.num_examples} outside 1..{MAX_EXAMPLES}",
+        cap = MAX_EXAMPLES if declared is None or declared.max_examples is None else min(declared.max_examples,
+                                                                                         MAX_EXAMPLES)
+        if not 0 < meta.num_examples <= cap:
+            whose = "its plan's cap" if cap < MAX_EXAMPLES else "the aggregator's cap"
+            raise PayloadRejected(f"example count {meta.num_examples} outside 1..{cap} ({whose})",
                                   RejectionReason.EXAMPLE_COUNT)
         digest = hashlib.sha256(blob).hexdigest()
         if meta.device in self.accepted:

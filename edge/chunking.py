@@ -94,7 +94,7 @@ class ChunkAssembler:
     running counts and messages in arrival order, so a chunk costs O(1) however many are pending."""
 
     def __init__(self, max_message_bytes: int = 16 * 1024 * 1024, max_stream_bytes: int = 16 * 1024 * 1024,
-                 max_total_bytes: int = 64 * 1024 * 1024, max_stream_pending: int = 4, ttl_s: float = 600.0,
+                 max_total_bytes: int = 32 * 1024 * 1024, max_stream_pending: int = 4, ttl_s: float = 600.0,
                  on_evict: EvictionHandler | None = None) -> None:
         self.max_message_bytes = max_message_bytes
         self.max_stream_bytes = max_stream_bytes

@@ -60,6 +60,9 @@ class MqttSession:
         self._on_connect: list[ConnectHandler] = []
         self.connections = 0  # successful CONNACKs so far: 1 after connect(), more after each reconnect
         self._assembler = ChunkAssembler(on_evict=self._log_eviction)
+        # which reassembly stream (the unit of the per-stream limits) a logical topic's chunks count against:
+        # the topic itself unless a service knows better (the aggregator: one stream per sender, across rounds)
+        self.stream_of: Callable[[str], str] = lambda topic: topic
         self._connected = threading.Event()
         self._answered = threading.Event()  # CONNACK (either way) or the connection closed before one
         self._refusal: str | None = None
@@ -225,7 +228,7 @@ class MqttSession:
         topic = chunk_base(msg.topic)
         self._record("down", topic, len(msg.payload))
         try:
-            whole = self._assembler.add(bytes(msg.payload), stream=topic)
+            whole = self._assembler.add(bytes(msg.payload), stream=self.stream_of(topic))
         except ChunkError as exc:
             log.warning("%s: dropped chunk on %s: %s", self.client_id, msg.topic, exc)
             if self._on_error:
