@@ -37,6 +37,7 @@ FLEET = "f1"
 ROUND = 5
 BASE_VERSION = 4
 CLIP = 1.0
+PLAN_MAX_EXAMPLES = 100_000  # the example-count cap each device's plan declares (edge.plan.DevicePlan.max_examples)
 DEVICES = frozenset({"d0", "d1", "d2", "d3"})
 TEMPLATE = {"dense_0/kernel": (6, 4), "dense_0/bias": (4,)}
 R = RejectionReason
@@ -66,11 +67,13 @@ def make_inbox(dp_mode: DpMode = DpMode.NONE, noise_multiplier: float = 0.0,
                declared: dict[str, DeclaredSettings] | None = None, clip: float | None = CLIP,
                **kwargs) -> RoundInbox:
     """ROUND's inbox on BASE_VERSION for DEVICES (clip None: unbounded plain FedAvg); every device must declare
-    `dp_mode`, the clip and its own noise (`noise_multiplier` in local mode), as the engine's default says."""
+    `dp_mode`, the clip and its own noise (`noise_multiplier` in local mode), and claim at most
+    PLAN_MAX_EXAMPLES examples, as a plan's declaration (DeclaredSettings.from_plan) says."""
     if declared is None:
         own_noise = noise_multiplier if dp_mode is DpMode.LOCAL else 0.0
         encoding = kwargs.get("encodings", (FLOAT32_DELTA,))[0]
-        declared = {d: DeclaredSettings(dp_mode.value, clip, own_noise, encoding) for d in DEVICES}
+        declared = {d: DeclaredSettings(dp_mode.value, clip, own_noise, encoding, max_examples=PLAN_MAX_EXAMPLES)
+                    for d in DEVICES}
     return RoundInbox(round_=ROUND, base_version=BASE_VERSION, fleet=FLEET, devices=DEVICES,
                       template=dict(TEMPLATE), dp_mode=dp_mode, clip=clip, noise_multiplier=noise_multiplier,
                       declared=declared, **kwargs)
@@ -290,8 +293,13 @@ CASES: tuple[MalformedCase, ...] = (
     MalformedCase("no-tensors", lambda: encode_update({}, valid_meta()), R.WRONG_SHAPE, "missing"),
     MalformedCase("example-count-zero", lambda: with_meta(num_examples=0), R.EXAMPLE_COUNT, "example count 0"),
     MalformedCase("example-count-negative", lambda: with_meta(num_examples=-3), R.EXAMPLE_COUNT, "example count -3"),
-    MalformedCase("example-count-above-max", lambda: with_meta(num_examples=MAX_EXAMPLES + 1), R.EXAMPLE_COUNT,
-                  f"example count {MAX_EXAMPLES + 1}"),
+    MalformedCase("example-count-over-the-plan-cap", lambda: with_meta(num_examples=PLAN_MAX_EXAMPLES + 1),
+                  R.EXAMPLE_COUNT, f"example count {PLAN_MAX_EXAMPLES + 1} outside 1..{PLAN_MAX_EXAMPLES} (its plan's"),
+    MalformedCase("example-count-ten-million", lambda: with_meta(num_examples=10_000_000), R.EXAMPLE_COUNT,
+                  "example count 10000000 outside"),
+    MalformedCase("example-count-above-the-aggregator-cap-without-a-plan", lambda: with_meta(
+        num_examples=MAX_EXAMPLES + 1), R.EXAMPLE_COUNT, f"outside 1..{MAX_EXAMPLES} (the aggregator's cap)",
+        inbox=lambda: make_inbox(declared={})),
     MalformedCase("example-count-a-billion", lambda: with_meta(num_examples=10**9), R.EXAMPLE_COUNT,
                   "example count 1000000000"),
     MalformedCase("norm-over-clip", lambda: encode_update(valid_tensors(norm=3.0), valid_meta()), R.NORM_BOUND,

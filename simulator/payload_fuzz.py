@@ -124,9 +124,10 @@ class Payload(NamedTuple):
 
 # --- mutations: each takes the bytes and a chooser, returns new bytes ---
 
-INTERESTING_STRINGS = ("", "0", "-1", "1", "4", "5", "6", "40", "1e3", "nan", "inf", "-inf", "1e999", "0x10",
-                       " 5", "5\n", "9" * 5000, "d0", "d1", "intruder", "f1", "other", "none", "local", "central",
-                       FLOAT32_DELTA, UINT8_AFFINE_DELTA, "update", "weights", mu.LONG_NAME, "\u0000", "\ud800x")
+INTERESTING_STRINGS = ("", "0", "-1", "1", "4", "5", "6", "40", "100000", "100001", "10000000", "1e3", "nan", "inf",
+                       "-inf", "1e999", "0x10", " 5", "5\n", "9" * 5000, "d0", "d1", "intruder", "f1", "other", "none",
+                       "local", "central", FLOAT32_DELTA, UINT8_AFFINE_DELTA, "update", "weights", mu.LONG_NAME,
+                       "\u0000", "\ud800x")
 INTERESTING_JSON: tuple[object, ...] = (None, 0, -1, 5, 2**64, 1.5, True, [], {}, [0, 16], "F32", "F64", "U8", "I32",
                                         "BF16", "BOOL", "F16", [6, 4], [4], [], [0], [-1], [2**40])
 
@@ -401,7 +402,8 @@ def invalid_reasons(inbox: RoundInbox, payload: Payload, update: AcceptedUpdate,
         return [*problems, f"accepted with unreadable metadata: {exc!r:.80}"]
     if numbers[:2] != (inbox.round_, inbox.base_version):
         problems.append(f"built for round/version {numbers[:2]}")
-    if not 1 <= numbers[2] <= MAX_EXAMPLES or update.num_examples != numbers[2]:
+    cap = min(MAX_EXAMPLES, declared.max_examples or MAX_EXAMPLES) if declared is not None else MAX_EXAMPLES
+    if not 1 <= numbers[2] <= cap or update.num_examples != numbers[2]:
         problems.append(f"example count {numbers[2]} (weighted as {update.num_examples})")
     encoding = meta.get("encoding", FLOAT32_DELTA)
     if encoding not in inbox.encodings:
