@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.checkpoint import load_checkpoint, save_checkpoint
 from cloud.fleet_bundle import FleetBundle, engine_config
+from cloud.rejections import RejectionReason, sanitise_device, worth_logging
 from cloud.round_closing import ONLINE, DeviceLiveness, RoundPolicy, close_reason
 from cloud.round_engine import Evaluate, OpenRound, RoundEngine, RoundRecord, RoundState, state_from_json, state_to_json
 from edge.mqtt_session import MqttSession
@@ -72,6 +73,7 @@ class AggregatorService:
         self._republish_devices: set[str] = set()
         self._last_republish: dict[str, float] = {}
         self.republished = 0  # republications done (broker reconnects and device announcements)
+        self.late_updates = 0  # updates that arrived for a round already closed (resends, mostly)
         session.stream_of = update_sender_stream  # a sender's partial updates share one bound, whatever round
         session.subscribe(self.topics.all_updates, self._on_update)
         session.subscribe(self.topics.all_status, self._on_status)
@@ -215,14 +217,16 @@ class AggregatorService:
             self._clear_retained(self.topics.model(previous[0]), previous[1])
 
     def _on_update(self, topic: str, payload: bytes) -> None:
-        from cloud.rejections import RejectionReason, sanitise_device, worth_logging
-
         device, round_ = _parse_update_topic(topic)
         with self._cond:
             opened = self._open
-            if opened is None:
-                log.warning("update from %s for round %s arrived between rounds; rejected (%s)",
-                            sanitise_device(device), round_, RejectionReason.BETWEEN_ROUNDS.value)
+            if opened is None or 0 <= round_ < opened.round:
+                # a resend for a closed round (its result had not reached the sender yet), or between rounds:
+                # nothing to admit, and no rejection of the open round's
+                self.late_updates += 1
+                if worth_logging(self.late_updates):
+                    log.info("update from %s for closed round %s ignored (%d so far)", sanitise_device(device),
+                             round_, self.late_updates)
                 return
             inbox = opened.inbox
             before = inbox.rejected.total
@@ -261,8 +265,6 @@ class AggregatorService:
     def _on_chunk_error(self, topic: str, reason: str) -> None:
         if "/update/" not in topic:
             return
-        from cloud.rejections import RejectionReason, worth_logging
-
         device, _ = _parse_update_topic(topic)
         with self._cond:
             if self._open is not None:
