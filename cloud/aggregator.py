@@ -172,7 +172,7 @@ class AggregatorService:
                 reason = close_reason(self.policy, opened.cohort, opened.inbox.accepted, self.liveness.offline,
                                       elapsed)
                 if reason is not None:
-                    self._open = None
+                    self._open, opened.closed_by, opened.closed_at = None, reason, time.monotonic()
                     return reason
                 if not (self._republish_all or self._republish_devices):
                     self._cond.wait(timeout=max(0.0, self.policy.deadline_s - elapsed))
@@ -231,6 +231,8 @@ class AggregatorService:
             inbox = opened.inbox
             before = inbox.rejected.total
             accepted = inbox.offer(device, round_, payload)
+            if accepted is not None:
+                opened.last_accepted_at = time.monotonic()
             rejection = inbox.rejected.last if inbox.rejected.total > before else None
             if rejection is not None:
                 count = inbox.rejected.count(rejection.reason)

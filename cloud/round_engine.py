@@ -103,10 +103,16 @@ class RoundRecord:
     metrics: dict[str, float]
     seconds: float
     cohort: tuple[str, ...] = ()  # who was sampled: the operator's record, never published
+    closed_by: str = ""  # why the transport closed it (cloud.round_closing.close_reason)
+    close_lag_s: float | None = None  # seconds from the last accepted update to the close
 
     def to_dict(self) -> dict:
         out: dict = {"round": self.round, "cohort": list(self.cohort), "accepted": list(self.accepted),
                      "rejected": self.rejected.to_json(), "seconds": self.seconds}
+        if self.closed_by:
+            out["closed_by"] = self.closed_by
+        if self.close_lag_s is not None:
+            out["close_lag_s"] = self.close_lag_s
         if self.epsilon is not None:
             out["epsilon"] = self.epsilon
         return {**out, **self.metrics}
@@ -122,6 +128,9 @@ class OpenRound:
     inbox: RoundInbox
     model_payload: bytes = field(repr=False)
     opened_at: float = field(default_factory=time.monotonic)
+    closed_by: str = ""  # set by the transport when it closes the round, with closed_at
+    closed_at: float | None = None
+    last_accepted_at: float | None = None  # monotonic time of the last accepted update
 
 
 class RoundEngine:
@@ -209,9 +218,11 @@ class RoundEngine:
             if ledger is not None and result.dp_event is not None:
                 ledger = ledger.spend(self._sampled(result.dp_event))
         metrics = self.evaluate(weights) if self.evaluate is not None else {}
+        now = time.monotonic()
+        lag = None if opened.last_accepted_at is None else (opened.closed_at or now) - opened.last_accepted_at
         record = RoundRecord(state.round, tuple(sorted(accepted)), opened.inbox.rejected.copy(),
                              ledger.epsilon if ledger is not None else None, metrics,
-                             time.monotonic() - opened.opened_at, opened.cohort)
+                             now - opened.opened_at, opened.cohort, opened.closed_by, lag)
         new = RoundState(state.round + 1, state.version + 1, weights, state.seed, ledger,
                          (*state.history, record.to_dict()))
         return new, record

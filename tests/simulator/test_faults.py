@@ -106,6 +106,8 @@ def test_a_killed_device_does_not_hold_rounds_to_the_deadline(tiny_config, tiny_
     assert [len(h["accepted"]) for h in history] == [3, 2, 2]
     others = max(h["seconds"] for h in history[1:])
     assert others < 10.0, f"rounds after the kill took {others:.1f} s: they waited for the dead device"
+    assert all(h["closed_by"] == "every cohort device still online has answered" for h in history[1:])
+    assert max(h["close_lag_s"] for h in history[1:]) < 2.0  # closed within 2 s of the last live answer
 
 
 def test_devices_log_and_ignore_what_does_not_fit_and_finish_the_run(broker, tiny_config, tiny_cloud, tmp_path):
