@@ -17,22 +17,29 @@ from pathlib import Path
 import numpy as np
 
 from edge.broker_credentials import add_credential_arguments, credentials_or_exit_code
-from edge.cli import EXIT_OK, CliParser, add_log_level, broker_address, configure_logging, fail
+from edge.cli import (
+    EXIT_OK,
+    CliParser,
+    add_log_level,
+    broker_address,
+    configure_logging,
+    fail,
+    non_negative_int,
+    output_path_problem,
+    topic_name,
+)
 
 log = logging.getLogger("dmskd.edge")
 PLAN_WAIT_WARNING_S = 30.0  # a device still without a plan says so this often
 
 
 def load_device_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read the device's .npz, naming the missing file or array."""
-    if not path.exists():
-        raise FileNotFoundError(f"device data {path} not found; write it with `python -m simulator prepare --out DIR` "
-                                f"(it writes DIR/devices/<device>.npz)")
-    with np.load(path) as z:
-        if "x" not in z:
-            raise ValueError(f"{path} has no array 'x' (images); it holds {sorted(z.files)}")
-        labels = z["y"] if "y" in z.files else None
-        return z["x"].astype(np.float32), labels
+    """Read the device's .npz (x, optionally y; UNLABELLED = -1 for a sample without its label), checked."""
+    from edge.local_training import UNLABELLED
+    from edge.npz_file import load_examples
+
+    return load_examples(path, "device data", "write it with `python -m simulator prepare --out DIR` (it writes "
+                         "DIR/devices/<device>.npz)", labels_required=False, lowest_label=UNLABELLED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="python -m edge", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
     run = sub.add_parser("run", help="run one device until the round schedule ends", description=__doc__)
-    run.add_argument("--device", required=True, help="this device's id, as in the fleet's plans")
-    run.add_argument("--fleet", default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
+    run.add_argument("--device", type=topic_name, required=True, help="this device's id, as in the fleet's plans")
+    run.add_argument("--fleet", type=topic_name, default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
     run.add_argument("--data", type=Path, required=True, help=".npz with x (and optionally y)")
     run.add_argument("--broker", type=broker_address, default="127.0.0.1:1883",
                      help="MQTT broker, host:port or mqtt://host:port")
@@ -50,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the fleet's public signing key (fleet-signing.pub from `python -m cloud provision` or "
                           "`python -m simulator prepare`): the device acts only on what it signed")
     add_credential_arguments(run)
-    run.add_argument("--insecure-seed", type=int, default=None,
+    run.add_argument("--insecure-seed", type=non_negative_int, default=None,
                      help="INSECURE, for tests and reproducible simulations only: seed the device's training "
                           "and its DP noise, which anyone who knows the seed can then subtract (default: OS "
                           "entropy and the exact sampler)")
@@ -71,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     credentials = credentials_or_exit_code(args)
     if isinstance(credentials, int):
         return credentials
+    problem = output_path_problem(args.outbox, "--outbox", directory=True)
+    if problem:
+        return fail(problem)
     try:
         host, port = parse_broker_url(args.broker)
         x, y = load_device_data(args.data)

@@ -75,11 +75,18 @@ class BrokerCredentials:
 
 def read_password(path: Path) -> str:
     """The first line of a password file (as `python -m cloud provision --password-auth` writes it)."""
+    if Path(path).is_dir():
+        raise ValueError(f"--password-file {path} is a directory; pass the password file in it")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"--password-file {path} not found; `python -m cloud provision --password-auth` "
                                 f"writes DIR/devices/<device>/password") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--password-file {path} is not UTF-8 text; pass the password file "
+                         f"`python -m cloud provision --password-auth` wrote") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read --password-file {path} ({exc.strerror}); check its permissions") from None
     password = text.splitlines()[0].strip() if text.strip() else ""
     if not password:
         raise ValueError(f"--password-file {path} is empty; it should hold the password on its first line")

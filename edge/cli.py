@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from edge.broker_address import parse_broker_url
@@ -33,6 +36,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"  # a fleet, device or shard name: one MQTT topic level, an ACL user
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -88,19 +92,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a seed)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
+    """argparse type: a finite number > 0."""
     value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    """argparse type: a number >= 0."""
+    """argparse type: a finite number >= 0."""
     value = _float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be >= 0 and finite, got {text}")
     return value
 
 
@@ -135,6 +147,32 @@ def positive_int_list(text: str) -> list[int]:
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
     return values
+
+
+def topic_name(text: str) -> str:
+    """argparse type: a fleet or device name, which becomes one level of the MQTT topics dmskd/<fleet>/..."""
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} must be letters, digits, '-', '_' or '.', starting with a letter "
+                                         f"or digit (it names MQTT topics)")
+    return text
+
+
+def output_path_problem(path: Path, flag: str, directory: bool) -> str | None:
+    """Why `path` cannot be written as the directory (or file) `flag` names, or None: the path itself or a
+    parent of it is of the wrong kind. Checked before a run spends minutes on a result it cannot write."""
+    path = Path(path)
+    if path.exists():
+        if directory and not path.is_dir():
+            return f"{flag} {path} is a file; pass a directory"
+        if not directory and path.is_dir():
+            return f"{flag} {path} is a directory; pass a file path"
+        return None
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{flag} {path}: {parent} is a file, not a directory; pass a path outside it"
+            return None
+    return None
 
 
 def broker_address(text: str) -> str:

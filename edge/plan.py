@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 DP_MODES = ("none", "local", "central")
@@ -136,7 +136,7 @@ class DevicePlan:
                 raw = {**raw, "training": TrainingSettings.from_dict(raw["training"])}
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"plan for {raw.get('device', '?')}: {exc}") from exc
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise ValueError(f"plan is missing fields: {exc}") from exc
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in raw]
+        if missing:
+            raise ValueError(f"plan for {raw.get('device', '?')} is missing fields {missing}")
+        return cls(**raw)

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -126,24 +126,42 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The fleet's private signing key; ValueError names the file and the fix."""
-    key = serialization.load_pem_private_key(_read(path, "signing key"), password=None)
+    """The fleet's private signing key; FileNotFoundError or ValueError names the file and the fix."""
+    fix = (f"pass the {PRIVATE_KEY_FILE} that `python -m cloud provision` (DIR/aggregator/{PRIVATE_KEY_FILE}) or "
+           f"`python -m simulator prepare` (DIR/{PRIVATE_KEY_FILE}) wrote")
+    data = _read(path, "signing key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # never echo the library's text: it may quote the key
+        held = " (it holds a public key)" if b"PUBLIC KEY-----" in data else ""
+        raise ValueError(f"signing key {path} is not an unencrypted PEM private key{held}; {fix}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key; write one with `python -m cloud provision`")
+        raise ValueError(f"signing key {path} is not an Ed25519 private key; {fix}")
     return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    """The pinned fleet public key; ValueError names the file and the fix."""
-    key = serialization.load_pem_public_key(_read(path, "fleet public key"))
+    """The pinned fleet public key; FileNotFoundError or ValueError names the file and the fix."""
+    fix = f"pass the {PUBLIC_KEY_FILE} that `python -m cloud provision` or `python -m simulator prepare` wrote"
+    data = _read(path, "fleet public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # never echo the library's text: it may quote a private key
+        held = " (it holds a private key: keep that off the device)" if b"PRIVATE KEY-----" in data else ""
+        raise ValueError(f"fleet public key {path} is not a PEM public key{held}; {fix}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key; use the {PUBLIC_KEY_FILE} that provisioning wrote")
+        raise ValueError(f"fleet public key {path} is not an Ed25519 public key; {fix}")
     return key
 
 
 def _read(path: Path, what: str) -> bytes:
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a directory; pass the key file")
     try:
-        return Path(path).read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} not found; `python -m cloud provision` or "
+        raise FileNotFoundError(f"{what} {p} not found; `python -m cloud provision` or "
                                 f"`python -m simulator prepare` writes one") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {p} ({exc.strerror}); check its permissions") from None
