@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 
@@ -29,17 +30,42 @@ def save_checkpoint(directory: str | Path, weights: dict[str, np.ndarray], state
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, np.ndarray], dict] | None:
-    """The last complete checkpoint in directory (weights, state), or None when there is none."""
+    """The last complete checkpoint in directory (weights, state), or None when there is none.
+
+    ValueError (FileNotFoundError for a missing weights file) names what is wrong and the way out."""
     d = Path(directory)
+    start_over = f"delete {d} to start over, or pass a fresh directory"
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"checkpoint directory {d} is a file; pass a directory")
     if not (d / "state.json").exists():
         return None
     try:
         state = json.loads((d / "state.json").read_text())
         version = int(state["version"])
-    except (ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"checkpoint {d / 'state.json'} is corrupt ({exc}); delete it to start over") from exc
     weights_path = d / f"weights-v{version}.safetensors"
     if not weights_path.exists():
         raise FileNotFoundError(f"checkpoint state names version {version} but {weights_path} is missing; "
                                 f"delete {d} to start over")
-    return load_file(str(weights_path)), state
+    return read_weights(weights_path, "checkpoint weights", start_over), state
+
+
+def read_weights(path: str | Path, what: str, fix: str) -> dict[str, np.ndarray]:
+    """The named float arrays of a safetensors file; ValueError naming `what`, the file and `fix` if it is
+    not a readable safetensors file, holds no tensors, or holds NaN, infinity or non-float tensors."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a directory, not a safetensors file; {fix}")
+    try:
+        weights = load_file(str(p))
+    except SafetensorError as exc:
+        raise ValueError(f"{what} {p} is not a readable safetensors file ({exc}); {fix}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {p} ({exc.strerror}); {fix}") from None
+    if not weights:
+        raise ValueError(f"{what} {p} holds no tensors; {fix}")
+    for name, array in weights.items():
+        if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
+            raise ValueError(f"{what} {p}: tensor {name!r} must hold finite floats (dtype {array.dtype}); {fix}")
+    return weights

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.round_engine import Evaluate
+from edge.npz_file import load_labelled_examples
 from edge.student_runtime import TrainableStudent
 
 
@@ -31,11 +32,6 @@ def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.nd
 
 
 def holdout_evaluator(program: bytes, npz: Path) -> Evaluate:
-    """student_evaluator on a held-out .npz with arrays x, y."""
-    if not npz.exists():
-        raise FileNotFoundError(f"holdout file {npz} not found; "
-                                f"`python -m simulator prepare --out DIR` writes DIR/test.npz")
-    with np.load(npz) as z:
-        if "x" not in z or "y" not in z:
-            raise ValueError(f"holdout {npz} needs arrays x and y; it holds {sorted(z.files)}")
-        return student_evaluator(program, z["x"].astype(np.float32), z["y"])
+    """student_evaluator on a held-out .npz with arrays x, y (checked: edge.npz_file.load_examples)."""
+    x, y = load_labelled_examples(npz, "holdout file", "`python -m simulator prepare --out DIR` writes DIR/test.npz")
+    return student_evaluator(program, x, y)

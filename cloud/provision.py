@@ -113,15 +113,15 @@ def read_identities(source: Path, topic_fleet: str | None = None) -> tuple[Fleet
     `topic_fleet` is given."""
     source = Path(source)
     if source.is_dir():
-        from cloud.fleet_bundle import load_bundle
+        from cloud.fleet_bundle import load_plans
 
         bundle_dir = source / "bundle" if (source / "bundle" / "bundle.json").exists() else source
-        bundle = load_bundle(bundle_dir)
-        fleet = bundle.settings.fleet
+        settings, plans = load_plans(bundle_dir)  # the identities need no programs or weights
+        fleet = settings.fleet
         if topic_fleet is not None and topic_fleet != fleet:
             raise ProvisionError(f"--topic-fleet {topic_fleet!r} differs from the bundle's fleet {fleet!r} "
                                  f"({bundle_dir / 'bundle.json'}); its plans name that fleet, so drop --topic-fleet")
-        return FleetIdentities(fleet, tuple(p.device for p in bundle.plans)), f"from the bundle {bundle_dir}"
+        return FleetIdentities(fleet, tuple(p.device for p in plans)), f"from the bundle {bundle_dir}"
     if not source.exists():
         raise FileNotFoundError(f"--fleet {source} not found; pass a fleet file (.toml, .yaml) or the bundle "
                                 f"directory of `python -m simulator prepare --out DIR`")

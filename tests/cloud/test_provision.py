@@ -327,7 +327,7 @@ def test_fleet_file_devices_are_named_as_the_planner_names_them_and_the_fleet_na
 
 def _bundle(directory: Path, fleet: str, devices: tuple[str, ...]) -> Path:
     plans = [DevicePlan(fleet, d, "s1", "h", "sh", 2) for d in devices]
-    settings = RoundSettings(fleet, 2, "none", 1.0, 0.0, 1e-5, None, len(plans), 30.0)
+    settings = RoundSettings(fleet, 2, "none", 1.0, 0.0, 1e-5, None, deadline_s=30.0)
     return save_bundle(directory, FleetBundle(settings, plans, b"student", {"w": np.zeros(2, np.float32)},
                                               {"s1": b"shard"}))
 
