@@ -112,8 +112,14 @@ def load_fleet_file(path: str | Path) -> Fleet:
     except FileNotFoundError:
         raise FleetFileError(str(p), None, None, "no such file; pass the path of a fleet description "
                                                  "(see examples/fleet.toml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FleetFileError(str(p), None, None, f"cannot read it: {exc}") from None
+    except IsADirectoryError:
+        raise FleetFileError(str(p), None, None, "is a directory; pass a fleet file (.toml, .yaml), such as "
+                                                 "examples/fleet.toml") from None
+    except UnicodeDecodeError as exc:
+        raise FleetFileError(str(p), None, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save the "
+                                                 f"fleet description as UTF-8") from None
+    except OSError as exc:
+        raise FleetFileError(str(p), None, None, f"cannot read it: {exc.strerror}") from None
     return parse_fleet(text, "toml" if p.suffix.lower() == ".toml" else "yaml", source=str(p))
 
 

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from edge.cli import EXIT_OK, fail, non_negative_float, positive_int
+from edge.cli import EXIT_OK, fail, non_negative_float, output_path_problem, positive_int
 
 SOLVERS = ("exact", "greedy")
 MAX_ROWS = 40
@@ -69,13 +69,22 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.out.exists() and args.out.is_dir():
         return fail(f"--out {args.out} is a directory; pass a file path such as {args.out / 'plan.json'}")
+    problem = output_path_problem(args.out, "--out", directory=False)
+    if problem:
+        return fail(problem)
 
-    from cloud.candidates import teacher_candidates
-    from cloud.planner import NoShardFits, plan_shards, plan_shards_greedy, total_objective
+    from export.errors import InputError
     from export.teacher_dir import load_teacher_dir
 
     started = time.perf_counter()
-    facts = teacher_candidates(load_teacher_dir(args.teacher))
+    try:
+        teacher = load_teacher_dir(args.teacher)
+    except (FileNotFoundError, InputError) as exc:
+        return fail(str(exc))
+    from cloud.candidates import teacher_candidates
+    from cloud.planner import NoShardFits, plan_shards, plan_shards_greedy, total_objective
+
+    facts = teacher_candidates(teacher)
     candidates = [f.candidate() for f in facts]
     solve = plan_shards if args.solver == "exact" else plan_shards_greedy
     try:

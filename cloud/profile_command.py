@@ -24,18 +24,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the per-prefix table; a missing teacher directory: exit 1."""
-    from export.teacher_dir import check_teacher_dir, load_teacher_dir
+    """Print the per-prefix table; a missing or damaged teacher directory: exit 1."""
+    from export.errors import InputError
+    from export.teacher_dir import load_teacher_dir
 
     try:
-        check_teacher_dir(args.teacher)
-    except FileNotFoundError as exc:
+        teacher = load_teacher_dir(args.teacher)
+    except (FileNotFoundError, InputError) as exc:
         return fail(str(exc))
     from cloud.candidates import teacher_candidates
     from cloud.plan_command import _table
     from cloud.profiler import arena_check
 
-    facts = teacher_candidates(load_teacher_dir(args.teacher))  # converts and measures every prefix once
+    facts = teacher_candidates(teacher)  # converts and measures every prefix once
     checks = {f.k: arena_check(f.profile, f.model, f.arena_measured) for f in facts}
     rows = [("prefix", "FLOPs", "params", "int8 B (weights)", "float B", "TFLite B", "activations B",
              "arena est B", "TFLM recorded B", "TFLM needed B", "rel. error")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli import EXIT_OK, fail, positive_int
+from edge.cli import EXIT_OK, fail, output_path_problem, positive_int
 
 
 def _port(text: str) -> int:
@@ -19,6 +19,33 @@ def _port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a TCP port 1..65535, got {text}")
     return value
+
+
+MAX_DAYS = 36_500  # 100 years: far inside X.509's last date, 9999-12-31
+
+
+def _days(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_DAYS:,} days (100 years), got {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    """argparse type: an IP address or a DNS name (what the broker certificate names and devices dial)."""
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if len(text) > 253 or not re.fullmatch(rf"{label}(\.{label})*\.?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an IP address nor a DNS name (letters, digits and "
+                                         f"'-' in dot-separated labels), such as 192.168.1.10 or broker.lan")
+    return text
 
 
 def _topic_name(text: str) -> str:
@@ -43,14 +70,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--topic-fleet", type=_topic_name, default=None,
                    help="fleet name in the topics dmskd/<fleet>/... (default: a bundle's own; a fleet file's "
                         "[fleet] name with anything but letters, digits, '-', '_', '.' made '-')")
-    p.add_argument("--host", default=DEFAULT_HOST,
+    p.add_argument("--host", type=_address, default=DEFAULT_HOST,
                    help="address devices dial (IP or DNS name): in the broker certificate beside 127.0.0.1 and "
                         "localhost, and where the broker listens unless --bind says otherwise")
-    p.add_argument("--bind", default=None,
+    p.add_argument("--bind", type=_address, default=None,
                    help="address the broker listens on, if not --host (e.g. 0.0.0.0 behind a DNS name) "
                         "(default: --host)")
     p.add_argument("--port", type=_port, default=DEFAULT_TLS_PORT, help="the broker's TLS port")
-    p.add_argument("--days", type=positive_int, default=DEFAULT_DAYS, help="validity of every certificate")
+    p.add_argument("--days", type=_days, default=DEFAULT_DAYS, help="validity of every certificate")
     p.add_argument("--password-auth", action="store_true",
                    help="fallback for brokers that take no client certificates: a TLS listener without client "
                         "certificates, a mosquitto password file and a random password per device "
@@ -63,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     from cloud.fleet_file import FleetFileError
     from cloud.provision import ProvisionError, provision, read_identities
 
+    problem = output_path_problem(args.out, "--out", directory=True)
+    if problem:
+        return fail(problem)
     try:
         identities, origin = read_identities(args.fleet, args.topic_fleet)
         done = provision(identities, args.out, args.host, args.port, args.days, args.password_auth, args.bind)

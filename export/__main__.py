@@ -13,7 +13,16 @@ import os
 import sys
 from pathlib import Path
 
-from edge.cli import EXIT_OK, CliParser, add_log_level, configure_logging, fail, float_between, positive_int
+from edge.cli import (
+    EXIT_OK,
+    CliParser,
+    add_log_level,
+    configure_logging,
+    fail,
+    float_between,
+    output_path_problem,
+    positive_int,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -41,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     """Export every planned artefact; exit codes as in edge.cli (0 done, 1 failed, 2 bad flags)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    if args.out.exists() and not args.out.is_dir():
-        return fail(f"--out {args.out} is a file; pass a directory")
+    problem = output_path_problem(args.out, "--out", directory=True)
+    if problem:
+        return fail(problem)
 
     from export.plan_file import PlanError, read_plan
     from export.teacher_dir import missing_teacher_files
@@ -57,15 +67,19 @@ def main(argv: list[str] | None = None) -> int:
                       f"`python -m simulator teacher --out {plan.teacher_dir}` or pass --teacher DIR")
 
     from export.errors import InputError, UnsupportedOnTarget
+    from export.teacher_dir import load_teacher_dir
+
+    try:
+        teacher = load_teacher_dir(plan.teacher_dir)
+    except (FileNotFoundError, InputError) as exc:
+        return fail(str(exc))
     from export.manifest import build_manifest, write_manifest
     from export.pipeline import export_plan
     from export.qat import QatConfig
     from export.targets import ExportOptions
-    from export.teacher_dir import load_teacher_dir
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     try:
-        teacher = load_teacher_dir(plan.teacher_dir)
         options = ExportOptions(args.float16, args.allow_cpu_fallback, args.arena_headroom)
         results = export_plan(plan, teacher, args.out, options, args.qat, QatConfig(epochs=args.qat_epochs), say)
     except (UnsupportedOnTarget, FileNotFoundError, InputError) as exc:

@@ -42,12 +42,16 @@ class ExportPlan:
 def read_plan(path: str | Path, teacher_dir: str | Path | None = None) -> ExportPlan:
     """Parse and validate plan.json; teacher_dir overrides the plan's own."""
     p = Path(path)
+    if p.is_dir():
+        raise PlanError(f"plan file {p} is a directory; pass the plan.json in it ({PLAN_FIX})")
     if not p.is_file():
         raise PlanError(f"plan file {p} not found; {PLAN_FIX}")
     try:
-        raw = json.loads(p.read_text())
+        raw = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise PlanError(f"{p} line {exc.lineno}: not valid JSON ({exc.msg}); {PLAN_FIX}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read {p} as text ({exc}); {PLAN_FIX}") from None
     if not isinstance(raw, dict):
         raise PlanError(f"{p}: expected a JSON object with teacher_dir, shards and devices; {PLAN_FIX}")
     shards = raw.get("shards")
@@ -74,7 +78,7 @@ def read_plan(path: str | Path, teacher_dir: str | Path | None = None) -> Export
         where = f"{p}: devices[{i}]"
         if not isinstance(dev, dict) or "shard_id" not in dev or "target" not in dev:
             raise PlanError(f"{where} needs shard_id and target")
-        if dev["shard_id"] not in pairs:
+        if not isinstance(dev["shard_id"], str) or dev["shard_id"] not in pairs:
             raise PlanError(f"{where}.shard_id {dev['shard_id']!r} is not in 'shards'; {PLAN_FIX}")
         pairs[dev["shard_id"]].add(_target(dev["target"], f"{where}.target"))
     teacher = Path(teacher_dir) if teacher_dir is not None else _teacher_dir(raw, p)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.npz_file import read_npz
 from export.errors import InputError
 
 if TYPE_CHECKING:  # the commands check a directory before paying for TensorFlow
@@ -85,18 +87,60 @@ def check_teacher_dir(directory: str | Path) -> None:
 
 
 def load_teacher_dir(directory: str | Path) -> TeacherBundle:
-    """Load a teacher directory; FileNotFoundError names the missing file and the command that makes it."""
+    """Load a teacher directory: FileNotFoundError names a missing file and the command that makes it, InputError
+    a file that is not what `python -m simulator teacher` writes. The small files are checked before TensorFlow."""
     d = Path(directory)
     check_teacher_dir(d)
+    fix = f"re-create the directory with `python -m simulator teacher --out {d}`"
+    meta = _teacher_meta(d / "teacher.json", fix)
+    cal_x = _arrays(d / "calibration.npz", ("x",), fix)[0]
+    hx, hy = _arrays(d / "holdout.npz", ("x", "y"), fix)
+    if len(cal_x) == 0 or len(hx) == 0 or len(hx) != len(hy):
+        raise InputError(f"{d}: calibration and holdout sets must be non-empty and holdout x, y of equal length; {fix}")
+    model_path = d / "teacher.keras"
+    if not zipfile.is_zipfile(model_path):
+        raise InputError(f"{model_path} is not a Keras model archive (.keras is a zip file); {fix}")
     import tensorflow as tf
 
-    model = tf.keras.models.load_model(d / "teacher.keras", compile=False)
-    meta = json.loads((d / "teacher.json").read_text())
-    with np.load(d / "calibration.npz") as c, np.load(d / "holdout.npz") as h:
-        if "x" not in c or "x" not in h or "y" not in h:
-            raise InputError(f"{d}: calibration.npz needs array x and holdout.npz arrays x and y")
-        cal_x, hx, hy = c["x"].astype(np.float32), h["x"].astype(np.float32), h["y"].astype(np.int64)
-    if len(cal_x) == 0 or len(hx) == 0 or len(hx) != len(hy):
-        raise InputError(f"{d}: calibration and holdout sets must be non-empty and holdout x, y of equal length")
-    digest = hashlib.sha256((d / "teacher.keras").read_bytes()).hexdigest()
-    return TeacherBundle(model, [float(a) for a in meta["exit_accuracies"]], cal_x, hx, hy, d, digest)
+    try:
+        model = tf.keras.models.load_model(model_path, compile=False)
+    except Exception as exc:  # Keras raises nearly anything on a damaged archive
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{model_path} does not load as a Keras model ({type(exc).__name__}: {reason}); "
+                         f"{fix}") from None
+    if len(meta) != len(model.outputs):
+        raise InputError(f"{d / 'teacher.json'} lists {len(meta)} exit accuracies for a teacher with "
+                         f"{len(model.outputs)} exits; {fix}")
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    return TeacherBundle(model, meta, cal_x.astype(np.float32), hx.astype(np.float32), hy.astype(np.int64), d, digest)
+
+
+def _teacher_meta(path: Path, fix: str) -> list[float]:
+    """The exit accuracies of teacher.json, checked."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path} ({exc}); {fix}") from None
+    accuracies = meta.get("exit_accuracies") if isinstance(meta, dict) else None
+    if (not isinstance(accuracies, list) or not accuracies
+            or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in accuracies)):
+        raise InputError(f"{path}: field 'exit_accuracies' must be a non-empty list of numbers; {fix}")
+    return [float(a) for a in accuracies]
+
+
+def _arrays(path: Path, names: tuple[str, ...], fix: str) -> list[np.ndarray]:
+    """The named numeric arrays of an .npz file, checked."""
+    try:
+        held = read_npz(path)
+    except ValueError as exc:
+        raise InputError(f"{path} is not a readable .npz archive ({exc}); {fix}") from None
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise InputError(f"{path} has no array {' or '.join(repr(m) for m in missing)}; it holds {sorted(held)} "
+                         f"({fix})")
+    for name in names:
+        if not np.issubdtype(held[name].dtype, np.number) or held[name].ndim < 1:
+            raise InputError(f"{path}: array {name!r} must be numeric, got dtype {held[name].dtype}; {fix}")
+    return [held[n] for n in names]
