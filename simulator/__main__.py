@@ -23,14 +23,18 @@ from edge.cli import (
     fail,
     float_between,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     positive_int_list,
     probability,
+    topic_name,
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
 from simulator import noise_study_command
+from simulator.cli_inputs import check_inputs
+from simulator.data import TEST_FRACTION
 from simulator.device_shift import PARTS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -39,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """--alpha, --tau, --lr, --local-epochs, --batch-size, --clip: edge.plan.TrainingSettings, its defaults."""
     d = TrainingSettings()
-    parser.add_argument("--alpha", type=float, default=d.alpha,
+    parser.add_argument("--alpha", type=float_between(0.0, 1.0), default=d.alpha,
                         help="weight of the hard-target cross-entropy against the KL to the shard, in [0, 1]")
     parser.add_argument("--tau", type=positive_float, default=d.tau, help="distillation temperature")
     parser.add_argument("--lr", type=positive_float, default=d.lr, help="the student's local SGD learning rate")
@@ -51,11 +55,14 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def seed_list(text: str) -> list[int]:
-    """argparse type: comma-separated integer seeds, such as 0,1,2,3,4."""
+    """argparse type: comma-separated integer seeds >= 0, such as 0,1,2,3,4."""
     try:
-        return [int(part) for part in text.split(",")]
+        seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2,3,4, got {text!r}") from None
+    if min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
 
 
 def shift_parts(text: str) -> tuple[str, ...]:
@@ -75,6 +82,15 @@ def device_labels(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def cloud_fraction(text: str) -> float:
+    """argparse type: the cloud's share of the data set, in (0, 1 - the test split's share)."""
+    value = positive_float(text)
+    if not value < 1.0 - TEST_FRACTION:
+        raise argparse.ArgumentTypeError(f"must be below {1.0 - TEST_FRACTION:g} (the test split takes "
+                                         f"{TEST_FRACTION:g}), got {text}")
+    return value
+
+
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     """--task and --data: which data set the run uses."""
     parser.add_argument("--task", choices=["digits", "plaid", "acsf1", "italy-power"], default="digits",
@@ -91,7 +107,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-labels", type=device_labels, default="none",
                         help="labels a device holds: none (a meter: the shard is its only supervisor), all, "
                              "or a fraction such as 0.1")
-    parser.add_argument("--cloud-fraction", type=positive_float, default=0.35,
+    parser.add_argument("--cloud-fraction", type=cloud_fraction, default=0.35,
                         help="share of the data set in the cloud's labelled proxy split")
     parser.add_argument("--device-shift", type=float_between(0.0, 1.0), default=0.0,
                         help="strength in [0, 1] of every device's own transform of its data (gain, offset, "
@@ -141,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     run = sub.add_parser("run", help="train the teacher, plan and export shards, federate the student over MQTT",
                          description="A whole DMSKD fleet on this machine over a real MQTT broker.")
-    run.add_argument("--devices", type=int, default=10, help="simulated devices")
-    run.add_argument("--rounds", type=int, default=10, help="federated rounds")
-    run.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
+    run.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
+    run.add_argument("--rounds", type=positive_int, default=10, help="federated rounds")
+    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the teacher and the devices")
     run.add_argument("--dp", choices=["none", "local", "central"], default="none",
                      help="differential privacy: noise added by each device (local), by the aggregator (central)")
-    run.add_argument("--target-epsilon", type=float,
+    run.add_argument("--target-epsilon", type=positive_float,
                      help="calibrate the noise multiplier to this epsilon; --dp local|central needs it or "
                           "--noise-multiplier (default: none)")
     run.add_argument("--noise-multiplier", type=non_negative_float,
@@ -165,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
     teacher.add_argument("--epochs", type=positive_int, default=30, help="training epochs")
-    teacher.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    teacher.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and the training")
     add_task_flags(teacher)
     scaling = sub.add_parser("dp-scaling", help="accuracy against fleet size at a fixed epsilon (in-process)")
     scaling.add_argument("--fleet-sizes", type=positive_int_list, default="10,100,1000",
@@ -176,15 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_flags(scaling)
     scaling.add_argument("--samples-per-device", type=positive_int, default=32,
                          help="samples each simulated device draws from the device pool")
-    scaling.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
+    scaling.add_argument("--seed", type=non_negative_int, default=0,
+                         help="seed of the split, the teacher and the devices")
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     add_noise_flag(scaling)
     noise_study_command.add_parser(sub, seed_list, add_training_flags)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
-    comp.add_argument("--devices", type=int, default=10, help="simulated devices")
-    comp.add_argument("--rounds", type=int, default=10, help="federated rounds of every method")
-    comp.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the devices")
-    comp.add_argument("--target-epsilon", type=float, default=8.0, help="epsilon of the DP rows (RDP, q = 1)")
+    comp.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
+    comp.add_argument("--rounds", type=positive_int, default=10, help="federated rounds of every method")
+    comp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the teacher and the devices")
+    comp.add_argument("--target-epsilon", type=positive_float, default=8.0, help="epsilon of the DP rows (RDP, q = 1)")
     comp.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the DP rows")
     add_training_flags(comp)
     add_data_flags(comp)
@@ -201,10 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", type=Path, required=True,
                       help="directory: DIR/bundle (python -m cloud aggregate), DIR/devices/<id>.npz "
                            "(python -m edge run), DIR/test.npz")
-    prep.add_argument("--devices", type=int, default=10, help="devices of the fleet")
-    prep.add_argument("--rounds", type=int, default=10, help="federated rounds")
-    prep.add_argument("--seed", type=int, default=0, help="seed of the split, the teacher and the plans")
-    prep.add_argument("--fleet", default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
+    prep.add_argument("--devices", type=positive_int, default=10, help="devices of the fleet")
+    prep.add_argument("--rounds", type=positive_int, default=10, help="federated rounds")
+    prep.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the teacher and the plans")
+    prep.add_argument("--fleet", type=topic_name, default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
     add_data_flags(prep)
     add_audit_verb(sub)
     for verb in sub.choices.values():
@@ -224,8 +241,8 @@ def add_audit_verb(sub: argparse._SubParsersAction) -> None:
     audit.add_argument("--target-epsilon", type=positive_float, default=8.0,
                        help="epsilon of the DP federations over all rounds (calibrates z, q = 1)")
     audit.add_argument("--delta", type=probability, default=1e-5, help="DP delta of every epsilon")
-    audit.add_argument("--devices", type=int, default=10, help="simulated devices")
-    audit.add_argument("--rounds", type=int, default=10, help="federated rounds")
+    audit.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
+    audit.add_argument("--rounds", type=positive_int, default=10, help="federated rounds")
     audit.add_argument("--trials", type=positive_int, default=2000,
                        help="canary trials per DP mode and noise origin (vectorised sampler)")
     audit.add_argument("--secure-trials", type=int, default=100,
@@ -256,7 +273,7 @@ def audit(args: argparse.Namespace) -> int:
         return usage(str(exc))
     try:
         report = run_audit(settings, args.out, command=args.command_line, status=lambda s: print(f"· {s}", flush=True))
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     print()
     for row in report["canary"]:
@@ -275,17 +292,18 @@ def prepare(args: argparse.Namespace) -> int:
 
     from cloud.fleet_bundle import save_bundle
     from edge.signed_artifact import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, write_signing_keypair
-    from simulator.artifacts import prepare_cloud
     from simulator.config import ExperimentConfig
-    from simulator.federation import fleet_bundle
 
     try:
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
+    from simulator.artifacts import prepare_cloud  # TensorFlow: only once the flags are known to be good
+    from simulator.federation import fleet_bundle
+
     try:
         art = prepare_cloud(config, progress=print)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     bundle = fleet_bundle(config, art, 0.0, args.fleet)
     save_bundle(args.out / "bundle", bundle)
@@ -340,7 +358,7 @@ def compare(args: argparse.Namespace) -> int:
         return usage(str(exc))
     try:
         summary = run_seed_study(configs, settings, args.out, command=args.command_line)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     print()
     print(summary)
@@ -351,8 +369,6 @@ def compare(args: argparse.Namespace) -> int:
 
 def save_teacher(args: argparse.Namespace) -> int:
     """`teacher` verb: train and write a teacher directory (export/teacher_dir.py layout)."""
-    from export.teacher_dir import save_teacher_dir
-    from simulator.artifacts import train_cloud_teacher
     from simulator.config import ExperimentConfig
 
     try:
@@ -360,7 +376,13 @@ def save_teacher(args: argparse.Namespace) -> int:
                                   data=None if args.data is None else str(args.data))
     except ValueError as exc:
         return usage(str(exc))
-    _, bundle, test_acc = train_cloud_teacher(config, print)
+    from export.teacher_dir import save_teacher_dir  # TensorFlow: only once the flags are known to be good
+    from simulator.artifacts import train_cloud_teacher
+
+    try:
+        _, bundle, test_acc = train_cloud_teacher(config, print)
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
     save_teacher_dir(args.out, bundle)
     print(f"wrote {args.out}: exit accuracies (held-out) {[round(a, 4) for a in bundle.exit_accuracies]}, "
           f"test {[round(a, 4) for a in test_acc]}")
@@ -372,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = "python -m simulator " + shlex.join(sys.argv[1:] if argv is None else argv)
     configure_logging(args.log_level)
+    code = check_inputs(args)
+    if code is not None:
+        return code
     if args.verb == "teacher":
         return save_teacher(args)
     if args.verb == "prepare":
@@ -384,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         return audit(args)
     if args.verb == "noise-study":
         return int(args.run(args))
+    if args.dp == "none" and (args.target_epsilon is not None or args.noise_multiplier is not None):
+        return usage("--target-epsilon and --noise-multiplier set the DP noise: add --dp local or --dp central, "
+                     "or drop them")
     from tqdm import tqdm
 
     from cloud.round_engine import RoundRecord

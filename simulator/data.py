@@ -87,6 +87,9 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
     if not alpha > 0:
         raise ValueError(f"--dirichlet-alpha must be positive, got {alpha}")
     if len(y) < num_devices * min_size:
+        if len(y) < min_size:
+            raise ValueError(f"{len(y)} examples cannot give even one device {min_size}; pass "
+                             f"--min-samples-per-device {len(y)} or less")
         raise ValueError(f"{len(y)} examples cannot give {num_devices} devices {min_size} each; "
                          f"pass --devices {len(y) // min_size} or fewer, or lower --min-samples-per-device")
     for _ in range(100):
@@ -104,8 +107,11 @@ def dirichlet_partition(y: np.ndarray, num_devices: int, alpha: float, rng: np.r
                      f"or lower --min-samples-per-device")
 
 
+TEST_FRACTION = 0.2  # of the data set: the test split every run reports on
+
+
 def federated_split(data: Dataset, num_devices: int, seed: int, cloud_fraction: float = 0.35,
-                    test_fraction: float = 0.2, alpha: float = 1.0, min_size: int = 8,
+                    test_fraction: float = TEST_FRACTION, alpha: float = 1.0, min_size: int = 8,
                     labelled_fraction: float = 1.0, holdout_fraction: float = 0.2) -> FederatedSplit:
     """Shuffle once, carve cloud and test splits, Dirichlet-partition the rest over devices, keep a
     `holdout_fraction` of every device's data aside and label `labelled_fraction` of the rest."""

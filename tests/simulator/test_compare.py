@@ -16,6 +16,8 @@ from simulator.compare import STUDENT_METHODS, CompareSettings, run_compare
 from simulator.data import Dataset
 from simulator.seed_study import summarise
 
+from ..cli_helpers import call, one_error_line
+
 METHODS = list(METHOD_NAMES.values())
 FIXED = ["Teacher (upper bound)", "Student on all data, central (upper bound)", "Cloud-only student",
          "Cloud-distilled student"]
@@ -118,14 +120,15 @@ def test_privacy_and_one_off_downloads(compared, two_device_cloud):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rounds", "0"], "must be at least 1"),
-    (["--target-epsilon", "0"], "--target-epsilon must be positive"),
+    (["--rounds", "0"], "argument --rounds: must be at least 1"),
+    (["--target-epsilon", "0"], "argument --target-epsilon: must be positive"),
 ], ids=["zero-rounds", "zero-epsilon"])
 def test_compare_verb_rejects_bad_flags_before_training(args, message, tmp_path, capsys):
     from simulator.__main__ import main
 
-    assert main(["compare", "--out", str(tmp_path), *args]) == 2
-    assert message in capsys.readouterr().err
+    code, _, err = call(main, ["compare", "--out", str(tmp_path), *args], capsys)
+    assert code == 2
+    one_error_line(err, message)
     assert not (tmp_path / "compare.json").exists()
 
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("args, code, words", [
     (["--dp", "central"], 2, ("--dp central needs --target-epsilon or --noise-multiplier",)),
-    (["--devices", "0"], 2, ("--devices and --rounds must be at least 1",)),
+    (["--devices", "0"], 2, ("argument --devices: must be at least 1",)),
     (["--broker", "nonsense"], 2, ("argument --broker: bad broker address 'nonsense'", "expected 'host:port'")),
     (["--dp", "sometimes"], 2, ("argument --dp: invalid choice: 'sometimes'",)),
     (["--dirichlet-alpha", "0"], 2, ("argument --dirichlet-alpha: must be positive",)),
@@ -87,7 +87,7 @@ def test_other_verbs_reject_bad_flags_with_exit_2(args, words, capsys):
 def test_prepare_rejects_zero_devices_with_exit_2(tmp_path, capsys):
     code, _, err = call(main, ["prepare", "--out", str(tmp_path), "--devices", "0"], capsys)
     assert code == 2
-    one_error_line(err, "--devices and --rounds must be at least 1")
+    one_error_line(err, "argument --devices: must be at least 1")
 
 
 def test_every_flag_has_help_and_every_verb_shows_defaults(capsys):
