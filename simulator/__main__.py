@@ -32,7 +32,7 @@ from edge.cli import (
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
-from simulator import noise_study_command
+from simulator import chaos_command, noise_study_command
 from simulator.cli_inputs import check_inputs
 from simulator.data import TEST_FRACTION
 from simulator.device_shift import PARTS
@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     add_noise_flag(scaling)
     noise_study_command.add_parser(sub, seed_list, add_training_flags)
+    chaos_command.add_parser(sub)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
     comp.add_argument("--rounds", type=positive_int, default=10, help="federated rounds of every method")
@@ -408,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "audit":
         return audit(args)
     if args.verb == "noise-study":
+        return int(args.run(args))
+    if args.verb == "chaos":
         return int(args.run(args))
     if args.dp == "none" and (args.target_epsilon is not None or args.noise_multiplier is not None):
         return usage("--target-epsilon and --noise-multiplier set the DP noise: add --dp local or --dp central, "
