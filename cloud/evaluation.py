@@ -32,6 +32,19 @@ def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.nd
 
 
 def holdout_evaluator(program: bytes, npz: Path) -> Evaluate:
-    """student_evaluator on a held-out .npz with arrays x, y (checked: edge.npz_file.load_examples)."""
-    x, y = load_labelled_examples(npz, "holdout file", "`python -m simulator prepare --out DIR` writes DIR/test.npz")
-    return student_evaluator(program, x, y)
+    """student_evaluator on a held-out .npz with arrays x, y (checked: edge.npz_file.load_examples), whose
+    examples must fit the student program; ValueError names the file or the program and the fix."""
+    fix = "`python -m simulator prepare --out DIR` writes DIR/test.npz"
+    x, y = load_labelled_examples(npz, "holdout file", fix)
+    try:
+        student = TrainableStudent.from_bytes(program)
+    except (ValueError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"the bundle's student program does not load in LiteRT ({reason}); re-create the bundle "
+                         f"with `python -m simulator prepare --out DIR`") from None
+    features = int(np.prod(x.shape[1:]))
+    if features != student.input_dim or int(y.max()) >= student.num_classes:
+        raise ValueError(f"holdout file {npz}: {features} features per example and labels up to {int(y.max())}, but "
+                         f"the student takes {student.input_dim} features and {student.num_classes} classes; pass the "
+                         f"test.npz written with this bundle ({fix})")
+    return student_evaluator(student, x, y)
