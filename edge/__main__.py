@@ -24,8 +24,8 @@ from edge.cli import (
     broker_address,
     configure_logging,
     fail,
-    non_negative_int,
     output_path_problem,
+    seed_int,
     topic_name,
 )
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the fleet's public signing key (fleet-signing.pub from `python -m cloud provision` or "
                           "`python -m simulator prepare`): the device acts only on what it signed")
     add_credential_arguments(run)
-    run.add_argument("--insecure-seed", type=non_negative_int, default=None,
+    run.add_argument("--insecure-seed", type=seed_int, default=None,
                      help="INSECURE, for tests and reproducible simulations only: seed the device's training "
                           "and its DP noise, which anyone who knows the seed can then subtract (default: OS "
                           "entropy and the exact sampler)")

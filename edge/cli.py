@@ -36,6 +36,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+SEED_MAX = 2**32 - 1
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"  # a fleet, device or shard name: one MQTT topic level, an ACL user
 
 
@@ -92,11 +93,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (a seed)."""
+def seed_int(text: str) -> int:
+    """argparse type: a random seed, an integer in 0..2**32 - 1 (what numpy and TensorFlow accept)."""
     value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{SEED_MAX}, got {text}")
     return value
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from cloud.rejections import rejected_total
 from edge.cli import (
     EXIT_OK,
+    SEED_MAX,
     CliParser,
     add_log_level,
     broker_address,
@@ -23,11 +24,11 @@ from edge.cli import (
     fail,
     float_between,
     non_negative_float,
-    non_negative_int,
     positive_float,
     positive_int,
     positive_int_list,
     probability,
+    seed_int,
     topic_name,
     usage,
 )
@@ -55,13 +56,13 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def seed_list(text: str) -> list[int]:
-    """argparse type: comma-separated integer seeds >= 0, such as 0,1,2,3,4."""
+    """argparse type: comma-separated integer seeds in 0..2**32 - 1, such as 0,1,2,3,4."""
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2,3,4, got {text!r}") from None
-    if min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    if not all(0 <= s <= SEED_MAX for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be integers in 0..{SEED_MAX}, got {text!r}")
     return seeds
 
 
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="A whole DMSKD fleet on this machine over a real MQTT broker.")
     run.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
     run.add_argument("--rounds", type=positive_int, default=10, help="federated rounds")
-    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the teacher and the devices")
+    run.add_argument("--seed", type=seed_int, default=0, help="seed of the split, the teacher and the devices")
     run.add_argument("--dp", choices=["none", "local", "central"], default="none",
                      help="differential privacy: noise added by each device (local), by the aggregator (central)")
     run.add_argument("--target-epsilon", type=positive_float,
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
     teacher.add_argument("--epochs", type=positive_int, default=30, help="training epochs")
-    teacher.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and the training")
+    teacher.add_argument("--seed", type=seed_int, default=0, help="seed of the split and the training")
     add_task_flags(teacher)
     scaling = sub.add_parser("dp-scaling", help="accuracy against fleet size at a fixed epsilon (in-process)")
     scaling.add_argument("--fleet-sizes", type=positive_int_list, default="10,100,1000",
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_flags(scaling)
     scaling.add_argument("--samples-per-device", type=positive_int, default=32,
                          help="samples each simulated device draws from the device pool")
-    scaling.add_argument("--seed", type=non_negative_int, default=0,
+    scaling.add_argument("--seed", type=seed_int, default=0,
                          help="seed of the split, the teacher and the devices")
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     add_noise_flag(scaling)
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
     comp.add_argument("--rounds", type=positive_int, default=10, help="federated rounds of every method")
-    comp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the teacher and the devices")
+    comp.add_argument("--seed", type=seed_int, default=0, help="seed of the split, the teacher and the devices")
     comp.add_argument("--target-epsilon", type=positive_float, default=8.0, help="epsilon of the DP rows (RDP, q = 1)")
     comp.add_argument("--delta", type=probability, default=1e-5, help="DP delta of the DP rows")
     add_training_flags(comp)
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(python -m edge run), DIR/test.npz")
     prep.add_argument("--devices", type=positive_int, default=10, help="devices of the fleet")
     prep.add_argument("--rounds", type=positive_int, default=10, help="federated rounds")
-    prep.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the teacher and the plans")
+    prep.add_argument("--seed", type=seed_int, default=0, help="seed of the split, the teacher and the plans")
     prep.add_argument("--fleet", type=topic_name, default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
     add_data_flags(prep)
     add_audit_verb(sub)
