@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.checkpoint import load_checkpoint, save_checkpoint
 from cloud.fleet_bundle import FleetBundle, engine_config
-from cloud.rejections import RejectionReason, sanitise_device, worth_logging
+from cloud.rejections import RejectionReason, sanitise_device
 from cloud.round_closing import ONLINE, DeviceLiveness, RoundPolicy, close_reason
 from cloud.round_engine import Evaluate, OpenRound, RoundEngine, RoundRecord, RoundState, state_from_json, state_to_json
+from edge.log_rate import worth_logging
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.signed_artifact import sign
@@ -170,12 +171,14 @@ class AggregatorService:
             with self._cond:
                 elapsed = time.monotonic() - opened.opened_at
                 reason = close_reason(self.policy, opened.cohort, opened.inbox.accepted, self.liveness.offline,
-                                      elapsed)
+                                      elapsed, self.liveness.heard)
                 if reason is not None:
                     self._open, opened.closed_by, opened.closed_at = None, reason, time.monotonic()
                     return reason
                 if not (self._republish_all or self._republish_devices):
-                    self._cond.wait(timeout=max(0.0, self.policy.deadline_s - elapsed))
+                    until = self.policy.deadline_s if elapsed >= self.policy.unheard_grace_s \
+                        else self.policy.unheard_grace_s
+                    self._cond.wait(timeout=max(0.0, until - elapsed))
                 everything, devices = self._republish_all, self._republish_devices
                 self._republish_all, self._republish_devices = False, set()
             self._republish(everything, devices)

@@ -167,16 +167,6 @@ class RejectionLog:
         return log
 
 
-def worth_logging(count: int) -> bool:
-    """Whether the `count`-th rejection of one reason in a round gets a log line: the first 10, then the
-    100th, 1,000th, ...: a flood of a million costs 15 lines, each saying how many came before it."""
-    if count <= 10:
-        return True
-    while count % 10 == 0:
-        count //= 10
-    return count == 1
-
-
 def _stored(text: object, limit: int) -> str:
     """A stored string as it was if sanitise could have made it (so loading is the identity), else sanitised."""
     if isinstance(text, str) and len(text) <= limit + MARKER_CHARS and all(0x20 <= ord(c) < 0x7F for c in text):

@@ -31,6 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
+from edge.log_rate import LogBudget
 from edge.mqtt_session import MqttSession
 from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
@@ -62,6 +63,7 @@ class DeviceAgent:
         self.device_id, self.fleet, self.session = device_id, fleet, session
         self.fleet_key = fleet_key  # pinned at provisioning: the only key whose messages this device acts on
         self._guard = ReplayGuard()
+        self._log_budget = LogBudget()
         self.refused: list[tuple[str, str]] = []  # (topic, reason) of every message refused (bounded below)
         self.ignored: list[tuple[str, str]] = []  # (topic, reason) of signed messages that did not fit
         self.selected: dict[int, bool] = {}  # round -> sampled for it
@@ -131,8 +133,11 @@ class DeviceAgent:
         return opened.payload
 
     def _note(self, where: list[tuple[str, str]], topic: str, reason: str) -> None:
-        log.error("%s: %s on %.200r", self.device_id, reason[:300], topic)
-        if len(where) < 1000:  # a stranger's flood must not grow the record without bound
+        kind = "refused" if where is self.refused else "ignored"
+        if self._log_budget.allows(kind):  # a stranger's flood costs a few lines, each with its count
+            log.error("%s: %s on %.200r (%d %s so far)", self.device_id, reason[:300], topic,
+                      self._log_budget.counts[kind], kind)
+        if len(where) < 1000:  # nor does it grow the record without bound
             where.append((topic, reason))
 
     def _on_plan(self, topic: str, envelope: bytes) -> None:
@@ -220,11 +225,13 @@ class DeviceAgent:
             try:
                 item = self._work.get(timeout=self.resend_interval_s)
             except queue.Empty:
-                item = "resend"  # nothing heard for a while: an unacknowledged update goes again
+                item = "idle"  # nothing heard for a while
             if item is None:
                 return
             try:
-                if item == "resend":
+                if item == "idle":
+                    self._resync()
+                elif item == "resend":
                     self._resend()
                 elif isinstance(item, tuple):
                     self._on_round_result(item[1], item[2])
@@ -296,6 +303,19 @@ class DeviceAgent:
                 continue
             log.info("%s: resending the round %d update (not yet acknowledged)", self.device_id, round_)
             self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
+
+    def _resync(self) -> None:
+        """After resend_interval_s of silence: resend what is unacknowledged and ask the broker again for the
+        round's retained result; with nothing unacknowledged, for its retained model and cohort notice (a
+        flooded broker drops what it queued for a client, and nothing else would send it again)."""
+        if self.finished.is_set():
+            return
+        if self._unacked:
+            self._resend()
+            self.session.resubscribe(self.topics.all_results)
+        else:
+            self.session.resubscribe(self.topics.all_models)
+            self.session.resubscribe(self.topics.all_cohorts(self.device_id))
 
     def _on_round_result(self, round_: int, acks: frozenset[str]) -> None:
         blob = self._unacked.get(round_)

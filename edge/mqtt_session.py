@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.broker_credentials import TlsFiles
 from edge.chunking import DEFAULT_CHUNK_LIMIT, ChunkAssembler, ChunkError, split_message
+from edge.log_rate import LogBudget
 from edge.topics import chunk_base
 
 log = logging.getLogger("dmskd.mqtt")
@@ -59,6 +60,7 @@ class MqttSession:
         self._on_error: ErrorHandler | None = None
         self._on_connect: list[ConnectHandler] = []
         self.connections = 0  # successful CONNACKs so far: 1 after connect(), more after each reconnect
+        self._log_budget = LogBudget()
         self._assembler = ChunkAssembler(on_evict=self._log_eviction)
         # which reassembly stream (the unit of the per-stream limits) a logical topic's chunks count against:
         # the topic itself unless a service knows better (the aggregator: one stream per sender, across rounds)
@@ -101,6 +103,12 @@ class MqttSession:
         """Call handler(reconnected) on paho's network thread after every accepted connection, once the
         subscriptions are restored: where a client republishes what a restarted broker lost. Keep it quick."""
         self._on_connect.append(handler)
+
+    def resubscribe(self, topic_filter: str) -> None:
+        """Subscribe again to a filter already subscribed: the broker delivers its retained messages anew (what a
+        device missed when a flooded broker dropped messages queued for it)."""
+        if self._connected.is_set():
+            self._client.subscribe(topic_filter + "/+", qos=1)
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         """Deliver every whole message under topic_filter (chunk level added here) to handler."""
@@ -220,7 +228,9 @@ class MqttSession:
         return self._assembler
 
     def _log_eviction(self, stream: str, reason: str) -> None:
-        log.warning("%s: %s on %.120r", self.client_id, reason, stream)
+        if self._log_budget.allows("evicted"):
+            log.warning("%s: %s on %.120r (%d evictions so far)", self.client_id, reason, stream,
+                        self._log_budget.counts["evicted"])
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
@@ -230,7 +240,9 @@ class MqttSession:
         try:
             whole = self._assembler.add(bytes(msg.payload), stream=self.stream_of(topic))
         except ChunkError as exc:
-            log.warning("%s: dropped chunk on %s: %s", self.client_id, msg.topic, exc)
+            if self._log_budget.allows("dropped"):
+                log.warning("%s: dropped chunk on %.120r: %s (%d dropped so far)", self.client_id, msg.topic, exc,
+                            self._log_budget.counts["dropped"])
             if self._on_error:
                 self._on_error(topic, str(exc))
             return

@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import numpy as np
 from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
 
 PROTOCOL_VERSION = "1"
 FLOAT32_DELTA = "float32-delta"
@@ -146,7 +145,29 @@ def _encode(tensors: dict[str, np.ndarray], kind: str, meta: UpdateMeta | Weight
     arrays = {k: _wire_array(v, allowed) for k, v in tensors.items()}
     metadata = {k: str(v) for k, v in asdict(meta).items()}
     metadata.update(protocol=PROTOCOL_VERSION, kind=kind, checksum=tensor_checksum(arrays))
-    return st_save(arrays, metadata=metadata)
+    return canonical_safetensors(arrays, metadata)
+
+
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}
+
+
+def canonical_safetensors(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The safetensors file of `arrays` with one byte layout for one content: tensors in name order, the
+    header as sorted, compact JSON padded with spaces to 8 bytes. (The library's writer orders the metadata
+    differently from run to run, so a model re-encoded after a restart would not equal its first encoding,
+    and a device's replay guard refuses a different message under a counter it holds.)"""
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset, buffers = 0, []
+    for name in sorted(arrays):
+        arr = np.asarray(arrays[name], order="C")  # not ascontiguousarray: it turns 0-d into (1,)
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        buffers.append(data)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(buffers)
 
 
 def _decode(blob: bytes, kind: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -65,3 +65,29 @@ def test_liveness_stores_nothing_for_names_outside_the_plan_or_unknown_payloads(
         assert live.observe(f"stranger-{i}" * 50, OFFLINE) is None
     assert live.observe("a", b"gone fishing") is None
     assert live.offline == set()
+
+
+def test_a_device_never_heard_from_is_waited_for_only_its_grace_once_an_update_arrived():
+    policy = RoundPolicy(unheard_grace_s=15.0)
+    heard = {"a", "b", "c"}
+    assert close_reason(policy, COHORT, {"a", "b", "c"}, set(), 14.9, heard) is None
+    assert close_reason(policy, COHORT, {"a", "b", "c"}, set(), 15.0, heard) is not None
+
+
+def test_with_nothing_accepted_a_round_waits_for_unheard_devices_until_its_deadline():
+    policy = RoundPolicy(unheard_grace_s=15.0, deadline_s=60.0)
+    assert close_reason(policy, COHORT, set(), set(), 30.0, heard=set()) is None
+    assert close_reason(policy, COHORT, set(), set(), 60.0, heard=set()) == "deadline"
+
+
+def test_a_heard_device_that_looks_online_is_waited_for_until_the_deadline():
+    policy = RoundPolicy(unheard_grace_s=15.0, deadline_s=60.0)
+    assert close_reason(policy, COHORT, {"a", "b", "c"}, set(), 30.0, heard=set(COHORT)) is None
+
+
+def test_liveness_remembers_who_was_ever_heard_from():
+    live = DeviceLiveness(frozenset(COHORT))
+    live.observe("a", ONLINE)
+    live.observe("b", OFFLINE)
+    live.observe("stranger", ONLINE)
+    assert live.heard == {"a", "b"}

@@ -174,3 +174,20 @@ def test_zero_dim_tensor_keeps_its_shape_and_checksum_tells_it_from_shape_one() 
     got, _ = decode_update(encode_update({"t": np.float32(0.5), "w": np.ones(2, np.float32)}, META))
     assert got["t"].shape == ()
     assert tensor_checksum({"t": np.array(0.5, np.float32)}) != tensor_checksum({"t": np.array([0.5], np.float32)})
+
+
+def test_one_content_encodes_to_one_byte_string_whatever_the_order_it_was_built_in() -> None:
+    """A model re-encoded after an aggregator restart must equal its first encoding: devices refuse a different
+    message under a counter (version) they already hold."""
+    from safetensors.numpy import load
+
+    from edge.wire import WeightsMeta, canonical_safetensors, encode_weights
+
+    weights = {"dense_0/kernel": np.arange(12, dtype=np.float32).reshape(4, 3), "dense_0/bias": np.ones(3, np.float32)}
+    reordered = dict(reversed(list(weights.items())))
+    blobs = {encode_weights(w, WeightsMeta("f", 2, 2)) for w in (weights, reordered) for _ in range(5)}
+    assert len(blobs) == 1
+    plain = canonical_safetensors({"b": np.zeros((2, 0), np.float32), "a": np.arange(3, dtype=np.uint8)}, {"k": "v"})
+    loaded = load(plain)
+    assert loaded["a"].tolist() == [0, 1, 2] and loaded["b"].shape == (2, 0)
+    assert int.from_bytes(plain[:8], "little") % 8 == 0
