@@ -152,6 +152,15 @@ def training_from(args: argparse.Namespace) -> TrainingSettings:
                             batch_size=args.batch_size, clip=args.clip)
 
 
+def add_round_closing_flags(parser: argparse.ArgumentParser) -> None:
+    """--quorum and --deadline: when the aggregator closes a round (cloud.round_closing)."""
+    parser.add_argument("--quorum", type=float_between(1e-6, 1.0), default=1.0,
+                        help="close a round once this fraction of its cohort was accepted (it also closes when "
+                             "every cohort device still online has answered, or at the deadline)")
+    parser.add_argument("--deadline", type=positive_float, default=120.0,
+                        help="seconds a round waits at most for devices that look online")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m simulator` parser: run, teacher, dp-scaling, compare, prepare, audit."""
     p = CliParser(prog="python -m simulator", description=__doc__.split("\n\n")[0])
@@ -173,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="q: each round the aggregator samples every device with probability q (Poisson, OS "
                           "entropy); central DP is credited the amplification, local DP is not (the aggregator "
                           "sees who sent)")
+    add_round_closing_flags(run)
     add_training_flags(run)
     add_data_flags(run)
     add_noise_flag(run)
@@ -224,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--rounds", type=positive_int, default=10, help="federated rounds")
     prep.add_argument("--seed", type=seed_int, default=0, help="seed of the split, the teacher and the plans")
     prep.add_argument("--fleet", type=topic_name, default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
+    add_round_closing_flags(prep)
     add_data_flags(prep)
     add_audit_verb(sub)
     for verb in sub.choices.values():
@@ -297,7 +308,8 @@ def prepare(args: argparse.Namespace) -> int:
     from simulator.config import ExperimentConfig
 
     try:
-        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, **data_config(args))
+        config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, deadline_s=args.deadline,
+                                  quorum_fraction=args.quorum, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     from simulator.artifacts import prepare_cloud  # TensorFlow: only once the flags are known to be good
@@ -428,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, dp=DpMode.parse(args.dp),
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
                                   delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
-                                  sampling_rate=args.sampling_rate, **data_config(args))
+                                  sampling_rate=args.sampling_rate, deadline_s=args.deadline,
+                                  quorum_fraction=args.quorum, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
