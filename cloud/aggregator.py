@@ -73,6 +73,7 @@ class AggregatorService:
         self._republish_all = False
         self._republish_devices: set[str] = set()
         self._last_republish: dict[str, float] = {}
+        self._grace_spent: set[str] = set()  # never-heard-from devices a round already waited unheard_grace_s for
         self.republished = 0  # republications done (broker reconnects and device announcements)
         self.late_updates = 0  # updates that arrived for a round already closed (resends, mostly)
         session.stream_of = update_sender_stream  # a sender's partial updates share one bound, whatever round
@@ -170,10 +171,14 @@ class AggregatorService:
         while True:
             with self._cond:
                 elapsed = time.monotonic() - opened.opened_at
-                reason = close_reason(self.policy, opened.cohort, opened.inbox.accepted, self.liveness.offline,
-                                      elapsed, self.liveness.heard)
+                # a device never heard from is waited for its grace once, not in every round until it boots
+                gone = self.liveness.offline | (self._grace_spent - self.liveness.heard)
+                reason = close_reason(self.policy, opened.cohort, opened.inbox.accepted, gone, elapsed,
+                                      self.liveness.heard)
                 if reason is not None:
                     self._open, opened.closed_by, opened.closed_at = None, reason, time.monotonic()
+                    if opened.inbox.accepted and elapsed >= self.policy.unheard_grace_s:
+                        self._grace_spent |= set(opened.cohort) - self.liveness.heard
                     return reason
                 if not (self._republish_all or self._republish_devices):
                     until = self.policy.deadline_s if elapsed >= self.policy.unheard_grace_s \

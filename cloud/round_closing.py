@@ -1,13 +1,16 @@
 """When a round closes, and who it still waits for: pure values the aggregator consults as messages arrive.
 
 A round closes as soon as one of these holds: a quorum of its cohort was accepted (a fraction,
-default all of it), every cohort device still online has answered, or its deadline passed. Who is
+default all of it), every cohort device still online has answered (with at least one update
+accepted: a fleet gone offline waits for the deadline rather than burn its rounds on nothing), or
+its deadline passed. Who is
 online comes from the devices' retained status topic: `online` when a device connects, `offline`
 when it stops or when the broker publishes its Last Will (a dropped TCP connection, or a missed
 keepalive). A device never heard from (no status at all: it has not booted, or a broker without
 persistence lost its status) is waited for `unheard_grace_s` into a round once some update was
-accepted, then counted as gone; with nothing accepted, a round waits for it until the deadline, so a
-fleet that boots after its aggregator does not spend rounds (and, in central DP, privacy) on nothing.
+accepted, then counted as gone (the aggregator waits that grace once per device, not every round);
+with nothing accepted, a round waits for it until the deadline, so a fleet that boots after its
+aggregator does not spend rounds (and, in central DP, privacy) on nothing.
 """
 
 from __future__ import annotations
@@ -46,13 +49,15 @@ def close_reason(policy: RoundPolicy, cohort: Collection[str], accepted: Collect
     status (None: treat every device as heard from)."""
     if len(accepted) >= policy.quorum(len(cohort)):
         return "quorum reached" if cohort else "empty cohort"
-    if all(d in accepted or d in offline for d in cohort):
-        return "every cohort device still online has answered"
-    if heard is not None and accepted and elapsed_s >= policy.unheard_grace_s and all(
-            d in accepted or d in offline or d not in heard for d in cohort):
-        return "every cohort device still online has answered (the rest never connected)"
     if elapsed_s >= policy.deadline_s:
         return "deadline"
+    if not accepted:
+        return None  # a fleet that is offline or not yet up may come back: closing would burn the schedule
+    if all(d in accepted or d in offline for d in cohort):
+        return "every cohort device still online has answered"
+    if heard is not None and elapsed_s >= policy.unheard_grace_s and all(
+            d in accepted or d in offline or d not in heard for d in cohort):
+        return "every cohort device still online has answered (the rest never connected)"
     return None
 
 

@@ -35,8 +35,10 @@ def test_an_empty_cohort_closes_at_once():
     assert close_reason(RoundPolicy(), (), set(), set(), elapsed_s=0.0) == "empty cohort"
 
 
-def test_a_fleet_gone_offline_closes_the_round_with_what_arrived():
-    assert close_reason(RoundPolicy(), COHORT, set(), set(COHORT), elapsed_s=0.0) is not None
+def test_a_fleet_gone_offline_with_nothing_accepted_waits_for_the_deadline_rather_than_burn_rounds():
+    policy = RoundPolicy(deadline_s=60.0)
+    assert close_reason(policy, COHORT, set(), set(COHORT), elapsed_s=30.0) is None
+    assert close_reason(policy, COHORT, set(), set(COHORT), elapsed_s=60.0) == "deadline"
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan")])
