@@ -106,9 +106,16 @@ class FaultRow:
     at_deadline: tuple[int, ...]
     verdict: str
     notes: str = ""
+    close_lag_s: float | None = None  # the longest a round stayed open after its last accepted update
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def max_close_lag(history: Sequence[dict]) -> float | None:
+    """The longest any round stayed open after its last accepted update (`close_lag_s`), or None."""
+    lags = [float(h["close_lag_s"]) for h in history if h.get("close_lag_s") is not None]
+    return max(lags) if lags else None
 
 
 def verdict(planned: int, s: Score, at_deadline: Sequence[int], ratio: float | None,
@@ -136,14 +143,15 @@ def verdict(planned: int, s: Score, at_deadline: Sequence[int], ratio: float | N
 def markdown_table(rows: Sequence[FaultRow]) -> str:
     """The table chaos.md and the terminal show."""
     head = ("| fault | rounds | lost | invalid | aggregator RSS MB | device RSS MB (max) | broker RSS MB "
-            "| run s | s/round | x clean | at deadline | verdict |")
+            "| run s | s/round | x clean | close lag s | at deadline | verdict |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         spr = "-" if r.seconds_per_round is None else f"{r.seconds_per_round:.2f}"
         span = "-" if r.seconds_per_round is None else f"{r.seconds_per_round * r.completed:.1f}"
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        lag = "-" if r.close_lag_s is None else f"{r.close_lag_s:.2f}"
         lines.append(f"| {r.fault} | {r.completed}/{r.planned} | {r.lost} | {r.invalid} | {r.aggregator_rss_mb:.0f} "
-                     f"| {r.device_rss_mb:.0f} | {r.broker_rss_mb:.0f} | {span} | {spr} | {ratio} "
+                     f"| {r.device_rss_mb:.0f} | {r.broker_rss_mb:.0f} | {span} | {spr} | {ratio} | {lag} "
                      f"| {','.join(map(str, r.at_deadline)) or '-'} | {r.verdict} |")
     return "\n".join(lines)
 
@@ -162,6 +170,7 @@ def markdown_report(report: dict, table: str) -> str:
              "checkpoint's time minus its `seconds`) to the last round's checkpoint, over the rounds completed; "
              "run s: the same span in all; x clean: against "
              "the clean row (the flood rows: against clean-long, run at their number of rounds). "
+             "Close lag: the longest any round stayed open after its last accepted update. "
              "At deadline: rounds whose `seconds` reached the deadline. Verdict: FAIL on any lost or invalid update "
              f"or missing round; it also names rounds at the deadline, more than {SLOW_RATIO:g}x the clean "
              f"time and RSS more than {RSS_SLACK_MB:g} MB over the clean peak.", "",

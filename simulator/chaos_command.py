@@ -303,7 +303,8 @@ def run_fault(args: argparse.Namespace, prepared, fault: Fault, clean, bar) -> t
         notes["unfinished"] = "the run did not end in time; its children were killed"
     row = chaos.FaultRow(fault.name, prepared.rounds, s.completed, len(s.lost), len(s.invalid), agg, dev,
                          mb.get("broker", 0.0), spr, ratio, at_deadline,
-                         chaos.verdict(prepared.rounds, s, at_deadline, ratio, over), json.dumps(notes, default=str))
+                         chaos.verdict(prepared.rounds, s, at_deadline, ratio, over), json.dumps(notes, default=str),
+                         chaos.max_close_lag(history))
     detail = {"description": fault.description, "fleet": list(prepared.devices),
               "wall_s": time.monotonic() - started, "lost": s.lost,
               "invalid": s.invalid, "peak_rss_mb": mb, "exit_codes": {r: p.returncode for r, p in fleet.procs.items()},
