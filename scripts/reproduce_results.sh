@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-run every figure of the README's "Measured figures" section, in the order the README gives them.
 # Usage: bash scripts/reproduce_results.sh [PART ...]
-#   parts: demo dp noise audit compare labels shift meters sweeps augment shift-parts (default: all, in that order)
+#   parts: demo dp noise audit faults compare labels shift meters sweeps augment shift-parts headline (default: all, in that order)
 # About 70 minutes on a 2-core machine without a GPU (the audit part alone: about 8). Writes docs/results/ and runs/; logs to runs/reproduce/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ LOG=runs/reproduce
 mkdir -p "$LOG"
 SEEDS=0,1,2,3,4
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(demo dp noise audit compare labels shift meters sweeps augment shift-parts headline)
+[ ${#parts[@]} -eq 0 ] && parts=(demo dp noise audit faults compare labels shift meters sweeps augment shift-parts headline)
 
 step() {  # step NAME CMD...: run, log stdout+stderr, time it
   local name=$1; shift
@@ -51,6 +51,12 @@ for part in "${parts[@]}"; do
       step noise-study-10 "$PY" -m simulator noise-study --seeds "$SEEDS" --devices 10 --out docs/results/noise-study-10 ;;
     audit)  # membership inference and the canary epsilon lower bound, DP off / central / local (noise from OS entropy)
       step audit "$PY" -m simulator audit --seeds "$SEEDS" --out docs/results/audit ;;
+    faults)  # issue 10: the chaos table (real processes, mosquitto), the fuzzer, the reassembly flood
+      fresh runs/chaos
+      step chaos "$PY" -m simulator chaos --rounds 30 --out runs/chaos
+      cp runs/chaos/chaos.md docs/results/chaos.md
+      step fuzz "$PY" scripts/fuzz_round_inbox.py 100000
+      step reassembly "$PY" scripts/bench_reassembly_memory.py 1000 ;;
     compare) step compare "$PY" -m simulator compare --device-labels all --cold-start --out docs/results ;;
     labels)
       students docs/results/labels-none --device-labels none
