@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -62,76 +64,62 @@ def _wait_until(condition, timeout: float = 10.0) -> bool:
     return condition()
 
 
-def test_update_in_outbox_is_resent_on_start_and_kept_until_acknowledged(broker, tmp_path):
+@contextlib.contextmanager
+def _device_with_outbox(broker, tmp_path, resend_interval_s: float = 10.0,
+                        stranger_results: bool = False) -> Iterator[tuple[DeviceAgent, _Listener, bytes]]:
+    """A device started with one unacknowledged round-4 update in its outbox, and the listener that hears it
+    (signing results with the fleet key, or with a stranger's)."""
     key, blob = generate_signing_key(), _update_blob()
     (tmp_path / DEVICE).mkdir()
     (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
-    listener = _Listener(broker, key)
-    agent = _agent(broker, tmp_path, key)
+    listener = _Listener(broker, generate_signing_key() if stranger_results else key)
+    agent = _agent(broker, tmp_path, key, resend_interval_s)
     try:
         agent.start()
-        assert listener.got.wait(10)
-        assert listener.received[0] == blob
-        assert decode_update(listener.received[0])[1].update_id == f"{DEVICE}:4:4"
-        time.sleep(0.3)
-        assert list((tmp_path / DEVICE).glob("*.safetensors")), "a PUBACK alone must not empty the outbox"
-        listener.publish_result([blob])
-        assert _wait_until(lambda: 4 in agent.acknowledged)
-        assert not list((tmp_path / DEVICE).glob("*.safetensors"))
+        yield agent, listener, blob
     finally:
         agent.stop()
         listener.close()
 
 
+def _outbox(tmp_path) -> list:
+    return list((tmp_path / DEVICE).glob("*.safetensors"))
+
+
+def test_update_in_outbox_is_resent_on_start_and_kept_until_acknowledged(broker, tmp_path):
+    with _device_with_outbox(broker, tmp_path) as (agent, listener, blob):
+        assert listener.got.wait(10)
+        assert listener.received[0] == blob
+        assert decode_update(listener.received[0])[1].update_id == f"{DEVICE}:4:4"
+        time.sleep(0.3)
+        assert _outbox(tmp_path), "a PUBACK alone must not empty the outbox"
+        listener.publish_result([blob])
+        assert _wait_until(lambda: 4 in agent.acknowledged)
+        assert not _outbox(tmp_path)
+
+
 def test_unacknowledged_update_is_resent_until_the_result_arrives(broker, tmp_path):
-    key, blob = generate_signing_key(), _update_blob()
-    (tmp_path / DEVICE).mkdir()
-    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
-    listener = _Listener(broker, key)
-    agent = _agent(broker, tmp_path, key, resend_interval_s=0.2)
-    try:
-        agent.start()
+    with _device_with_outbox(broker, tmp_path, resend_interval_s=0.2) as (agent, listener, blob):
         assert _wait_until(lambda: len(listener.received) >= 3), "no resend while unacknowledged"
         listener.publish_result([blob])
         assert _wait_until(lambda: 4 in agent.acknowledged)
         settled = len(listener.received)
         time.sleep(0.8)
         assert len(listener.received) <= settled + 1, "resends went on after the acknowledgement"
-    finally:
-        agent.stop()
-        listener.close()
 
 
 def test_a_result_that_does_not_list_the_update_drops_it_unacknowledged(broker, tmp_path):
-    key, blob = generate_signing_key(), _update_blob()
-    (tmp_path / DEVICE).mkdir()
-    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
-    listener = _Listener(broker, key)
-    agent = _agent(broker, tmp_path, key)
-    try:
-        agent.start()
+    with _device_with_outbox(broker, tmp_path) as (agent, listener, _):
         assert listener.got.wait(10)
         listener.publish_result([b"someone else's update"])
-        assert _wait_until(lambda: not list((tmp_path / DEVICE).glob("*.safetensors")))
+        assert _wait_until(lambda: not _outbox(tmp_path))
         assert 4 not in agent.acknowledged
-    finally:
-        agent.stop()
-        listener.close()
 
 
 def test_a_result_signed_by_a_stranger_acknowledges_nothing(broker, tmp_path):
-    key, blob = generate_signing_key(), _update_blob()
-    (tmp_path / DEVICE).mkdir()
-    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
-    listener = _Listener(broker, generate_signing_key())  # not the fleet's key
-    agent = _agent(broker, tmp_path, key)
-    try:
-        agent.start()
+    with _device_with_outbox(broker, tmp_path, stranger_results=True) as (agent, listener, blob):
         assert listener.got.wait(10)
         listener.publish_result([blob])
         assert _wait_until(lambda: any("result" in topic for topic, _ in agent.refused))
         assert 4 not in agent.acknowledged
-        assert list((tmp_path / DEVICE).glob("*.safetensors"))
-    finally:
-        agent.stop()
-        listener.close()
+        assert _outbox(tmp_path)
