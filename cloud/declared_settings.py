@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from edge.plan import DevicePlan
+from edge.stochastic_quantization import encoding_for_bits
 from edge.wire import FLOAT32_DELTA, UpdateMeta
 
 
@@ -27,10 +28,11 @@ class DeclaredSettings:
     max_examples: int | None = None  # the plan's cap on the example count (the FedAvg weight); None: no plan
 
     @classmethod
-    def from_plan(cls, plan: DevicePlan, encoding: str = FLOAT32_DELTA) -> DeclaredSettings:
-        """What `plan`'s device must declare."""
+    def from_plan(cls, plan: DevicePlan) -> DeclaredSettings:
+        """What `plan`'s device must declare (its encoding is its plan's bit width)."""
         z = plan.noise_multiplier if plan.dp_mode == "local" else 0.0
-        return cls(plan.dp_mode, plan.clip, z, encoding, plan.training.declaration(), plan.max_examples)
+        return cls(plan.dp_mode, plan.clip, z, encoding_for_bits(plan.update_bits), plan.training.declaration(),
+                   plan.max_examples)
 
     def mismatch(self, meta: UpdateMeta) -> str | None:
         """The first declared field that differs from the plan, as a rejection reason; None if all agree."""

@@ -28,6 +28,7 @@ from cloud.round_engine import EngineConfig
 from cloud.strategy import DpMode, FedAvgConfig
 from edge.cli import NAME_PATTERN
 from edge.plan import DP_MODES, DevicePlan
+from edge.stochastic_quantization import encoding_for_bits
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def engine_config(bundle: FleetBundle, insecure_seeded_noise: bool = False) -> E
                         FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is not DpMode.NONE else 0.0),
                         st.delta, st.max_epsilon, insecure_seeded_noise=insecure_seeded_noise,
                         sampling_rate=st.sampling_rate,
+                        encodings=tuple(sorted({encoding_for_bits(p.update_bits) for p in bundle.plans})),
                         declared={p.device: DeclaredSettings.from_plan(p) for p in bundle.plans})
 
 

@@ -10,10 +10,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cloud.declared_settings import DeclaredSettings
 from cloud.rejections import Rejection, RejectionLog, RejectionReason
 from cloud.strategy import AcceptedUpdate, DpMode
 from edge.privacy import global_l2_norm, local_release_norm_bound
+from edge.stochastic_quantization import BITS_OF, QPARAMS, rounding_bound
 from edge.update_quantization import decoded_delta
 from edge.wire import FLOAT32_DELTA, PayloadRejected, check_against_template, decode_update
 
@@ -91,7 +94,7 @@ class RoundInbox:
         mismatch = declared.mismatch(meta) if declared is not None else None
         if mismatch is not None:
             raise PayloadRejected(f"update from {meta.device} {mismatch}", RejectionReason.DECLARATION_MISMATCH)
-        tensors = decoded_delta(wire_tensors, meta.encoding)
+        tensors = decoded_delta(wire_tensors, meta.encoding, self.template)
         check_against_template(tensors, self.template)
         cap = MAX_EXAMPLES if declared is None or declared.max_examples is None else min(declared.max_examples,
                                                                                          MAX_EXAMPLES)
@@ -105,22 +108,36 @@ class RoundInbox:
                 return None  # idempotent resend of the update already counted
             raise PayloadRejected(f"second, different update from {meta.device} in round {self.round_} (replay); "
                                   f"the first one counts", RejectionReason.REPLAY)
-        self._check_norm(tensors)
+        self._check_norm(tensors, (wire_tensors, BITS_OF[meta.encoding]) if meta.encoding in BITS_OF else None)
         self._accepted_digests[meta.device] = digest
         return AcceptedUpdate(meta.device, tensors, meta.num_examples)
 
-    def _check_norm(self, tensors: dict) -> None:
-        """Clipped modes: norm <= C; `local`: within what C plus the declared noise allows."""
+    def _check_norm(self, tensors: dict, quantized: tuple[dict[str, np.ndarray], int] | None = None) -> None:
+        """Clipped modes: norm <= C; `local`: within what C plus the declared noise allows. A b-bit update
+        (quantized: its wire tensors and b) may exceed that by its stochastic rounding, sqrt(sum n_t s_t^2),
+        with scales no larger than a bounded update can need (2 B / (2^b - 1)); in `central` mode the
+        aggregator clips it to C again before the noised sum, so the sensitivity stays C."""
         if self.clip is None:
             return
         norm = global_l2_norm(tensors)
-        if self.dp_mode is DpMode.LOCAL and self.noise_multiplier > 0:
+        local = self.dp_mode is DpMode.LOCAL and self.noise_multiplier > 0
+        if local:
             dimension = self.dimension or sum(math.prod(shape) for shape in self.template.values())
             bound = local_release_norm_bound(self.clip, self.noise_multiplier, dimension)
-            if norm > bound:
-                raise PayloadRejected(f"update norm {norm:.2f} exceeds {bound:.2f}, the most that clip {self.clip} "
-                                      f"plus noise z = {self.noise_multiplier} allows (edge.privacy."
-                                      f"local_release_norm_bound)", RejectionReason.NORM_BOUND)
-        elif norm > self.clip * (1 + 1e-3):
-            raise PayloadRejected(f"update norm {norm:.4f} exceeds the clip norm {self.clip}; clip on device",
-                                  RejectionReason.NORM_BOUND)
+        else:
+            bound = self.clip * (1 + 1e-3)
+        slack = 0.0
+        if quantized is not None:
+            wire, bits = quantized
+            largest = float(np.max(wire[QPARAMS][:, 0])) if len(wire[QPARAMS]) else 0.0
+            if largest > 2 * bound / ((1 << bits) - 1):
+                raise PayloadRejected(f"quantisation scale {largest:.4g} exceeds {2 * bound / ((1 << bits) - 1):.4g}, "
+                                      f"the most an update within norm {bound:.4g} needs at {bits} bits",
+                                      RejectionReason.NORM_BOUND)
+            slack = rounding_bound(wire, self.template)
+        if norm > bound + slack:
+            extra = f" plus {slack:.4f} of rounding" if slack else ""
+            what = (f"exceeds {bound:.2f}, the most that clip {self.clip} plus noise z = {self.noise_multiplier} "
+                    f"allows (edge.privacy.local_release_norm_bound){extra}") if local else \
+                f"exceeds the clip norm {self.clip}{extra}; clip on device"
+            raise PayloadRejected(f"update norm {norm:.4f} {what}", RejectionReason.NORM_BOUND)

@@ -35,7 +35,7 @@ from edge.log_rate import LogBudget
 from edge.mqtt_session import MqttSession
 from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
-from edge.seeding import noise_generator, round_generator
+from edge.seeding import noise_generator, round_generator, rounding_generator
 from edge.shard_runtime import ShardRunner
 from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
 from edge.student_runtime import TrainableStudent
@@ -279,7 +279,7 @@ class DeviceAgent:
         noise = InsecureSeededNoise(noise_generator(self.seed, round_)) if self.noise_seeded else SecureNoise()
         result = train_round(self._student, weights, self.x_flat, targets, logits, plan,
                              round_generator(self.seed, round_), noise)
-        self._send(round_, update_payload(result, plan, round_, version))
+        self._send(round_, update_payload(result, plan, round_, version, rounding_generator(self.seed, round_)))
         self.rounds_done.add(round_)
 
     def _logits_for(self, shard_hash: str, shard: bytes) -> np.ndarray:

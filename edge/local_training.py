@@ -10,6 +10,8 @@ import numpy as np
 from edge.noise_source import NoiseSource
 from edge.plan import DevicePlan
 from edge.privacy import DiscreteGaussianMechanism, clip_update
+from edge.stochastic_quantization import encoding_for_bits
+from edge.update_quantization import update_tensors
 from edge.wire import UpdateMeta, encode_update, update_id
 
 
@@ -90,11 +92,15 @@ def train_round(student: Student, global_weights: dict[str, np.ndarray], x_flat:
     return LocalResult(clipped, len(x_flat), losses)
 
 
-def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_version: int) -> bytes:
-    """The wire blob of a device's update: its delta and the metadata the aggregator verifies."""
+def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_version: int,
+                   rounding: np.random.Generator | None = None) -> bytes:
+    """The wire blob of a device's update: its delta in the plan's bit width and the metadata the aggregator
+    verifies. The delta is quantised last (after clipping and, in `local` mode, the noise): post-processing.
+    rounding: the stochastic rounding's Generator (edge.seeding.rounding_generator; OS entropy if None)."""
     examples = min(result.num_examples, plan.max_examples)  # the plan caps what an update may weigh
+    encoding = encoding_for_bits(plan.update_bits)
     meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, examples, plan.clip,
                       plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
                       update_id=update_id(plan.device, round_, base_version),
-                      training=plan.training.declaration())
-    return encode_update(result.delta, meta)
+                      training=plan.training.declaration(), encoding=encoding)
+    return encode_update(update_tensors(result.delta, encoding, rounding), meta)

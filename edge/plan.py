@@ -9,6 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 DP_MODES = ("none", "local", "central")
+UPDATE_BITS = (32, 8, 4, 2)  # float32, or unbiased stochastic quantisation (edge.stochastic_quantization)
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
 
 
@@ -95,6 +96,7 @@ class DevicePlan:
     training: TrainingSettings = TrainingSettings()
     labelled_fraction: float = 1.0  # at most this share of the local samples is trained on with its label
     max_examples: int = 100_000  # the most examples an update may claim: its FedAvg weight is capped here
+    update_bits: int = 32  # bits per value of the update on the wire (UPDATE_BITS)
 
     def __post_init__(self) -> None:
         _check_types(f"plan for {self.device}", self)
@@ -105,6 +107,9 @@ class DevicePlan:
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise ValueError(f"plan for {self.device}: labelled_fraction must be in [0, 1], got "
                              f"{self.labelled_fraction}")
+        if self.update_bits not in UPDATE_BITS:
+            raise ValueError(f"plan for {self.device}: update_bits must be one of {UPDATE_BITS}, "
+                             f"got {self.update_bits}")
         if self.max_examples < 1:
             raise ValueError(f"plan for {self.device}: max_examples must be at least 1, got {self.max_examples}")
         if self.noise_multiplier < 0 or self.rounds < 1:

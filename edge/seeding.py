@@ -38,6 +38,12 @@ def noise_generator(party: np.random.SeedSequence, round_: int) -> np.random.Gen
     return np.random.default_rng(spawned_child(spawned_child(party, round_), 0))
 
 
+def rounding_generator(party: np.random.SeedSequence, round_: int) -> np.random.Generator:
+    """A device's Generator for the stochastic rounding of its round-`round_` update (post-processing: it
+    protects nothing, so it may follow the device's seed; a deployment's seed is OS entropy anyway)."""
+    return np.random.default_rng(spawned_child(spawned_child(party, round_), 1))
+
+
 @dataclass(frozen=True)
 class FleetSeeds:
     """The server's and every device's SeedSequence, all spawned from one root seed."""

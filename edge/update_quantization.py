@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge import stochastic_quantization as stochastic
 from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected
 
 LEVELS = 255  # uint8 codes 0..255
@@ -74,17 +75,28 @@ def dequantize_update(wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def update_tensors(delta: dict[str, np.ndarray], encoding: str) -> dict[str, np.ndarray]:
-    """The wire tensors of a float32 delta in `encoding` (float32 as is, or uint8 codes + qparams)."""
+def update_tensors(delta: dict[str, np.ndarray], encoding: str,
+                   rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """The wire tensors of a float32 delta in `encoding`: float32 as is, uint8 codes + qparams (FedCompress),
+    or packed stochastic b-bit codes (edge.stochastic_quantization; rounded by rng, OS entropy if None)."""
+    if encoding in stochastic.BITS_OF:
+        return stochastic.quantize(delta, stochastic.BITS_OF[encoding], rng or np.random.default_rng())
     if encoding == UINT8_AFFINE_DELTA:
         return quantize_update(delta)
     if encoding == FLOAT32_DELTA:
         return delta
-    raise ValueError(f"unknown update encoding {encoding!r}; choose one of {[FLOAT32_DELTA, UINT8_AFFINE_DELTA]}")
+    raise ValueError(f"unknown update encoding {encoding!r}; choose one of "
+                     f"{[FLOAT32_DELTA, UINT8_AFFINE_DELTA, *stochastic.BITS_OF]}")
 
 
-def decoded_delta(tensors: dict[str, np.ndarray], encoding: str) -> dict[str, np.ndarray]:
-    """The float32 delta carried by wire tensors in `encoding`; PayloadRejected names what is malformed."""
+def decoded_delta(tensors: dict[str, np.ndarray], encoding: str,
+                  template: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """The float32 delta carried by wire tensors in `encoding` (a b-bit one is laid out by the student's
+    `template`); PayloadRejected names what is malformed."""
+    if encoding in stochastic.BITS_OF:
+        if template is None:
+            raise ValueError(f"decoding a {encoding} update needs the student's template (names and shapes)")
+        return stochastic.dequantize(tensors, stochastic.BITS_OF[encoding], template)
     if encoding != UINT8_AFFINE_DELTA:
         return tensors
     try:

@@ -21,7 +21,9 @@ FLOAT32_WEIGHTS = "float32-weights"
 # FedCompress baseline (simulator/baselines): uint8 codes per tensor plus a float32 "<name>.qparams"
 # tensor [scale, offset]; the DMSKD aggregator does not accept it (decode_update's default encodings).
 UINT8_AFFINE_DELTA = "uint8-affine-delta"
-_ENCODING_DTYPES = {UINT8_AFFINE_DELTA: (np.dtype(np.float32), np.dtype(np.uint8))}
+# The main path's quantised updates (edge.stochastic_quantization): packed b-bit codes + per-tensor qparams.
+SQ_ENCODINGS = {8: "sq8-delta", 4: "sq4-delta", 2: "sq2-delta"}
+_ENCODING_DTYPES = {e: (np.dtype(np.float32), np.dtype(np.uint8)) for e in (UINT8_AFFINE_DELTA, *SQ_ENCODINGS.values())}
 
 
 # Reason codes a decoder's rejection carries: values of cloud.rejections.RejectionReason (edge/ imports no cloud).

@@ -18,7 +18,7 @@ from cloud.round_engine import RoundEngine, RoundRecord, RoundState
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
-from edge.seeding import noise_generator, round_generator
+from edge.seeding import noise_generator, round_generator, rounding_generator
 from edge.student_runtime import TrainableStudent
 from edge.wire import decode_weights
 
@@ -95,4 +95,4 @@ class StudentClient:
         noise = (InsecureSeededNoise(noise_generator(self.seed, round_)) if self.insecure_seeded_noise
                  else SecureNoise())
         result = train_round(self.student, weights, x, t, z, self.plan, rng, noise)
-        return update_payload(result, self.plan, round_, meta.version)
+        return update_payload(result, self.plan, round_, meta.version, rounding_generator(self.seed, round_))

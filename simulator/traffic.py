@@ -23,6 +23,21 @@ def traffic_summary(device_traffic: dict[str, list[TrafficRecord]], rounds: int)
     }
 
 
+def mqtt_publish_bytes(chunk_topic: str, payload_bytes: int) -> int:
+    """Bytes of one QoS 1 PUBLISH on the wire (MQTT 3.1.1): fixed header, remaining length, topic, packet id,
+    payload; plus the 4-byte PUBACK that answers it."""
+    remaining = 2 + len(chunk_topic.encode()) + 2 + payload_bytes
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining + 4
+
+
+def update_wire_bytes(device_traffic: dict[str, list[TrafficRecord]], rounds: int) -> float:
+    """Mean bytes one device's update costs per round, MQTT included (each record is one chunk's PUBLISH)."""
+    ups = [mqtt_publish_bytes(f"{r.topic}/0", r.nbytes) for recs in device_traffic.values() for r in recs
+           if r.direction == "up" and "/update/" in r.topic]
+    return sum(ups) / max(1, len(device_traffic) * rounds)
+
+
 def fedavg_bytes(teacher_params: int, devices: int, rounds: int) -> dict:
     """What plain FedAvg on the full float32 teacher would move: download + upload per device per round."""
     per_round = 2 * devices * teacher_params * 4

@@ -100,7 +100,7 @@ def test_honest_seeds_are_accepted_and_every_case_seed_is_rejected() -> None:
 def test_the_oracle_catches_an_inbox_that_lets_infinity_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the finiteness check after dequantising, an unbounded 8-bit round accepted infinities."""
     monkeypatch.setattr(cloud.round_inbox, "decoded_delta",
-                        lambda t, e: dequantize_update(t) if e == UINT8_AFFINE_DELTA else t)
+                        lambda t, e, template=None: dequantize_update(t) if e == UINT8_AFFINE_DELTA else t)
     seed = Seed("overflow", mu.uint8_overflowing(), inbox=mu.unbounded_uint8_inbox)
     with np.errstate(over="ignore"):
         outcome = check(Payload(seed, seed.blob, "d0", mu.ROUND, ()))

@@ -145,3 +145,30 @@ def test_a_second_update_under_a_known_id_is_rejected_with_a_record_not_dropped_
                                                "second, different update from d0 in round 5 (replay); the first "
                                                "one counts")]
     assert inbox.accepted["d0"].delta["dense_0/bias"].tobytes() == valid_tensors(seed=1)["dense_0/bias"].tobytes()
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_a_quantised_update_at_the_clip_norm_is_admitted_despite_its_rounding(bits):
+    from edge.stochastic_quantization import encoding_for_bits, quantize
+    from simulator import malformed_updates as mu
+
+    encoding = encoding_for_bits(bits)
+    inbox = mu.make_inbox(DpMode.CENTRAL, encodings=(encoding,))
+    for seed in range(20):  # at norm C, rounding may push an honest update past C: the slack admits it
+        wire = quantize(mu.valid_tensors(seed, norm=mu.CLIP), bits, np.random.default_rng(seed))
+        device = sorted(mu.DEVICES)[seed % len(mu.DEVICES)]
+        inbox = inbox if device not in inbox.accepted else mu.make_inbox(DpMode.CENTRAL, encodings=(encoding,))
+        blob = encode_update(wire, mu.valid_meta(device, dp_mode="central", encoding=encoding))
+        assert inbox.offer(device, mu.ROUND, blob) is not None, inbox.rejected.last
+
+
+def test_a_quantised_update_with_an_inflated_scale_is_refused():
+    from edge.stochastic_quantization import QPARAMS, encoding_for_bits, quantize
+    from simulator import malformed_updates as mu
+
+    encoding = encoding_for_bits(8)
+    wire = quantize(mu.valid_tensors(0, norm=0.01), 8, np.random.default_rng(0))
+    wire[QPARAMS][:, 0] *= 1000  # a stranger buys rounding slack with a huge scale
+    inbox = mu.make_inbox(encodings=(encoding,))
+    assert inbox.offer("d0", mu.ROUND, encode_update(wire, mu.valid_meta(encoding=encoding))) is None
+    assert inbox.rejected.last.reason.value == "norm_bound"

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 
 import numpy as np
+import pytest
 
 from cloud.evaluation import student_evaluator
 from edge.mqtt_session import MqttSession
@@ -183,3 +184,15 @@ def test_a_sampled_fleet_trains_only_the_cohort_each_round_over_the_broker(broke
     for device, records in out.device_traffic.items():
         sent = {int(r.topic.split("/")[-3]) for r in records if r.direction == "up" and "/update/" in r.topic}
         assert sent == {h["round"] for h in out.history if device in h["cohort"]}
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_a_fleet_federates_on_quantised_updates_at_a_quarter_of_the_bytes_or_less(bits, broker, tiny_config, tiny_cloud,
+                                                                                   tmp_path):
+    config = dataclasses.replace(tiny_config, rounds=2, update_bits=bits)
+    out = run_federation(config, tiny_cloud, broker.host, broker.port, tmp_path, 0.0, fleet=f"sq{bits}")
+    assert [len(h["accepted"]) for h in out.history] == [config.devices] * config.rounds
+    params = sum(v.size for v in tiny_cloud.student_weights.values())
+    for records in out.device_traffic.values():
+        up = sum(r.nbytes for r in records if r.direction == "up" and "/update/" in r.topic) / config.rounds
+        assert params * bits / 8 < up < params * bits / 8 + 1000  # the codes, plus a bounded header
