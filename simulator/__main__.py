@@ -36,6 +36,7 @@ from edge.plan import TrainingSettings, parse_label_fraction
 from simulator import chaos_command, noise_study_command
 from simulator.cli_inputs import check_inputs
 from simulator.data import TEST_FRACTION
+from simulator.device_pool import DeviceSampling
 from simulator.device_shift import PARTS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -125,7 +126,16 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dirichlet-alpha", type=positive_float, default=1.0,
                         help="non-IID-ness of the device split: labels ~ Dirichlet(alpha); smaller = more skewed")
     parser.add_argument("--min-samples-per-device", type=positive_int, default=8,
-                        help="the split redraws until every device holds at least this many examples")
+                        help="partition: the split redraws until every device holds at least this many examples")
+    parser.add_argument("--device-sampling", choices=[m.value for m in DeviceSampling], default="auto",
+                        help="how devices get their data: partition (disjoint Dirichlet shares of the device part of "
+                             "the data; the data limits the fleet), pool (every device draws --samples-per-device "
+                             "examples with replacement by its own Dirichlet label mix: any fleet size), auto "
+                             "(partition when the device part of the data holds as many examples per device as pool "
+                             "sampling would draw, else pool; metrics.json records the choice)")
+    parser.add_argument("--samples-per-device", type=positive_int, default=32,
+                        help="pool sampling: training examples K every device draws, plus round(K/4) (at least 1) "
+                             "held-out ones from a pool no device trains on; auto's threshold")
 
 
 def add_noise_flag(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +153,9 @@ def data_config(args: argparse.Namespace) -> dict:
             "warm_start": not args.cold_start, "device_shift": args.device_shift,
             "cloud_augment": args.cloud_augment, "shift_parts": args.shift_parts,
             "teacher_epochs": args.teacher_epochs,
-            "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device}
+            "dirichlet_alpha": args.dirichlet_alpha, "min_samples_per_device": args.min_samples_per_device,
+            "device_sampling": DeviceSampling.parse(args.device_sampling),
+            "samples_per_device": args.samples_per_device}
 
 
 def training_from(args: argparse.Namespace) -> TrainingSettings:

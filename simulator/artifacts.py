@@ -69,7 +69,10 @@ def train_cloud_teacher(config: ExperimentConfig, progress: Callable[[str], None
     data = bundled_data(config.task) if config.data is None else load_dataset(config.data)
     split = federated_split(data, config.devices, config.seed, cloud_fraction=config.cloud_fraction,
                             alpha=config.dirichlet_alpha, min_size=config.min_samples_per_device,
-                            labelled_fraction=config.labelled_fraction)
+                            labelled_fraction=config.labelled_fraction, sampling=config.device_sampling,
+                            samples_per_device=config.samples_per_device)
+    if split.sampling is not None:
+        progress(split.sampling.describe(config.devices))
     if config.device_shift > 0:
         rng = np.random.default_rng(side_stream(config.seed, "device-shift"))
         devices, holdout, shifts = shift_devices(split.devices, split.device_holdout, config.device_shift,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from cloud.strategy import DpMode
 from edge.chunking import DEFAULT_CHUNK_LIMIT
 from edge.plan import TrainingSettings
+from simulator.device_pool import DeviceSampling
 from simulator.device_shift import PARTS
 
 
@@ -33,6 +34,8 @@ class ExperimentConfig:
     augment_copies: int = 2  # transformed copies of the cloud's training data when cloud_augment > 0
     warm_start: bool = True  # federate from the cloud-distilled student (False: from a fresh init)
     min_samples_per_device: int = 8  # the Dirichlet split redraws until every device holds at least this many
+    device_sampling: DeviceSampling = DeviceSampling.AUTO  # partition the device data, or draw from a pool
+    samples_per_device: int = 32  # pool sampling: every device's training samples (and AUTO's threshold)
     teacher_epochs: int = 30
     student_hidden: tuple[int, ...] = (64,)
     budget_span: tuple[float, float] = (0.1, 1.0)  # budgets as fractions of the full teacher (paper: 0.5..5 GFLOP)
@@ -65,6 +68,10 @@ class ExperimentConfig:
             raise ValueError("--cloud-augment must be in [0, 1]")
         if self.min_samples_per_device < 1:
             raise ValueError("--min-samples-per-device must be at least 1")
+        if not isinstance(self.device_sampling, DeviceSampling):
+            raise ValueError(f"--device-sampling must be a DeviceSampling, got {self.device_sampling!r}")
+        if self.samples_per_device < 1:
+            raise ValueError("--samples-per-device must be at least 1")
         lo, hi = self.budget_span
         if not 0 < lo <= hi:
             raise ValueError("budget span must satisfy 0 < low <= high")

@@ -141,6 +141,8 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "device_shift": config.device_shift,
         "cloud_augment": config.cloud_augment,
         "warm_start": config.warm_start,
+        "device_sampling": None if art.split.sampling is None else asdict(art.split.sampling),
+        "dirichlet_alpha": config.dirichlet_alpha,
         "student_params": int(sum(w.size for w in art.student_weights.values())),
         "rounds": len(out.history),
         "devices": config.devices,

@@ -13,7 +13,8 @@ import pytest
 
 from edge.plan import TrainingSettings
 from simulator.__main__ import build_parser, main
-from simulator.data import dirichlet_partition
+from simulator.data import Dataset, dirichlet_partition, federated_split
+from simulator.device_pool import DeviceSampling, pool_sample
 
 from ..cli_helpers import assert_every_flag_documented, call, free_port, one_error_line, verbs
 
@@ -28,10 +29,15 @@ REPO = Path(__file__).resolve().parents[2]
     (["--dirichlet-alpha", "0"], 2, ("argument --dirichlet-alpha: must be positive",)),
     (["--clip", "-1"], 2, ("argument --clip: must be positive",)),
     (["--broker", "127.0.0.1:{port}"], 1, ("no MQTT broker answers at 127.0.0.1:", "omit --broker")),
-    (["--devices", "50", "--dirichlet-alpha", "0.01"], 1, ("raise --dirichlet-alpha", "fewer --devices")),
-    (["--devices", "200"], 1, ("cannot give 200 devices 8 each", "pass --devices 101 or fewer")),
+    (["--devices", "15", "--dirichlet-alpha", "0.01", "--device-sampling", "partition"], 1,
+     ("raise --dirichlet-alpha", "fewer --devices", "--device-sampling pool")),
+    (["--devices", "200", "--device-sampling", "partition"], 1,
+     ("cannot give 200 devices 8 each", "pass --devices 101 or fewer", "--device-sampling pool")),
+    (["--samples-per-device", "0"], 2, ("argument --samples-per-device: must be at least 1",)),
+    (["--device-sampling", "lots"], 2, ("argument --device-sampling: invalid choice: 'lots'",)),
 ], ids=["dp-without-budget", "zero-devices", "bad-broker-address", "unknown-dp-mode", "zero-dirichlet-alpha",
-        "negative-clip", "broker-not-running", "split-too-skewed", "too-many-devices"])
+        "negative-clip", "broker-not-running", "split-too-skewed", "too-many-devices-to-partition",
+        "zero-samples-per-device", "unknown-device-sampling"])
 def test_run_rejects_bad_flags_with_the_fix_before_training(args, code, words, tmp_path, capsys):
     args = [a.format(port=free_port()) for a in args]
     got, out, err = call(main, ["run", "--run-dir", str(tmp_path), *args], capsys)
@@ -40,16 +46,68 @@ def test_run_rejects_bad_flags_with_the_fix_before_training(args, code, words, t
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_the_split_errors_name_flags_that_run_has():
-    flags = {s for a in verbs(build_parser())["run"]._actions for s in a.option_strings}
-    messages = []
+def split_error_messages() -> list[str]:
+    """Every error the partition, the pool and the split raise for a bad fleet, skew or size."""
     y = np.repeat(np.arange(10), 20)
-    for devices, alpha in ((1000, 1.0), (20, 1e-3), (0, 1.0), (2, 0.0)):
+    data = Dataset(np.zeros((200, 2, 2, 1), np.float32), y)
+    calls = [lambda d=devices, a=alpha: dirichlet_partition(y, d, a, np.random.default_rng(0))
+             for devices, alpha in ((1000, 1.0), (20, 1e-3), (0, 1.0), (2, 0.0))]
+    calls += [lambda: dirichlet_partition(y, 2, 1.0, np.random.default_rng(0), min_size=1000),
+              lambda: federated_split(data, 500, 0, sampling="partition"),
+              lambda: federated_split(data, 5, 0, sampling="pool", samples_per_device=0),
+              lambda: federated_split(data, 0, 0, sampling="pool"),
+              lambda: federated_split(data, 5, 0, sampling="pool", alpha=0.0),
+              lambda: federated_split(data, 5, 0, sampling="sometimes"),
+              lambda: federated_split(data, 5, 0, cloud_fraction=0.9),
+              lambda: pool_sample(y[:0], np.full((2, 10), 0.1), 3, np.random.default_rng(0))]
+    messages = []
+    for bad in calls:
         with pytest.raises(ValueError) as exc:
-            dirichlet_partition(y, devices, alpha, np.random.default_rng(0))
+            bad()
         messages.append(str(exc.value))
+    return messages
+
+
+@pytest.mark.parametrize("verb", ["run", "compare", "prepare", "audit"])
+def test_the_split_errors_name_only_flags_that_the_verb_has(verb):
+    flags = {s for a in verbs(build_parser())[verb]._actions for s in a.option_strings}
+    messages = split_error_messages()
     named = {m for text in messages for m in re.findall(r"--[a-z][a-z-]+", text)}
-    assert {"--devices", "--dirichlet-alpha"} <= named <= flags, (named, messages)
+    assert {"--devices", "--dirichlet-alpha", "--min-samples-per-device", "--device-sampling",
+            "--samples-per-device", "--cloud-fraction"} <= named <= flags, (named - flags, messages)
+
+
+def test_run_with_100_devices_gets_its_data_from_the_pool(monkeypatch, tmp_path, capsys):
+    """The case that failed on its own split (issue 11) now reaches the federation, every device with 32 samples."""
+    from simulator.artifacts import train_cloud_teacher
+
+    seen = {}
+
+    def fake_run(config, run_dir, status=print, **kwargs):
+        split, _, _ = train_cloud_teacher(config, status)
+        seen.update(devices=len(split.devices), sizes={len(d) for d in split.devices}, scheme=split.sampling.scheme)
+        raise ConnectionError("stop here")
+
+    monkeypatch.setattr("simulator.experiment.run_experiment", fake_run)
+    code, out, err = call(main, ["run", "--run-dir", str(tmp_path), "--devices", "100", "--teacher-epochs", "1"],
+                          capsys)
+    assert code == 1 and seen == {"devices": 100, "sizes": {32}, "scheme": "pool"}, err
+    assert "100 devices draw 32 training and 8 held-out examples each" in out
+    one_error_line(err, "stop here")
+
+
+def test_run_passes_the_sampling_flags_to_the_config(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(config, run_dir, **kwargs):
+        seen.update(sampling=config.device_sampling, k=config.samples_per_device)
+        raise ConnectionError("stop here")
+
+    monkeypatch.setattr("simulator.experiment.run_experiment", fake_run)
+    call(main, ["run", "--run-dir", str(tmp_path), "--device-sampling", "pool", "--samples-per-device", "7"], capsys)
+    assert seen == {"sampling": DeviceSampling.POOL, "k": 7}
+    call(main, ["run", "--run-dir", str(tmp_path)], capsys)
+    assert seen == {"sampling": DeviceSampling.AUTO, "k": 32}
 
 
 def test_run_passes_the_split_and_training_flags_to_the_config(monkeypatch, tmp_path, capsys):
