@@ -33,7 +33,7 @@ from edge.cli import (
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
-from simulator import chaos_command, noise_study_command
+from simulator import bits_study_command, chaos_command, noise_study_command
 from simulator.cli_inputs import check_inputs
 from simulator.data import TEST_FRACTION
 from simulator.device_pool import DeviceSampling
@@ -164,6 +164,13 @@ def training_from(args: argparse.Namespace) -> TrainingSettings:
                             batch_size=args.batch_size, clip=args.clip)
 
 
+def add_update_bits_flag(parser: argparse.ArgumentParser) -> None:
+    """--update-bits: the width of every device's update on the wire (edge.stochastic_quantization)."""
+    parser.add_argument("--update-bits", type=int, choices=(32, 8, 4, 2), default=32,
+                        help="bits per value of a device's update: 32 sends float32, 8, 4 and 2 send unbiased "
+                             "stochastically rounded codes with a scale and zero point per tensor")
+
+
 def add_round_closing_flags(parser: argparse.ArgumentParser) -> None:
     """--quorum and --deadline: when the aggregator closes a round (cloud.round_closing)."""
     parser.add_argument("--quorum", type=float_between(1e-6, 1.0), default=1.0,
@@ -195,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "entropy); central DP is credited the amplification, local DP is not (the aggregator "
                           "sees who sent)")
     add_round_closing_flags(run)
+    add_update_bits_flag(run)
     add_training_flags(run)
     add_data_flags(run)
     add_noise_flag(run)
@@ -220,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     add_noise_flag(scaling)
     noise_study_command.add_parser(sub, seed_list, add_training_flags)
+    bits_study_command.add_parser(sub, seed_list, add_data_flags)
     chaos_command.add_parser(sub)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
@@ -247,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=seed_int, default=0, help="seed of the split, the teacher and the plans")
     prep.add_argument("--fleet", type=topic_name, default="demo", help="fleet name: the topic prefix dmskd/<fleet>/")
     add_round_closing_flags(prep)
+    add_update_bits_flag(prep)
     add_data_flags(prep)
     add_audit_verb(sub)
     for verb in sub.choices.values():
@@ -321,7 +331,7 @@ def prepare(args: argparse.Namespace) -> int:
 
     try:
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, deadline_s=args.deadline,
-                                  quorum_fraction=args.quorum, **data_config(args))
+                                  quorum_fraction=args.quorum, update_bits=args.update_bits, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     from simulator.artifacts import prepare_cloud  # TensorFlow: only once the flags are known to be good
@@ -433,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
     if args.verb == "audit":
         return audit(args)
+    if args.verb == "bits-study":
+        return int(args.run(args))
     if args.verb == "noise-study":
         return int(args.run(args))
     if args.verb == "chaos":
@@ -453,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
                                   delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
                                   sampling_rate=args.sampling_rate, deadline_s=args.deadline,
-                                  quorum_fraction=args.quorum, **data_config(args))
+                                  quorum_fraction=args.quorum, update_bits=args.update_bits, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")

@@ -45,10 +45,13 @@ class ExperimentConfig:
     quorum_fraction: float = 1.0  # a round closes once this share of its cohort was accepted
     insecure_seeded_noise: bool = False  # DP noise from the seed (reproducible, predictable): tests and studies only
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the devices at this rate
+    update_bits: int = 32  # bits per value of a device's update on the wire: 32 (float32), 8, 4 or 2
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.rounds < 1:
             raise ValueError("--devices and --rounds must be at least 1")
+        if self.update_bits not in (32, 8, 4, 2):
+            raise ValueError(f"--update-bits must be 32, 8, 4 or 2, got {self.update_bits}")
         if not 0.0 < self.sampling_rate <= 1.0:
             raise ValueError(f"--sampling-rate must be in (0, 1], got {self.sampling_rate}")
         if self.dp is not DpMode.NONE and self.target_epsilon is None and self.noise_multiplier is None:

@@ -17,7 +17,7 @@ from simulator.artifacts import CloudArtifacts, prepare_cloud
 from simulator.config import ExperimentConfig
 from simulator.federation import FederationOutcome, fleet_evaluator, run_federation
 from simulator.report import plot_accuracy, write_metrics, write_report
-from simulator.traffic import fedavg_bytes, traffic_summary
+from simulator.traffic import fedavg_bytes, traffic_summary, update_wire_bytes
 
 
 def resolve_noise_multiplier(config: ExperimentConfig) -> float:
@@ -144,6 +144,10 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "device_sampling": None if art.split.sampling is None else asdict(art.split.sampling),
         "dirichlet_alpha": config.dirichlet_alpha,
         "student_params": int(sum(w.size for w in art.student_weights.values())),
+        "student_parameters": int(sum(w.size for w in art.student_weights.values())),
+        "update_bits": config.update_bits,
+        "update_bytes_limit": int(sum(w.size for w in art.student_weights.values())) * config.update_bits / 8,
+        "update_bytes_per_device_round": update_wire_bytes(out.device_traffic, config.rounds),
         "rounds": len(out.history),
         "devices": config.devices,
         **traffic_summary(out.device_traffic, config.rounds),
