@@ -2,17 +2,27 @@
 
 Every logical message on topic T travels as chunks on T/<index> (edge/chunking.py), so the
 same code carries a 200-byte plan and a 200-KB shard. Handlers receive whole messages on
-their logical topic; they run on paho's network thread and must be quick (hand work off).
+their logical topic; they run on the network thread and must be quick (hand work off).
+
+The network thread is paho's own (`loop_start`, one per session) unless the session is given a shared
+`edge.mqtt_loop.MqttLoop`: then one thread serves every session on that loop through epoll (a simulated fleet of
+thousands in one process), and a handler must never wait for the network: `publish(wait=True)` or `connect()`
+from a handler raises RuntimeError instead of stalling every session on the loop.
 
 With `tls` (edge.broker_credentials.TlsFiles) the session speaks MQTT over TLS, verifying the broker's
 certificate against the fleet CA and presenting its own; `username`/`password` log in where the broker
 takes passwords. A broker that refuses the client (CONNACK refusal, a TLS alert, the connection closed
-before CONNACK) makes `connect` raise ConnectionError naming the cause and the fix, at once.
+before CONNACK) makes `connect` raise ConnectionError naming the cause and the fix, at once; so does a
+broker that refuses or drops the TCP connection, a process out of file descriptors (EMFILE: the limits and
+`ulimit -n`), and a socket above what paho's own select()-based thread can watch (descriptor 1024 and up).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -27,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.broker_credentials import TlsFiles
 from edge.chunking import DEFAULT_CHUNK_LIMIT, ChunkAssembler, ChunkError, split_message
 from edge.log_rate import LogBudget
+from edge.mqtt_loop import SELECT_LIMIT, MqttLoop, descriptor_limit_reason, is_descriptor_limit
 from edge.topics import chunk_base
 
 log = logging.getLogger("dmskd.mqtt")
@@ -34,6 +45,9 @@ log = logging.getLogger("dmskd.mqtt")
 Handler = Callable[[str, bytes], None]
 ErrorHandler = Callable[[str, str], None]
 ConnectHandler = Callable[[bool], None]  # called with reconnected=True on every CONNACK after the first
+
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 4  # back within seconds of a broker restart: 1 s, doubling up to 4 s
+CLOSE_WAIT_S = 5.0  # on a shared loop, close() waits this long for the DISCONNECT to go out
 
 
 @dataclass(frozen=True)
@@ -50,8 +64,9 @@ class MqttSession:
 
     def __init__(self, client_id: str, host: str, port: int, chunk_limit: int = DEFAULT_CHUNK_LIMIT,
                  will: tuple[str, bytes] | None = None, keepalive: int = 30, *, tls: TlsFiles | None = None,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, loop: MqttLoop | None = None) -> None:
         self.client_id = client_id
+        self._loop = loop
         self.host, self.port, self.keepalive = host, port, keepalive
         self.chunk_limit = chunk_limit
         self.traffic: list[TrafficRecord] = []
@@ -73,7 +88,7 @@ class MqttSession:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=mqtt.MQTTv311, clean_session=True)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=4)  # back within seconds of a broker restart
+        self._client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         if tls is not None:
             tls.check()
             try:
@@ -119,38 +134,112 @@ class MqttSession:
     def connect(self, timeout: float = 10.0) -> MqttSession:
         """Connect and start the network loop; raise ConnectionError naming the broker and the cause on failure."""
         where = f"MQTT broker at {self.host}:{self.port}"
+        if self._loop is not None and self._loop.in_loop_thread():
+            raise RuntimeError(f"{self.client_id}: connect() waits for a CONNACK that only the shared MQTT loop's "
+                               f"thread can read; call it from another thread, never from a handler")
         self._answered.clear()
         self._refusal = self._last_error = None
         try:
+            if self._loop is not None:
+                self._loop.add(self._client, name=self.client_id, min_delay=RECONNECT_MIN_S,
+                               max_delay=RECONNECT_MAX_S)
             self._client.connect(self.host, self.port, keepalive=self.keepalive)
-        except ssl.SSLCertVerificationError as exc:
-            raise ConnectionError(f"{where}: its TLS certificate does not verify ({exc.verify_message}); "
-                                  f"pass the fleet's --tls-ca and the broker's address as provisioned "
-                                  f"(python -m cloud provision --host)") from exc
-        except ssl.SSLError as exc:
-            raise ConnectionError(f"{where}: TLS handshake failed ({exc}); {self._credentials_hint()}") from exc
+            overflow = None if self._loop is not None else self._start_own_thread()
         except OSError as exc:
-            raise ConnectionError(f"cannot reach {where} ({exc}); "
-                                  f"start one (mosquitto -p {self.port}) or pass --broker host:port") from exc
-        self._client.loop_start()
+            self._stop_network()
+            raise self._connect_error(where, exc) from exc
+        if overflow is not None:
+            self._stop_network(disconnect=True)
+            raise ConnectionError(f"{where}: {self.client_id} got file descriptor {overflow}, and paho's own network "
+                                  f"thread watches its socket with select(), which cannot go above "
+                                  f"{SELECT_LIMIT - 1}: this process holds too many connections for a thread per "
+                                  f"session; run the sessions on one shared loop (MqttSession(..., loop=MqttLoop()), "
+                                  f"edge/mqtt_loop.py), as `python -m simulator run` does")
         if not self._answered.wait(timeout) and not self._connected.is_set():
-            self._client.loop_stop()
-            raise ConnectionError(f"{where} did not accept the connection within {timeout:.0f} s")
+            self._stop_network()
+            raise ConnectionError(f"{where} took the TCP connection of {self.client_id} but sent no CONNACK within "
+                                  f"{timeout:g} s: the broker is overloaded, or out of file descriptors or "
+                                  f"connections itself (mosquitto: its own `ulimit -n` and max_connections; its log "
+                                  f"says which)")
         if self._refusal is not None:
-            self._client.loop_stop()  # paho would otherwise retry a refused login forever
-            self._client.disconnect()
+            self._stop_network(disconnect=True)  # paho would otherwise retry a refused login forever
             raise ConnectionError(f"{where} {self._refusal}")
         return self
 
-    def close(self) -> None:
-        """Disconnect cleanly and stop the network loop."""
+    def _start_own_thread(self) -> int | None:
+        """paho's loop_start, unless its select() could not watch this session's descriptors: then the highest one
+        (the socket, or the socketpair loop_start opens to wake its select())."""
+        sock = self._client.socket()
+        fds = [sock.fileno()] if sock is not None else []
+        with contextlib.suppress(OSError):  # the two descriptors loop_start's socketpair is about to get (lowest free)
+            probe = socket.socketpair()
+            fds += [s.fileno() for s in probe]
+            for s in probe:
+                s.close()
+        if max(fds, default=0) < SELECT_LIMIT:
+            fds = fds[:1]
+            self._client.loop_start()
+            fds += [s.fileno() for s in (self._client._sockpairR, self._client._sockpairW) if s is not None]
+        highest = max(fds, default=0)
+        return highest if highest >= SELECT_LIMIT else None
+
+    def _connect_error(self, where: str, exc: OSError) -> ConnectionError:
+        """The ConnectionError that says why connecting failed, and what to do about it."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ConnectionError(f"{where}: its TLS certificate does not verify ({exc.verify_message}); "
+                                   f"pass the fleet's --tls-ca and the broker's address as provisioned "
+                                   f"(python -m cloud provision --host)")
+        if isinstance(exc, ssl.SSLError):
+            return ConnectionError(f"{where}: TLS handshake failed ({exc}); {self._credentials_hint()}")
+        if is_descriptor_limit(exc):
+            return ConnectionError(f"cannot open a connection of {self.client_id} to {where}: "
+                                   f"{descriptor_limit_reason(exc)}")
+        start = f"start one (mosquitto -p {self.port}) or pass --broker host:port"
+        if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+            return ConnectionError(f"cannot reach {where}: connection refused (nothing listens on port {self.port} "
+                                   f"there); {start}")
+        if isinstance(exc, TimeoutError):
+            return ConnectionError(f"cannot reach {where}: no answer to the TCP connect within "
+                                   f"{self._client.connect_timeout:.0f} s (a wrong address, a firewall that drops "
+                                   f"it, or a broker whose backlog of connections to accept is full); check the "
+                                   f"address, or {start}")
+        return ConnectionError(f"cannot reach {where} ({exc}); {start}")
+
+    def _stop_network(self, disconnect: bool = False) -> None:
+        """After a failed connect: no network thread, no reconnects (disconnect: and no socket)."""
+        if self._loop is None:
+            self._client.loop_stop()
+            if disconnect:
+                self._client.disconnect()
+            return
+        gone = self._loop.remove(self._client)
         self._client.disconnect()
-        self._client.loop_stop()
+        if not gone.wait(CLOSE_WAIT_S):
+            self._loop.forget(self._client)
+
+    def close(self) -> None:
+        """Disconnect cleanly and stop the network loop (on a shared loop: leave it once the DISCONNECT is out)."""
+        if self._loop is None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        else:
+            gone = self._loop.remove(self._client)
+            self._client.disconnect()
+            if not self._loop.in_loop_thread() and not gone.wait(CLOSE_WAIT_S):
+                log.warning("%s: the DISCONNECT did not go out within %.0f s; dropping the connection",
+                            self.client_id, CLOSE_WAIT_S)
+                self._loop.forget(self._client)
         self._connected.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 wait: bool = True, timeout: float = 30.0) -> int:
-        """Publish a logical message as chunks; return its chunk count. Waits for PUBACKs if asked."""
+        """Publish a logical message as chunks; return its chunk count. Waits for PUBACKs if asked.
+
+        Never wait from a handler: on a shared MqttLoop that raises RuntimeError (the PUBACKs could only be read by
+        the very thread that would be waiting); with wait=False paho still resends QoS 1 chunks until acknowledged."""
+        if wait and self._loop is not None and self._loop.in_loop_thread():
+            raise RuntimeError(f"{self.client_id}: publish(..., wait=True) to {topic} from a handler on the shared "
+                               f"MQTT loop would wait for PUBACKs only that thread can read; publish with wait=False")
         chunks = split_message(payload, message_id=uuid.uuid4().hex[:16], limit=self.chunk_limit)
         infos = []
         for i, chunk in enumerate(chunks):

@@ -17,6 +17,7 @@ from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
 from edge.broker_credentials import BrokerCredentials
+from edge.mqtt_loop import MqttLoop
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
 from edge.seeding import FleetSeeds
@@ -79,14 +80,20 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     key = signing_key or generate_signing_key()
 
-    def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None) -> MqttSession:
+    # every device session on one network thread (edge/mqtt_loop.py: epoll, no select() ceiling at ~338 sessions);
+    # the aggregator keeps a thread of its own, so a busy fleet never delays its reads
+    device_loop = MqttLoop(name=f"{fleet}-devices-mqtt")
+
+    def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None,
+                loop: MqttLoop | None = None) -> MqttSession:
         creds = credentials(identity) if credentials is not None else BrokerCredentials()
         return MqttSession(client_id, host, port, config.chunk_limit, will=will, tls=creds.tls,
-                           username=creds.username, password=creds.password)
+                           username=creds.username, password=creds.password, loop=loop)
 
     agents = []
     for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices):
-        device_session = session(f"{fleet}-{plan.device}", plan.device, will=(topics.status(plan.device), b"offline"))
+        device_session = session(f"{fleet}-{plan.device}", plan.device, will=(topics.status(plan.device), b"offline"),
+                                 loop=device_loop)
         agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), key.public_key(),
                                   seed=seed, outbox_dir=run_dir / "outbox",
                                   noise_seeded=config.insecure_seeded_noise))
