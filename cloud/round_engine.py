@@ -10,12 +10,14 @@ FedJAX's shape with Flower's words. Every path drives this engine: the MQTT aggr
 The engine owns who takes part (every device of the plan, or a Poisson sample of rate
 `sampling_rate` drawn from OS entropy; only a sampled round is credited amplification), admission
 (`RoundInbox`: cohort, round, shapes, norm, and the declaration against the plan),
-aggregation (`cloud.strategy.aggregate`), the privacy ledger (it spends the `DpEvent` the
-mechanism returns and refuses a round the budget cannot pay for) and randomness. DP noise comes
-from the operating system's entropy (`edge.noise_source.SecureNoise`) unless the config says
-`insecure_seeded_noise`: then, and for everything else random, the server's `SeedSequence` lives
-in the state and round r draws from its r-th spawned child (`edge.seeding.round_generator`), so a
-resumed run draws what an uninterrupted one would.
+aggregation (`cloud.partial_sum.PartialSum`, summed as updates arrive, then `cloud.strategy.finish`),
+the privacy ledger (it spends the `DpEvent` the mechanism returns and refuses a round the budget
+cannot pay for) and randomness. DP noise comes from the operating system's entropy
+(`edge.noise_source.SecureNoise`) unless the config says `insecure_seeded_noise`: then, and for
+everything else random, the server's `SeedSequence` lives in the state and round r draws from
+its r-th spawned child (`edge.seeding.round_generator`; a central update's grid rounding from a
+child keyed by its device, so arrival order does not matter), so a resumed run draws what an
+uninterrupted one would.
 States are immutable values; `state_to_json`/`state_from_json` carry them through checkpoints.
 """
 
@@ -33,9 +35,10 @@ import numpy as np
 
 from cloud.accounting import PrivacyLedger, event_from_json, event_to_json
 from cloud.declared_settings import DeclaredSettings
+from cloud.partial_sum import PartialSum, device_rounding_noise
 from cloud.rejections import RejectionLog
 from cloud.round_inbox import RoundInbox
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate, release_event
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, finish, release_event
 from edge.noise_source import InsecureSeededNoise, NoiseSource, SecureNoise
 from edge.seeding import round_generator, spawned_child
 from edge.wire import FLOAT32_DELTA, WeightsMeta, encode_weights
@@ -126,6 +129,7 @@ class OpenRound:
     base_version: int
     cohort: tuple[str, ...]
     inbox: RoundInbox
+    partial: PartialSum = field(repr=False)  # the accepted updates, summed as they arrive
     model_payload: bytes = field(repr=False)
     opened_at: float = field(default_factory=time.monotonic)
     closed_by: str = ""  # set by the transport when it closes the round, with closed_at
@@ -163,11 +167,18 @@ class RoundEngine:
         cohort = self._cohort(state)
         declared = {d: c.declared.get(d) or self._default_declaration() for d in cohort}
         dimension = int(sum(w.size for w in state.weights.values()))
-        inbox = RoundInbox(state.round, state.version, c.fleet, frozenset(cohort),
-                           {k: tuple(v.shape) for k, v in state.weights.items()}, c.aggregation.dp_mode,
+        template = {k: tuple(v.shape) for k, v in state.weights.items()}
+        partial = PartialSum.empty(template, c.aggregation)
+        secure = SecureNoise()
+
+        def fold_in(update: AcceptedUpdate) -> None:
+            seeded = c.insecure_seeded_noise
+            partial.add(update, device_rounding_noise(state.seed, state.round, update.device) if seeded else secure)
+
+        inbox = RoundInbox(state.round, state.version, c.fleet, frozenset(cohort), template, c.aggregation.dp_mode,
                            c.aggregation.clip if c.bound_updates else None, c.encodings, declared,
-                           c.aggregation.noise_multiplier, dimension)
-        return OpenRound(state.round, state.version, cohort, inbox, self.model_payload(state))
+                           c.aggregation.noise_multiplier, dimension, sink=fold_in)
+        return OpenRound(state.round, state.version, cohort, inbox, partial, self.model_payload(state))
 
     @property
     def sampled(self) -> bool:
@@ -209,11 +220,10 @@ class RoundEngine:
             raise ValueError(f"round {opened.round} on version {opened.base_version} was not opened on this state "
                              f"(round {state.round}, version {state.version})")
         accepted = opened.inbox.accepted
-        updates: list[AcceptedUpdate] = [accepted[d] for d in sorted(accepted)]
         weights, ledger = state.weights, state.ledger
-        if updates or self.config.aggregation.dp_mode is DpMode.CENTRAL:
-            result = aggregate(weights, updates, self.config.aggregation, self._noise(state),
-                               expected_count=self.expected_cohort)
+        if opened.partial.count or self.config.aggregation.dp_mode is DpMode.CENTRAL:
+            result = finish(weights, opened.partial, self.config.aggregation, self._noise(state),
+                            expected_count=self.expected_cohort)
             weights = result.weights
             if ledger is not None and result.dp_event is not None:
                 ledger = ledger.spend(self._sampled(result.dp_event))

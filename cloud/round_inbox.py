@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +31,8 @@ class RoundInbox:
     (None: unbounded, plain FedAvg); encodings: the update encodings this round accepts; declared:
     per cohort device, the declaration its plan requires (cloud.declared_settings); noise_multiplier
     and dimension: with `clip`, the norm bound of an honest `local`-mode release
-    (edge.privacy.local_release_norm_bound)."""
+    (edge.privacy.local_release_norm_bound); sink: where each accepted update goes (the round's
+    cloud.partial_sum.PartialSum): the inbox keeps only who was accepted, with how many examples."""
 
     round_: int
     base_version: int
@@ -44,7 +45,8 @@ class RoundInbox:
     declared: Mapping[str, DeclaredSettings] = field(default_factory=dict)
     noise_multiplier: float = 0.0
     dimension: int = 0
-    accepted: dict[str, AcceptedUpdate] = field(default_factory=dict)
+    sink: Callable[[AcceptedUpdate], None] | None = field(default=None, repr=False)
+    accepted: dict[str, int] = field(default_factory=dict)  # device -> example count of its accepted update
     rejected: RejectionLog = field(default_factory=RejectionLog)
     _accepted_digests: dict[str, str] = field(default_factory=dict)
 
@@ -62,7 +64,9 @@ class RoundInbox:
             return None
         if update is None:
             return None
-        self.accepted[update.device] = update
+        if self.sink is not None:
+            self.sink(update)
+        self.accepted[update.device] = update.num_examples
         return update
 
     def reject(self, device: str, reason: RejectionReason, detail: str = "") -> Rejection:

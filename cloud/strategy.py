@@ -12,50 +12,15 @@ is predictable and floating-point.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import dp_accounting
 import numpy as np
 
+from cloud.aggregation_settings import AcceptedUpdate, DpMode, FedAvgConfig
+from cloud.partial_sum import PartialSum
 from edge.noise_source import InsecureSeededNoise, NoiseSource
 from edge.privacy import DiscreteGaussianMechanism, clip_update
-
-
-class DpMode(enum.StrEnum):
-    """Where Gaussian noise is added (DESIGN.md §1)."""
-
-    NONE = "none"
-    LOCAL = "local"
-    CENTRAL = "central"
-
-    @classmethod
-    def parse(cls, text: str) -> DpMode:
-        try:
-            return cls(text)
-        except ValueError:
-            raise ValueError(f"unknown DP mode {text!r}; choose one of none, local, central") from None
-
-
-@dataclass(frozen=True)
-class AcceptedUpdate:
-    """A validated device delta ready for averaging."""
-
-    device: str
-    delta: dict[str, np.ndarray]
-    num_examples: int
-
-
-@dataclass(frozen=True)
-class FedAvgConfig:
-    """How to combine updates: DP mode, clip C, noise multiplier z (added by the server in central
-    mode, by the devices in local mode), server learning rate."""
-
-    dp_mode: DpMode = DpMode.NONE
-    clip: float = 1.0
-    noise_multiplier: float = 0.0
-    server_lr: float = 1.0
-    float_noise: bool = False  # central: GaussianSumMechanism's float noise, what the grid costs (seeded runs only)
 
 
 @dataclass(frozen=True)
@@ -92,19 +57,6 @@ class GaussianSumMechanism:
         return noised, dp_accounting.GaussianDpEvent(self.noise_multiplier)
 
 
-def _float_noised_sum(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,
-                      noise: NoiseSource) -> tuple[dict[str, np.ndarray], dp_accounting.DpEvent]:
-    """The clipped sum plus float Gaussian noise from a seeded source: the comparison point, never a deployment."""
-    if not isinstance(noise, InsecureSeededNoise):
-        raise ValueError("float Gaussian noise is for seeded comparisons only (numpy's Gaussian is no secure "
-                         "sampler); run with --insecure-seeded-noise, or drop --float-noise")
-    mechanism = GaussianSumMechanism(config.clip, config.noise_multiplier)
-    state = mechanism.initial_sample_state(global_weights)
-    for u in updates:
-        state = mechanism.accumulate_record(state, u.delta)
-    return mechanism.get_noised_result(state, noise.generator)
-
-
 def release_event(config: FedAvgConfig, dimension: int) -> dp_accounting.DpEvent:
     """One round's privacy event: the discrete Gaussian of `config` on `dimension` coordinates, as the
     Gaussian event with the same Renyi divergences (edge.privacy.DiscreteGaussianMechanism); with
@@ -117,39 +69,61 @@ def release_event(config: FedAvgConfig, dimension: int) -> dp_accounting.DpEvent
 
 def aggregate(global_weights: dict[str, np.ndarray], updates: list[AcceptedUpdate], config: FedAvgConfig,
               noise: NoiseSource | None = None, expected_count: float | None = None) -> AggregateResult:
-    """theta + server_lr * mean of deltas (example-weighted only when DP is off); `noise` draws central noise.
+    """`finish` over the sum of `updates`, folded in order (grid rounding drawn from `noise`, as the release)."""
+    if config.dp_mode is DpMode.CENTRAL:
+        _require_noise(noise)
+    partial = PartialSum.empty({n: np.shape(v) for n, v in global_weights.items()}, config)
+    for u in updates:
+        partial.add(u, noise)
+    return finish(global_weights, partial, config, noise, expected_count)
+
+
+def finish(global_weights: dict[str, np.ndarray], partial: PartialSum, config: FedAvgConfig,
+           noise: NoiseSource | None = None, expected_count: float | None = None) -> AggregateResult:
+    """theta + server_lr * mean of the summed deltas (example-weighted only when DP is off); `noise` draws
+    central noise.
 
     In `central` mode the noised sum is divided by `expected_count`, the expected cohort size (a fixed
     denominator, as TF-Privacy's NormalizedQuery: dividing by the realised count would reveal it), and
     the noise is released even for a round with no update, so that an empty round is not told apart.
     In `local` mode every update is already private and the mean over those received is post-processing."""
+    if partial.config != config:
+        raise ValueError("the partial sum was built under other aggregation settings than it is finished with")
     names = sorted(global_weights)
-    dimension = int(sum(np.size(global_weights[n]) for n in names))
     event: dp_accounting.DpEvent | None = None
     if config.dp_mode is DpMode.CENTRAL:
-        if noise is None:
-            raise ValueError("central DP needs a noise source (edge.noise_source.SecureNoise in a deployment)")
+        noise = _require_noise(noise)
         if expected_count is None or not expected_count > 0:
             raise ValueError(f"central DP divides by the expected cohort size; got {expected_count}")
         if config.float_noise:
-            noised_sum, event = _float_noised_sum(global_weights, updates, config, noise)
+            noised_sum, event = _float_noised(partial, config, noise)
         else:
-            mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, dimension)
-            grid_sum = {n: np.zeros(np.shape(global_weights[n]), np.int64) for n in names}
-            for u in updates:
-                on_grid = mechanism.to_grid(clip_update(u.delta, config.clip)[0], noise)
-                grid_sum = {n: grid_sum[n] + on_grid[n] for n in names}
-            noised_sum = mechanism.noised(grid_sum, noise)
-            event = release_event(config, dimension)
+            mechanism = DiscreteGaussianMechanism(config.clip, config.noise_multiplier, partial.dimension)
+            noised_sum = mechanism.noised(partial.total, noise)
+            event = release_event(config, partial.dimension)
         mean = {n: noised_sum[n] / expected_count for n in names}
-    elif not updates:
+    elif partial.count == 0:
         raise ValueError("cannot aggregate a round with no accepted updates")
     elif config.dp_mode is DpMode.LOCAL:
-        mean = {n: np.mean([u.delta[n] for u in updates], axis=0) for n in names}
-        event = release_event(config, dimension)  # each device noised its own release
+        mean = {n: partial.total[n] / partial.count for n in names}
+        event = release_event(config, partial.dimension)  # each device noised its own release
     else:
-        total = sum(u.num_examples for u in updates)
-        mean = {n: sum((u.delta[n] * (u.num_examples / total) for u in updates),
-                       np.zeros(np.shape(global_weights[n]), np.float32)) for n in names}
+        mean = {n: partial.total[n] / partial.weight for n in names}
     new = {n: (global_weights[n] + config.server_lr * mean[n]).astype(np.float32) for n in names}
-    return AggregateResult(new, len(updates), event)
+    return AggregateResult(new, partial.count, event)
+
+
+def _require_noise(noise: NoiseSource | None) -> NoiseSource:
+    if noise is None:
+        raise ValueError("central DP needs a noise source (edge.noise_source.SecureNoise in a deployment)")
+    return noise
+
+
+def _float_noised(partial: PartialSum, config: FedAvgConfig, noise: NoiseSource
+                  ) -> tuple[dict[str, np.ndarray], dp_accounting.DpEvent]:
+    """The clipped sum plus float Gaussian noise from a seeded source: the comparison point, never a deployment."""
+    if not isinstance(noise, InsecureSeededNoise):
+        raise ValueError("float Gaussian noise is for seeded comparisons only (numpy's Gaussian is no secure "
+                         "sampler); run with --insecure-seeded-noise, or drop --float-noise")
+    mechanism = GaussianSumMechanism(config.clip, config.noise_multiplier)
+    return mechanism.get_noised_result(partial.total, noise.generator)

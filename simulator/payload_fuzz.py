@@ -378,7 +378,7 @@ def _clean(text: str, limit: int) -> bool:
 
 
 def invalid_reasons(inbox: RoundInbox, payload: Payload, update: AcceptedUpdate,
-                    earlier: dict[str, AcceptedUpdate]) -> list[str]:
+                    earlier: dict[str, int]) -> list[str]:
     """What is wrong with an accepted update, judged from its bytes and the round (empty: it is valid)."""
     problems: list[str] = []
     device = payload.topic_device
@@ -386,7 +386,7 @@ def invalid_reasons(inbox: RoundInbox, payload: Payload, update: AcceptedUpdate,
         problems.append(f"accepted from {device!r:.80} on round {payload.topic_round}: not this round's cohort")
     if device in earlier:
         problems.append(f"a second update from {device!r:.80} was accepted")
-    if update.device != device or inbox.accepted.get(device) is not update:
+    if update.device != device or inbox.accepted.get(device) != update.num_examples:
         problems.append("accepted under another device than its topic's")
     parsed = _header(payload.blob)
     meta = parsed[0].get("__metadata__") if parsed else None

@@ -11,7 +11,8 @@ import pytest
 from cloud.accounting import compute_epsilon
 from cloud.rejections import RejectionReason
 from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate
+from cloud.partial_sum import PartialSum, device_rounding_noise
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate, finish
 from edge.noise_source import InsecureSeededNoise
 from edge.privacy import DiscreteGaussianMechanism
 from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
@@ -121,6 +122,28 @@ def test_the_schedule_ends_after_the_configured_rounds() -> None:
     assert "schedule of 1 rounds is complete" in e.stop_reason(state)
 
 
+def seeded_central_release(state: RoundState, round_: int, updates: list[AcceptedUpdate], e: RoundEngine,
+                           noise: InsecureSeededNoise, expected_count: float):
+    """What a seeded central round must release: each update rounded by its device's stream, noise from `noise`."""
+    partial = PartialSum.empty({k: v.shape for k, v in state.weights.items()}, e.config.aggregation)
+    for u in updates:
+        partial.add(u, device_rounding_noise(state.seed, round_, u.device))
+    return finish(state.weights, partial, e.config.aggregation, noise, expected_count)
+
+
+def test_a_seeded_central_round_does_not_depend_on_the_order_updates_arrive_in() -> None:
+    e = engine(DpMode.CENTRAL, z=0.5)
+    results = []
+    for order in (sorted(DEVICES), sorted(DEVICES, reverse=True)):
+        state = e.init(WEIGHTS, np.random.SeedSequence(3))
+        opened = e.open_round(state)
+        for d in order:
+            assert opened.inbox.offer(d, 0, update_blob(d, 0, 0, 0.1 + 0.01 * int(d[1:]), dp_mode="central"))
+        results.append(e.apply(state, opened)[0].weights)
+    for k in WEIGHTS:
+        assert results[0][k].tobytes() == results[1][k].tobytes()
+
+
 def test_central_noise_of_round_r_comes_from_the_rth_spawned_child_of_the_server_seed() -> None:
     seed = np.random.SeedSequence(42)
     e = engine(DpMode.CENTRAL, z=0.5)
@@ -128,8 +151,8 @@ def test_central_noise_of_round_r_comes_from_the_rth_spawned_child_of_the_server
     state, _ = run_round(e, state, {d: 0.1 for d in DEVICES})  # round 0
     updates = [AcceptedUpdate(d, {k: np.full(v.shape, 0.2, np.float32) for k, v in WEIGHTS.items()}, 10)
                for d in sorted(DEVICES)]
-    expected = aggregate(state.weights, updates, e.config.aggregation,
-                         InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1])), expected_count=len(DEVICES))
+    expected = seeded_central_release(state, 1, updates, e, InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1])),
+                                      len(DEVICES))
     got, _ = run_round(e, state, {d: 0.2 for d in DEVICES})  # round 1
     for k in WEIGHTS:
         assert got.weights[k].tobytes() == expected.weights[k].tobytes()
@@ -265,7 +288,9 @@ def test_the_central_mean_divides_by_the_expected_cohort_size() -> None:
     for d in senders:
         opened.inbox.offer(d, 0, update_blob(d, 0, 0, 0.1, dp_mode="central"))
     new, _ = e.apply(state, opened)
-    expected = aggregate(state.weights, [opened.inbox.accepted[d] for d in sorted(senders)], e.config.aggregation,
-                         InsecureSeededNoise(np.random.default_rng(state.seed.spawn(1)[0])), expected_count=50)
+    updates = [AcceptedUpdate(d, {k: np.full(v.shape, 0.1, np.float32) for k, v in WEIGHTS.items()}, 10)
+               for d in senders]
+    expected = seeded_central_release(state, 0, updates, e,
+                                      InsecureSeededNoise(np.random.default_rng(state.seed.spawn(1)[0])), 50)
     for k in WEIGHTS:
         assert new.weights[k].tobytes() == expected.weights[k].tobytes()
