@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cloud.accounting import compute_epsilon
+from cloud.partial_sum import PartialSum, device_rounding_noise
 from cloud.rejections import RejectionReason
 from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
-from cloud.partial_sum import PartialSum, device_rounding_noise
-from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, aggregate, finish
+from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, finish
 from edge.noise_source import InsecureSeededNoise
 from edge.privacy import DiscreteGaussianMechanism
 from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
@@ -151,8 +151,8 @@ def test_central_noise_of_round_r_comes_from_the_rth_spawned_child_of_the_server
     state, _ = run_round(e, state, {d: 0.1 for d in DEVICES})  # round 0
     updates = [AcceptedUpdate(d, {k: np.full(v.shape, 0.2, np.float32) for k, v in WEIGHTS.items()}, 10)
                for d in sorted(DEVICES)]
-    expected = seeded_central_release(state, 1, updates, e, InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1])),
-                                      len(DEVICES))
+    noise = InsecureSeededNoise(np.random.default_rng(seed.spawn(2)[1]))
+    expected = seeded_central_release(state, 1, updates, e, noise, len(DEVICES))
     got, _ = run_round(e, state, {d: 0.2 for d in DEVICES})  # round 1
     for k in WEIGHTS:
         assert got.weights[k].tobytes() == expected.weights[k].tobytes()
