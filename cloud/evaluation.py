@@ -18,17 +18,27 @@ def student_evaluator(program: bytes | TrainableStudent, x: np.ndarray, y: np.nd
     student = program if isinstance(program, TrainableStudent) else TrainableStudent.from_bytes(program)
     flat = np.asarray(x, np.float32).reshape(len(x), -1)
     labels = np.asarray(y)
-    holdouts = [(np.asarray(hx, np.float32).reshape(len(hx), -1), np.asarray(hy))
-                for hx, hy in device_holdouts or [] if len(hy)]
+    kept = [(hx, hy) for hx, hy in device_holdouts or [] if len(hy)]
+    sizes = np.array([len(hy) for _, hy in kept], np.int64)
+    # every device's holdout in one batch: one pass of the interpreter, whatever the number of devices
+    holdout_x = np.concatenate([np.asarray(hx, np.float32).reshape(len(hx), -1) for hx, _ in kept]) if kept else None
+    holdout_y = np.concatenate([np.asarray(hy) for _, hy in kept]) if kept else None
 
     def evaluate(weights: dict[str, np.ndarray]) -> dict[str, float]:
         student.set_weights(weights)
         out = {"accuracy": student.accuracy(flat, labels)}
-        if holdouts:
-            out["device_accuracy"] = float(np.mean([student.accuracy(hx, hy) for hx, hy in holdouts]))
+        if holdout_x is not None:
+            correct = np.argmax(student.predict_logits(holdout_x), axis=1) == holdout_y
+            out["device_accuracy"] = mean_group_accuracy(correct, sizes)
         return out
 
     return evaluate
+
+
+def mean_group_accuracy(correct: np.ndarray, sizes: np.ndarray) -> float:
+    """The mean over consecutive groups of `sizes` rows (one per device) of each group's fraction correct."""
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return float(np.mean(np.add.reduceat(correct.astype(np.float64), starts) / sizes))
 
 
 def holdout_evaluator(program: bytes, npz: Path) -> Evaluate:

@@ -196,3 +196,15 @@ def test_a_fleet_federates_on_quantised_updates_at_a_quarter_of_the_bytes_or_les
     for records in out.device_traffic.values():
         up = sum(r.nbytes for r in records if r.direction == "up" and "/update/" in r.topic) / config.rounds
         assert params * bits / 8 < up < params * bits / 8 + 1000  # the codes, plus a bounded header
+
+
+def test_batched_device_accuracy_equals_the_mean_of_each_devices_own(tiny_cloud):
+    from edge.student_runtime import TrainableStudent
+
+    holdouts = [(h.x, h.y) for h in tiny_cloud.split.device_holdout]
+    got = student_evaluator(tiny_cloud.student_program, tiny_cloud.split.test.x, tiny_cloud.split.test.y,
+                            holdouts)(tiny_cloud.student_weights)["device_accuracy"]
+    student = TrainableStudent.from_bytes(tiny_cloud.student_program)
+    student.set_weights(tiny_cloud.student_weights)
+    want = np.mean([student.accuracy(np.asarray(x, np.float32).reshape(len(x), -1), y) for x, y in holdouts if len(y)])
+    assert got == pytest.approx(want, abs=1e-12)
