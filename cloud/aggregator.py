@@ -105,14 +105,15 @@ class AggregatorService:
         return self.state.ledger.epsilon if self.state.ledger is not None else None
 
     def publish_fleet(self, plans: list[DevicePlan], shards: dict[str, bytes], student_program: bytes) -> None:
-        """Retain the student program, every shard, every device's plan and then the manifest, signed."""
+        """Retain the student program, every shard, every device's plan and then the manifest, signed; return
+        once the broker acknowledged the manifest (it acknowledges in order: MQTT 3.1.1 §4.6, so all of it)."""
         counter = self._next_publication()
         for h in {p.student_hash for p in plans}:
-            self._publish_signed(self.topics.student_program(h), student_program, counter, wait=True)
+            self._publish_signed(self.topics.student_program(h), student_program, counter)
         for shard_id, blob in shards.items():
-            self._publish_signed(self.topics.shard(shard_id), blob, counter, wait=True)
+            self._publish_signed(self.topics.shard(shard_id), blob, counter)
         for p in plans:
-            self._publish_signed(self.topics.plan(p.device), p.to_json(), counter, wait=True)
+            self._publish_signed(self.topics.plan(p.device), p.to_json(), counter)
         manifest = {"fleet": self.engine.config.fleet, "devices": len(plans), "rounds": self.engine.config.rounds}
         self._publish_signed(self.topics.manifest, json.dumps(manifest).encode(), counter, wait=True)
 
@@ -255,13 +256,16 @@ class AggregatorService:
     def _on_status(self, topic: str, payload: bytes) -> None:
         device = topic.rsplit("/", 1)[-1]
         with self._cond:
+            seen_before = device in self.liveness.heard
             change = self.liveness.observe(device, payload)
             if change is None:
                 return
-            log.info("device %s is %s", device, change.decode())
+            log.debug("device %s is %s", device, change.decode())
             now = time.monotonic()
             last = self._last_republish.get(device, -REPUBLISH_INTERVAL_S)
-            if change == ONLINE and now - last >= REPUBLISH_INTERVAL_S:
+            # a device's first connect finds the broker's retained copies; one coming back may find a broker
+            # that lost them (restarted, or flooded): that one gets its plan and cohort notice again
+            if change == ONLINE and seen_before and now - last >= REPUBLISH_INTERVAL_S:
                 self._last_republish[device] = now
                 self._republish_devices.add(device)
             self._cond.notify_all()

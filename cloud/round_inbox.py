@@ -81,6 +81,9 @@ class RoundInbox:
         if topic_round != self.round_:
             raise PayloadRejected(f"stale or early update for round {topic_round}; round {self.round_} is open",
                                   RejectionReason.WRONG_ROUND)
+        digest = hashlib.sha256(blob).hexdigest()
+        if topic_device in self.accepted and self._accepted_digests.get(topic_device) == digest:
+            return None  # an idempotent resend, known by its bytes before the cost of decoding it again
         wire_tensors, meta = decode_update(blob, self.encodings)
         if meta.device != topic_device:
             raise PayloadRejected(f"metadata names device {meta.device!r} but it arrived on {topic_device!r}'s topic",
@@ -106,7 +109,6 @@ class RoundInbox:
             whose = "its plan's cap" if cap < MAX_EXAMPLES else "the aggregator's cap"
             raise PayloadRejected(f"example count {meta.num_examples} outside 1..{cap} ({whose})",
                                   RejectionReason.EXAMPLE_COUNT)
-        digest = hashlib.sha256(blob).hexdigest()
         if meta.device in self.accepted:
             if self._accepted_digests.get(meta.device) == digest:
                 return None  # idempotent resend of the update already counted

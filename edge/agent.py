@@ -1,11 +1,14 @@
 """A device on the fleet: receives plan, shard and student over MQTT, trains, publishes updates.
 
-Work runs on the agent's own thread (MQTT callbacks only verify, parse and enqueue). An update is
-written to an on-disk outbox before it is published and stays there until the aggregator
-acknowledges it: the signed round result lists the digests of the updates it accepted. Until then
-the device resends it on every reconnect, when the aggregator republishes the round's model, and
-every `resend_interval_s`; the aggregator counts a resend once. A broker's PUBACK is not enough:
-a broker that restarts without persistence loses what it acknowledged.
+Work runs on the agent's own thread (MQTT callbacks only verify, parse and enqueue), or, where one
+process hosts thousands of devices, on a shared `edge.device_workers.DeviceWorkers` pool: the same
+handlers, in the same order per device. An update is written to an on-disk outbox before it is
+published and stays there until the aggregator acknowledges it: the signed round result lists the
+digests of the updates it accepted. Until then the device resends it on every reconnect, when the
+aggregator republishes the round's model, and after `resend_interval_s` of silence (doubling while
+the silence lasts, up to 8 times it, so that a large fleet waiting on a long round does not flood its
+aggregator); the aggregator counts a resend once. A broker's PUBACK is not enough: a broker that
+restarts without persistence loses what it acknowledged.
 
 The device acts only on what the fleet key signed (edge.signed_artifact): an unsigned, forged,
 moved or older plan, shard, program, model, cohort or result message is refused with a logged
@@ -30,15 +33,15 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.artifact_cache import ArtifactCache
+from edge.device_workers import IDLE, DeviceWorkers
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.log_rate import LogBudget
 from edge.mqtt_session import MqttSession
 from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
 from edge.seeding import noise_generator, round_generator, rounding_generator
-from edge.shard_runtime import ShardRunner
 from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
-from edge.student_runtime import TrainableStudent
 from edge.topics import FleetTopics
 from edge.wire import PayloadRejected, content_hash, decode_weights
 
@@ -46,6 +49,7 @@ log = logging.getLogger("dmskd.edge")
 
 ACK_DIGEST_CHARS = 32  # as cloud.aggregator publishes them in round results
 PLAN_GRACE_S = 5.0  # how long after the fleet's manifest a missing plan means "not in the plan"
+MAX_IDLE_DOUBLINGS = 3  # the idle resync backs off to 2^3 = 8 x resend_interval_s
 
 
 class DeviceAgent:
@@ -54,12 +58,14 @@ class DeviceAgent:
     seed: INSECURE, for tests and simulations: the device's SeedSequence (edge.seeding.FleetSeeds);
     round r then trains with edge.seeding.round_generator(seed, r) and draws its DP noise from
     noise_generator(seed, r). None (every deployment): OS entropy for both, the noise through the
-    exact sampler (edge.noise_source.SecureNoise)."""
+    exact sampler (edge.noise_source.SecureNoise). workers, artifacts: a pool and an artefact cache
+    shared by the agents of one process (a simulator); None: a thread and a cache of its own."""
 
     def __init__(self, device_id: str, fleet: str, session: MqttSession, x: np.ndarray,
                  y: np.ndarray | None, fleet_key: Ed25519PublicKey, seed: np.random.SeedSequence | None = None,
                  outbox_dir: str | Path | None = None, noise_seeded: bool | None = None,
-                 resend_interval_s: float = 10.0) -> None:
+                 resend_interval_s: float = 10.0, workers: DeviceWorkers | None = None,
+                 artifacts: ArtifactCache | None = None) -> None:
         self.device_id, self.fleet, self.session = device_id, fleet, session
         self.fleet_key = fleet_key  # pinned at provisioning: the only key whose messages this device acts on
         self._guard = ReplayGuard()
@@ -84,13 +90,18 @@ class DeviceAgent:
         self.acknowledged: set[int] = set()  # rounds whose result listed this device's update
         self.unknown_device: str | None = None  # why this device is not in the fleet's plan, once known
         self._manifest_at: float | None = None
-        self._student: TrainableStudent | None = None
-        self._student_hash = ""
+        self._artifacts = artifacts or ArtifactCache()
+        self._hashes: dict[str, str] = {}  # "shard" / "student" -> content hash of the bytes held
         self._shard_logits: tuple[str, np.ndarray] | None = None
         self._subscribed: set[str] = set()
         self._unacked: dict[int, bytes] = {}  # round -> update sent and not yet acknowledged
-        self._work: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=f"agent-{device_id}", daemon=True)
+        self._idles = 0  # consecutive idle intervals: the resync backs off while the silence lasts
+        self._work: queue.Queue | None = None
+        self._mailbox = workers.mailbox(self._handle, self._idle_interval) if workers is not None else None
+        if self._mailbox is None:
+            self._work = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"agent-{device_id}", daemon=True) \
+            if self._mailbox is None else None
         self._stop = threading.Event()
         self.finished = threading.Event()
 
@@ -105,14 +116,19 @@ class DeviceAgent:
         self.session.on_connect(self._on_connect)
         self._load_outbox()
         self.session.connect()
-        self._thread.start()
-        self._work.put("resend")
+        if self._thread is not None:
+            self._thread.start()
+        self._put("resend")
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._work.put(None)
-        self._thread.join(timeout=10)
+        if self._mailbox is not None:
+            self._mailbox.close()
+        else:
+            self._put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self.session.publish(self.topics.status(self.device_id), b"offline", retain=True, wait=False)
         self.session.close()
 
@@ -120,7 +136,7 @@ class DeviceAgent:
     def _on_connect(self, reconnected: bool) -> None:
         self.session.publish(self.topics.status(self.device_id), b"online", retain=True, wait=False)
         if reconnected:
-            self._work.put("resend")
+            self._put("resend")
 
     def _verified(self, topic: str, envelope: bytes, stream: str) -> bytes | None:
         """The payload if the fleet key signed it for `topic` and it is not older than what is held on `stream`."""
@@ -158,24 +174,26 @@ class DeviceAgent:
             if t not in self._subscribed:
                 self._subscribed.add(t)
                 self.session.subscribe(t, functools.partial(self._on_artifact, kind))
-        self._work.put("plan")
+        self._put("plan")
 
     def _on_artifact(self, kind: str, topic: str, envelope: bytes) -> None:
         """A shard or the student program: kept, and checked against the plan's hash before use."""
         payload = self._verified(topic, envelope, topic)
         if payload is None:
             return
+        digest = content_hash(payload)
+        self._hashes[kind] = digest
         if kind == "shard":
-            self.shard_bytes = payload
+            self.shard_bytes = self._artifacts.intern(digest, payload)
         else:
-            self.student_bytes = payload
-        self._work.put(kind)
+            self.student_bytes = self._artifacts.intern(digest, payload)
+        self._put(kind)
 
     def _on_manifest(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "manifest")
         if payload is not None and self._manifest_at is None:
             self._manifest_at = time.monotonic()
-            self._work.put("manifest")
+            self._put("manifest")
 
     def _on_cohort(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "cohort")
@@ -187,7 +205,7 @@ class DeviceAgent:
         except (ValueError, KeyError, TypeError) as exc:
             self._note(self.ignored, topic, f"unreadable cohort message ignored: {exc}")
             return
-        self._work.put("cohort")
+        self._put("cohort")
 
     def _on_result(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "result")
@@ -199,7 +217,7 @@ class DeviceAgent:
         except (ValueError, KeyError, TypeError) as exc:
             self._note(self.ignored, topic, f"unreadable round result ignored: {exc}")
             return
-        self._work.put(("result", round_, acks))
+        self._put(("result", round_, acks))
 
     def _on_model(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "model")
@@ -214,39 +232,56 @@ class DeviceAgent:
             self._note(self.ignored, topic, f"model of fleet {meta.fleet!r} ignored")
             return
         if self.latest_model is not None and meta.version == self.latest_model[0]:
-            self._work.put("resend")  # the aggregator (or a restarted broker) republished this round's model
+            self._put("resend")  # the aggregator (or a restarted broker) republished this round's model
         elif self.latest_model is None or meta.version > self.latest_model[0]:
             self.latest_model = (meta.version, meta.round, weights)
-            self._work.put("model")
+            self._put("model")
 
-    # --- worker thread ---
+    # --- work items (the agent's thread, or a shared worker pool) ---
+    def _put(self, item: object) -> None:
+        if self._mailbox is not None:
+            self._mailbox.put(item)
+        elif self._work is not None:
+            self._work.put(item)
+
+    def _idle_interval(self) -> float:
+        """Silence after which the device resyncs: resend_interval_s, doubled per idle resync in a row."""
+        return self.resend_interval_s * (1 << min(self._idles, MAX_IDLE_DOUBLINGS))
+
     def _run(self) -> None:
+        assert self._work is not None
         while not self._stop.is_set():
             try:
-                item = self._work.get(timeout=self.resend_interval_s)
+                item = self._work.get(timeout=self._idle_interval())
             except queue.Empty:
-                item = "idle"  # nothing heard for a while
+                item = IDLE  # nothing heard for a while
             if item is None:
                 return
-            try:
-                if item == "idle":
-                    self._resync()
-                elif item == "resend":
-                    self._resend()
-                elif isinstance(item, tuple):
-                    self._on_round_result(item[1], item[2])
-                else:
-                    self._check_membership()
-                    self._maybe_train()
-            except Exception:
-                log.exception("%s: local round failed", self.device_id)
+            self._handle(item)
+
+    def _handle(self, item: object) -> None:
+        if self._stop.is_set():
+            return
+        self._idles = self._idles + 1 if item == IDLE else 0
+        try:
+            if item == IDLE:
+                self._resync()
+            elif item == "resend":
+                self._resend()
+            elif isinstance(item, tuple):
+                self._on_round_result(item[1], item[2])
+            else:
+                self._check_membership()
+                self._maybe_train()
+        except Exception:
+            log.exception("%s: local round failed", self.device_id)
 
     def _check_membership(self) -> None:
         """After the manifest, a plan that has not come within PLAN_GRACE_S means this device is not in the plan."""
         if self.plan is not None or self._manifest_at is None or self.unknown_device is not None:
             return
         if time.monotonic() - self._manifest_at < PLAN_GRACE_S:
-            threading.Timer(PLAN_GRACE_S, self._work.put, args=("manifest",)).start()
+            threading.Timer(PLAN_GRACE_S, self._put, args=("manifest",)).start()
             return
         self.unknown_device = (f"device {self.device_id!r} is not in fleet {self.fleet!r}'s plan: the aggregator "
                                f"published its manifest but no plan for this id; check --device against the "
@@ -257,7 +292,7 @@ class DeviceAgent:
     def _maybe_train(self) -> None:
         plan, model, shard, program = self.plan, self.latest_model, self.shard_bytes, self.student_bytes
         if (plan is None or model is None or shard is None or program is None
-                or content_hash(shard) != plan.shard_hash or content_hash(program) != plan.student_hash):
+                or self._hashes.get("shard") != plan.shard_hash or self._hashes.get("student") != plan.student_hash):
             return  # not everything the plan names has arrived yet
         version, round_, weights = model
         if round_ >= plan.rounds:
@@ -265,26 +300,24 @@ class DeviceAgent:
             return
         if round_ in self.rounds_done or not self.selected.get(round_, False):
             return  # done already, or not (yet known to be) sampled for this round
-        if self._student is None or self._student_hash != plan.student_hash:
-            self._student = TrainableStudent.from_bytes(program)
-            self._student_hash = plan.student_hash
-        mismatch = self._student.shape_mismatch(weights)
+        student = self._artifacts.student(plan.student_hash, program)
+        mismatch = student.shape_mismatch(weights)
         if mismatch is not None:
             self._note(self.ignored, self.topics.model(version), f"global model ignored: {mismatch}")
             self.latest_model = None
             return
         logits = self._logits_for(plan.shard_hash, shard)
         labels = labels_in_use(self.labels, plan.labelled_fraction)
-        targets = distillation_targets(logits, labels, self._student.num_classes)
+        targets = distillation_targets(logits, labels, student.num_classes)
         noise = InsecureSeededNoise(noise_generator(self.seed, round_)) if self.noise_seeded else SecureNoise()
-        result = train_round(self._student, weights, self.x_flat, targets, logits, plan,
+        result = train_round(student, weights, self.x_flat, targets, logits, plan,
                              round_generator(self.seed, round_), noise)
         self._send(round_, update_payload(result, plan, round_, version, rounding_generator(self.seed, round_)))
         self.rounds_done.add(round_)
 
     def _logits_for(self, shard_hash: str, shard: bytes) -> np.ndarray:
         if self._shard_logits is None or self._shard_logits[0] != shard_hash:
-            self._shard_logits = (shard_hash, ShardRunner.from_bytes(shard).logits(self.x_images))
+            self._shard_logits = (shard_hash, self._artifacts.shard(shard_hash, shard).logits(self.x_images))
         return self._shard_logits[1]
 
     def _send(self, round_: int, blob: bytes) -> None:

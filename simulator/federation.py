@@ -16,7 +16,9 @@ from cloud.evaluation import student_evaluator
 from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
+from edge.artifact_cache import ArtifactCache
 from edge.broker_credentials import BrokerCredentials
+from edge.device_workers import DeviceWorkers
 from edge.mqtt_loop import MqttLoop
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
@@ -31,6 +33,8 @@ from simulator.config import ExperimentConfig
 from simulator.in_process import InProcessRun, StudentClient, run_rounds
 
 log = logging.getLogger("dmskd.simulator")
+
+DEVICE_WORKER_THREADS = 2  # this machine's cores; LiteRT and numpy release the GIL while they compute
 
 
 @dataclass
@@ -83,6 +87,9 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     # every device session on one network thread (edge/mqtt_loop.py: epoll, no select() ceiling at ~338 sessions);
     # the aggregator keeps a thread of its own, so a busy fleet never delays its reads
     device_loop = MqttLoop(name=f"{fleet}-devices-mqtt")
+    # and their work on a pool of a few threads (edge/device_workers.py), the artefacts and interpreters shared
+    # (edge/artifact_cache.py): the same handlers as a device's own thread, without 10,000 threads and copies
+    workers, artifacts = DeviceWorkers(threads=DEVICE_WORKER_THREADS, name=f"{fleet}-devices"), ArtifactCache()
 
     def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None,
                 loop: MqttLoop | None = None) -> MqttSession:
@@ -96,13 +103,14 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                                  loop=device_loop)
         agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), key.public_key(),
                                   seed=seed, outbox_dir=run_dir / "outbox",
-                                  noise_seeded=config.insecure_seeded_noise))
+                                  noise_seeded=config.insecure_seeded_noise, workers=workers, artifacts=artifacts))
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
     service = AggregatorService.from_bundle(
         bundle, agg_session, seeds.server, key, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
         on_round_end=on_round_end, insecure_seeded_noise=config.insecure_seeded_noise)
     agg_session.connect()
+    workers.start()
     try:
         for agent in agents:
             agent.start()
@@ -116,6 +124,7 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                 agent.stop()
             except Exception:  # a broken agent must not hide the run's result
                 log.exception("stopping %s failed", agent.device_id)
+        workers.stop()
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
                              service.epsilon, {a.device_id: list(a.refused) for a in agents})
