@@ -19,7 +19,6 @@ from edge.cli import (
     SEED_MAX,
     CliParser,
     add_log_level,
-    broker_address,
     configure_logging,
     fail,
     float_between,
@@ -34,7 +33,8 @@ from edge.cli import (
 )
 from edge.plan import TrainingSettings, parse_label_fraction
 from simulator import bits_study_command, chaos_command, noise_study_command
-from simulator.cli_inputs import check_inputs
+from simulator.broker import BrokerError
+from simulator.cli_inputs import check_inputs, simulator_broker
 from simulator.data import TEST_FRACTION
 from simulator.device_pool import DeviceSampling
 from simulator.device_shift import PARTS
@@ -206,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_flags(run)
     add_data_flags(run)
     add_noise_flag(run)
-    run.add_argument("--broker", type=broker_address,
-                     help="host:port of an MQTT broker (default: start an embedded amqtt broker)")
+    run.add_argument("--broker", type=simulator_broker, default="auto",
+                     help="'mosquitto' (start one: C, epoll; for large fleets), 'amqtt' (start the embedded "
+                          "Python broker), 'auto' (amqtt up to 200 devices, mosquitto beyond; the default), "
+                          "or host:port of a running broker")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
@@ -481,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
                            on_round_end=on_round)
-    except (ConnectionError, ValueError, FileNotFoundError) as exc:
+    except (ConnectionError, ValueError, FileNotFoundError, BrokerError) as exc:
         return fail(str(exc))
     finally:
         for bar in bars:

@@ -277,6 +277,10 @@ class MosquittoBroker(_ProcessBroker):
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
             "persistence false",
+            # a fleet of thousands of devices: small packets must not wait for Nagle's algorithm, and a
+            # device's queue must hold a round's messages while it is busy (the default keeps 1,000)
+            "set_tcp_nodelay true",
+            "max_queued_messages 100000",
             # Whole packet, all protocol versions; 0 would mean no limit.
             f"max_packet_size {self.max_packet_size}",
             # The parent redirects stderr to the log file: that works whatever user

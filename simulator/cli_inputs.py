@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli import fail, output_path_problem, usage
+from edge.cli import broker_address, fail, output_path_problem, usage
 
 DATA_FORMATS = "MNIST IDX files, a Keras-style .npz, CIFAR-10 batches, Tiny-ImageNet, an image folder or meter CSV"
 
@@ -24,3 +24,16 @@ def check_inputs(args: argparse.Namespace) -> int | None:
     flag, out = ("--run-dir", args.run_dir) if args.verb == "run" else ("--out", getattr(args, "out", None))
     problem = None if out is None else output_path_problem(out, flag, directory=True)
     return None if problem is None else fail(problem)
+
+
+BROKER_KINDS = ("auto", "mosquitto", "amqtt")
+
+
+def simulator_broker(text: str) -> str:
+    """argparse type of `simulator run --broker`: a broker to start (auto, mosquitto, amqtt) or host:port."""
+    if text.strip().lower() in BROKER_KINDS:
+        return text.strip().lower()
+    try:
+        return broker_address(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or name a broker to start: {', '.join(BROKER_KINDS)}") from None

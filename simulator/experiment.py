@@ -11,9 +11,12 @@ import numpy as np
 
 from cloud.accounting import calibrate_discrete_noise_multiplier
 from cloud.strategy import DpMode
+from edge.broker_address import parse_broker_url
+from edge.mqtt_loop import raise_open_file_limit
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from simulator.artifacts import CloudArtifacts, prepare_cloud
+from simulator.broker import BrokerError, EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from simulator.config import ExperimentConfig
 from simulator.federation import FederationOutcome, fleet_evaluator, run_federation
 from simulator.report import plot_accuracy, write_metrics, write_report
@@ -33,27 +36,30 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
     return calibrate_discrete_noise_multiplier(config.target_epsilon, q, config.rounds, config.delta)
 
 
-def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str | None = None,
+def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto",
                    status=print, on_round_end=None) -> dict:
-    """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics."""
-    from edge.broker_address import parse_broker_url
-    from simulator.broker import EmbeddedBroker
+    """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics.
 
+    broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind)."""
     started = time.monotonic()
-    if broker:
+    kind = broker if broker in ("auto", "mosquitto", "amqtt") else None
+    if kind is None:
         host, port = parse_broker_url(broker)
         _probe_broker(host, port)  # fail before minutes of training, not after
+    else:
+        kind = simulator_broker_kind(kind, config.devices)
     run_dir.mkdir(parents=True, exist_ok=True)
     z = resolve_noise_multiplier(config)
     art = prepare_cloud(config, progress=status)
     with contextlib.ExitStack() as stack:
-        if broker:
+        if kind is None:
             broker_name = f"{host}:{port}"
         else:
-            embedded = stack.enter_context(EmbeddedBroker())
-            host, port, broker_name = embedded.host, embedded.port, f"embedded amqtt {embedded.host}:{embedded.port}"
+            started_broker = stack.enter_context(start_fleet_broker(kind, config.devices))
+            host, port = started_broker.host, started_broker.port
+            broker_name = f"{'embedded amqtt' if kind == 'amqtt' else kind} {host}:{port}"
         status(regime_line(config))
-        status(f"federating over MQTT at {host}:{port}")
+        status(f"federating over MQTT at {broker_name}")
         outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end)
     metrics = collect_metrics(config, art, outcome, z, broker_name, time.monotonic() - started)
     write_metrics(run_dir, metrics)
@@ -94,6 +100,26 @@ def regime_line(config: ExperimentConfig) -> str:
     shift = f"; every device's data shifted at {config.device_shift:g}" if config.device_shift else ""
     augment = (f"; the cloud trains on random shifts at {config.cloud_augment:g}" if config.cloud_augment else "")
     return f"{labels}; federating {start}{shift}{augment}"
+
+
+AMQTT_MAX_DEVICES = 200  # beyond this the pure-Python broker dominates a round's time
+
+
+def simulator_broker_kind(kind: str, devices: int) -> str:
+    """The broker `--broker auto|mosquitto|amqtt` starts for a fleet of `devices`; BrokerError names the fix."""
+    if kind == "auto":
+        kind = "amqtt" if devices <= AMQTT_MAX_DEVICES else "mosquitto"
+    if kind == "mosquitto" and mosquitto_binary() is None:
+        raise BrokerError(f"{devices} devices need mosquitto (the embedded amqtt broker is for up to "
+                          f"{AMQTT_MAX_DEVICES}), and it is not installed: apt-get install mosquitto, or pass "
+                          f"--broker host:port of a running broker")
+    return kind
+
+
+def start_fleet_broker(kind: str, devices: int) -> MosquittoBroker | EmbeddedBroker:
+    """A loopback broker of `kind` for `devices` clients (the open-file limit raised for them first)."""
+    raise_open_file_limit(devices + 256)  # the broker inherits it: one descriptor per client, and its own
+    return MosquittoBroker() if kind == "mosquitto" else EmbeddedBroker()
 
 
 def _probe_broker(host: str, port: int) -> None:
