@@ -338,8 +338,16 @@ class MqttSession:
         if whole is None:
             return
         for topic_filter, handler in self._handlers:
-            if mqtt.topic_matches_sub(topic_filter, topic):
+            if mqtt.topic_matches_sub(shared_subscription_filter(topic_filter), topic):
                 try:
                     handler(topic, whole)
                 except Exception:  # a handler bug must not kill the network thread
                     log.exception("%s: handler for %s failed", self.client_id, topic)
+
+
+def shared_subscription_filter(topic_filter: str) -> str:
+    """The filter a message's real topic matches: `$share/<group>/<filter>` delivers on topics of <filter>."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter

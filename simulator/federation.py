@@ -12,8 +12,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.aggregator import AggregatorService
+from cloud.aggregator_worker import AggregatorWorker, worker_will
 from cloud.evaluation import student_evaluator
 from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
+from cloud.reducer import ShardedAggregatorService
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
 from edge.artifact_cache import ArtifactCache
@@ -72,13 +74,16 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                    noise_multiplier: float, fleet: str = "demo",
                    on_round_end: Callable[[RoundRecord], None] | None = None,
                    credentials: Callable[[str], BrokerCredentials] | None = None,
-                   signing_key: Ed25519PrivateKey | None = None) -> FederationOutcome:
+                   signing_key: Ed25519PrivateKey | None = None, aggregators: int = 1) -> FederationOutcome:
     """Start agents and the aggregator, run all rounds, stop everything, return the outcome.
 
     signing_key: the fleet's key, whose public half every device pins (None: a fresh one for this run).
 
     credentials: what each client presents to the broker, by identity (a device id, or `<fleet>-aggregator`),
-    e.g. from a `python -m cloud provision` directory; None connects every client anonymously."""
+    e.g. from a `python -m cloud provision` directory; None connects every client anonymously.
+
+    aggregators: 1 runs the single aggregator; K > 1 a coordinator and K workers sharing the updates
+    (cloud/reducer.py, cloud/aggregator_worker.py), each worker a client of its own."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     topics = FleetTopics(fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
@@ -105,10 +110,20 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                                   seed=seed, outbox_dir=run_dir / "outbox",
                                   noise_seeded=config.insecure_seeded_noise, workers=workers, artifacts=artifacts))
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
-    service = AggregatorService.from_bundle(
+    service_type = AggregatorService if aggregators == 1 else ShardedAggregatorService
+    shard_workers = []
+    for i in range(aggregators if aggregators > 1 else 0):
+        worker_id = f"w{i}"
+        worker_session = session(f"{fleet}-aggregator-{worker_id}", f"{fleet}-aggregator",
+                                 will=worker_will(fleet, worker_id))
+        shard_workers.append(AggregatorWorker.from_bundle(bundle, worker_session, seeds.server, worker_id,
+                                                          insecure_seeded_noise=config.insecure_seeded_noise))
+    service = service_type.from_bundle(
         bundle, agg_session, seeds.server, key, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
         on_round_end=on_round_end, insecure_seeded_noise=config.insecure_seeded_noise)
+    for shard_worker in shard_workers:
+        shard_worker.session.connect()
     agg_session.connect()
     workers.start()
     try:
@@ -125,6 +140,8 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
             except Exception:  # a broken agent must not hide the run's result
                 log.exception("stopping %s failed", agent.device_id)
         workers.stop()
+        for shard_worker in shard_workers:
+            shard_worker.session.close()
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
                              service.epsilon, {a.device_id: list(a.refused) for a in agents})
