@@ -23,12 +23,18 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from cloud.aggregator import AggregatorService
+from cloud.aggregator_worker import AggregatorWorker, worker_will
+from cloud.fleet_bundle import FleetBundle
 from cloud.partial_sum_wire import MalformedPartial, WorkerPartial, decode_partial
 from cloud.rejections import RejectionLog, RejectionReason
 from cloud.round_closing import OFFLINE, ONLINE
 from cloud.round_engine import OpenRound
 from cloud.shard_protocol import Claim, ShardTopics, closed_notice, done_notice, grant_message, open_notice
+from edge.broker_credentials import BrokerCredentials
+from edge.mqtt_session import MqttSession
 
 log = logging.getLogger("dmskd.aggregator.reducer")
 
@@ -175,3 +181,23 @@ def _add_rejections(into: RejectionLog, item: WorkerPartial) -> None:
         into.counts[reason] = into.counts.get(reason, 0) + n
     room = into.sample_limit - len(into.sample)
     into.sample.extend(item.rejected.sample[:max(0, room)])
+
+
+def start_local_workers(bundle: FleetBundle, host: str, port: int, credentials: BrokerCredentials, count: int,
+                        seed: int | None = None) -> list[AggregatorWorker]:
+    """`count` connected workers w0.. of `bundle`'s fleet in this process, each an MQTT client of its own; seed as
+    the coordinator's (an int: seeded grid rounding, tests and simulations only)."""
+    fleet, started = bundle.settings.fleet, []
+    try:
+        for i in range(count):
+            session = MqttSession(f"{fleet}-aggregator-w{i}", host, port, will=worker_will(fleet, f"w{i}"),
+                                  tls=credentials.tls, username=credentials.username, password=credentials.password)
+            worker = AggregatorWorker.from_bundle(bundle, session, np.random.SeedSequence(seed), f"w{i}",
+                                                  insecure_seeded_noise=seed is not None)
+            session.connect()
+            started.append(worker)
+    except BaseException:
+        for worker in started:
+            worker.session.close()
+        raise
+    return started

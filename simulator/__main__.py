@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'mosquitto' (start one: C, epoll; for large fleets), 'amqtt' (start the embedded "
                           "Python broker), 'auto' (amqtt up to 200 devices, mosquitto beyond; the default), "
                           "or host:port of a running broker")
+    run.add_argument("--aggregators", type=positive_int, default=1,
+                     help="aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (each its own "
+                          "MQTT client) that share the updates through an MQTT shared subscription (needs mosquitto)")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
@@ -482,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
-                           on_round_end=on_round)
+                           on_round_end=on_round, aggregators=args.aggregators)
     except (ConnectionError, ValueError, FileNotFoundError, BrokerError) as exc:
         return fail(str(exc))
     finally:

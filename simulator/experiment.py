@@ -37,12 +37,18 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto",
-                   status=print, on_round_end=None) -> dict:
+                   status=print, on_round_end=None, aggregators: int = 1) -> dict:
     """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics.
 
-    broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind)."""
+    broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind).
+    aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (needs mosquitto's $share)."""
     started = time.monotonic()
     kind = broker if broker in ("auto", "mosquitto", "amqtt") else None
+    if aggregators > 1 and kind == "amqtt":
+        raise ValueError(f"--aggregators {aggregators} shares updates among workers with MQTT shared subscriptions, "
+                         f"which the embedded amqtt broker does not serve; pass --broker mosquitto")
+    if aggregators > 1 and kind == "auto":
+        kind = "mosquitto"
     if kind is None:
         host, port = parse_broker_url(broker)
         _probe_broker(host, port)  # fail before minutes of training, not after
@@ -60,7 +66,10 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
             broker_name = f"{'embedded amqtt' if kind == 'amqtt' else kind} {host}:{port}"
         status(regime_line(config))
         status(f"federating over MQTT at {broker_name}")
-        outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end)
+        if aggregators > 1:
+            status(f"{aggregators} aggregator workers share the updates (an MQTT shared subscription)")
+        outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end,
+                                 aggregators=aggregators)
     metrics = collect_metrics(config, art, outcome, z, broker_name, time.monotonic() - started)
     write_metrics(run_dir, metrics)
     if outcome.history:
