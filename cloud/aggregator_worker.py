@@ -45,8 +45,8 @@ log = logging.getLogger("dmskd.aggregator.worker")
 class _WorkerRound:
     """One round's admission state in a worker: the inbox, the sum, updates admitted but not yet granted."""
 
-    def __init__(self, round_: int, inbox: RoundInbox, partial: PartialSum) -> None:
-        self.round_, self.inbox, self.partial = round_, inbox, partial
+    def __init__(self, round_: int, epoch: int, inbox: RoundInbox, partial: PartialSum) -> None:
+        self.round_, self.epoch, self.inbox, self.partial = round_, epoch, inbox, partial
         self.fold: Callable[[AcceptedUpdate], None] = inbox.sink or (lambda u: None)
         self.pending: dict[str, AcceptedUpdate] = {}
         self.digests: dict[str, str] = {}  # device -> digest of its update folded into `partial`
@@ -81,7 +81,7 @@ class AggregatorWorker:
         self.partials_sent = 0
         self._lock = threading.Lock()
         self._round: _WorkerRound | None = None
-        self._closed_round = -1
+        self._closed: tuple[int, int] = (-1, 0)  # (round, epoch) of the last sum sent
         session.stream_of = update_sender_stream
         if self.meters is None:
             session.subscribe(self.shard.shared_updates(self.topics.all_updates), self._on_update)
@@ -111,25 +111,28 @@ class AggregatorWorker:
             state = notice.get("state")
             with self._lock:
                 if state == OPEN:
-                    self._open(int(notice["round"]), int(notice["version"]), tuple(notice["cohort"]))
+                    self._open(int(notice["round"]), int(notice.get("epoch", 0)), int(notice["version"]),
+                               tuple(notice["cohort"]))
                 elif state == CLOSED:
-                    self._close(int(notice["round"]), notice["granted"].get(self.worker_id, []))
+                    self._close(int(notice["round"]), int(notice.get("epoch", 0)),
+                                notice["granted"].get(self.worker_id, []))
                 elif state == DONE:
                     self.finished.set()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("%s: malformed round notice ignored: %s", self.worker_id, exc)
 
-    def _open(self, round_: int, version: int, cohort: tuple[str, ...]) -> None:
-        if round_ <= self._closed_round or (self._round is not None and self._round.round_ == round_):
+    def _open(self, round_: int, epoch: int, version: int, cohort: tuple[str, ...]) -> None:
+        current = None if self._round is None else (self._round.round_, self._round.epoch)
+        if (round_, epoch) <= self._closed or current == (round_, epoch):
             return  # a retained notice read again on reconnect
         if self.meters is not None:
             cohort = tuple(d for d in cohort if d in self.meters)
         state = RoundState(round_, version, self.weights, self.seed)
-        self._round = _WorkerRound(round_, *self.engine.open_inbox(state, cohort))
+        self._round = _WorkerRound(round_, epoch, *self.engine.open_inbox(state, cohort))
 
-    def _close(self, round_: int, granted: list[str]) -> None:
+    def _close(self, round_: int, epoch: int, granted: list[str]) -> None:
         current = self._round
-        if current is None or current.round_ != round_:
+        if current is None or (current.round_, current.epoch) != (round_, epoch):
             if granted:
                 log.error("%s: round %d closed with %d updates granted to this worker, which holds no state of it "
                           "(restarted mid-round): they are lost for this round", self.worker_id, round_, len(granted))
@@ -143,7 +146,7 @@ class AggregatorWorker:
         item = WorkerPartial(self.worker_id, round_, current.partial, current.digests, current.inbox.rejected)
         self.session.publish(self.shard.partial(round_, self.worker_id), encode_partial(item), wait=False)
         self.partials_sent += 1
-        self._round, self._closed_round = None, round_
+        self._round, self._closed = None, (round_, epoch)
 
     def _on_update(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")

@@ -11,9 +11,11 @@ central mode (int64 sums on the grid, seeded rounding keyed by device), within f
 rounding (relative 1e-12 or so before the float32 cast) in `none` and `local` mode.
 
 A worker that goes offline (its Last Will) has its grants of the open round withdrawn: those devices resend
-until acknowledged and another worker admits them. A worker that dies after the close, before its partial
-arrives, costs the round its devices' updates: the round is released without them after
-`partial_timeout_s` and they are not acknowledged (they train the next round as usual).
+until acknowledged and another worker admits them. When a worker holding grants is lost at the close (offline,
+or no partial within `partial_timeout_s`), the other partials are kept, its devices are withdrawn and the round
+reopens (the next epoch: workers open a fresh sum, the coordinator grants only devices not yet summed) until the
+quorum is met again or the round's deadline has passed; then it is released without them, and those devices,
+never acknowledged, train the next round as usual.
 """
 
 from __future__ import annotations
@@ -124,17 +126,31 @@ class ShardedAggregatorService(AggregatorService):
             self._cond.notify_all()
 
     def _wait_for_close(self, opened: OpenRound) -> str:
-        """Close as the single aggregator would, then collect and merge the workers' partial sums."""
-        reason = super()._wait_for_close(opened)
-        with self._cond:
-            by_worker: dict[str, list[str]] = {}
-            for device, worker in self._holder.items():
-                by_worker.setdefault(worker, []).append(device)
-        self.session.publish(self.shard.round_notice, closed_notice(opened.round, by_worker), retain=True,
-                             wait=False)
-        received = self._collect(opened.round, set(by_worker))
-        self._reduce(opened, by_worker, received)
-        return reason
+        """Close as the single aggregator would, then collect and merge the workers' partial sums; reopen the
+        round (next epoch) while a worker holding grants was lost at the close and the deadline allows."""
+        epoch = 0
+        while True:
+            reason = super()._wait_for_close(opened)
+            with self._cond:
+                by_worker: dict[str, list[str]] = {}
+                for device, worker in self._holder.items():
+                    by_worker.setdefault(worker, []).append(device)
+            self.session.publish(self.shard.round_notice, closed_notice(opened.round, by_worker, epoch), retain=True,
+                                 wait=False)
+            received = self._collect(opened.round, set(by_worker))
+            self._reduce(opened, by_worker, received)
+            lost = set(by_worker) - set(received)
+            if not lost or time.monotonic() - opened.opened_at >= self.policy.deadline_s:
+                return reason
+            epoch += 1
+            log.warning("round %d reopens (epoch %d): workers %s were lost holding updates; their devices resend",
+                        opened.round, epoch, sorted(lost))
+            with self._cond:
+                self._holder = {}
+                self._open, opened.closed_by, opened.closed_at = opened, "", None
+            self.session.publish(self.shard.round_notice,
+                                 open_notice(opened.round, opened.base_version, opened.cohort, epoch), retain=True,
+                                 wait=False)
 
     def _collect(self, round_: int, workers: set[str]) -> dict[str, bytes]:
         """Wait for the partial of every worker holding grants (not for one gone offline, nor past the timeout)."""
@@ -154,10 +170,9 @@ class ShardedAggregatorService(AggregatorService):
         return received
 
     def _reduce(self, opened: OpenRound, by_worker: dict[str, list[str]], received: dict[str, bytes]) -> None:
-        """Merge the received partials into the round's sum; credit only the devices a merged partial holds."""
+        """Merge the received partials into the round's sum; credit only the devices a merged sum holds."""
         config, template = self.engine.config.aggregation, opened.inbox.template
         merged = opened.partial
-        kept: set[str] = set()
         for worker, blob in sorted(received.items()):
             granted = set(by_worker.get(worker, ()))
             try:
@@ -168,10 +183,9 @@ class ShardedAggregatorService(AggregatorService):
                 log.error("round %d: partial sum of worker %s refused: %s", opened.round, worker, exc)
                 continue
             merged = merged.merge(item.partial)
-            kept |= item.partial.devices
             _add_rejections(opened.inbox.rejected, item)
         opened.partial = merged
-        for device in set(opened.inbox.accepted) - kept:
+        for device in set(opened.inbox.accepted) - merged.devices:
             opened.inbox.withdraw(device)
 
 

@@ -5,8 +5,9 @@ rounds and publishes everything devices read) and K workers (cloud/aggregator_wo
 devices' updates, each into its own partial sum. They talk under `dmskd/<fleet>/aggregators/`, a subtree the
 broker's ACL must open to aggregator identities only (it carries the secret cohort):
 
-- `round` (coordinator -> workers, retained JSON): `{"round", "version", "cohort", "state": "open"}` when a round
-  opens; `{"round", "state": "closed", "granted": {worker: [devices]}}` when it closes; `{"state": "done"}`.
+- `round` (coordinator -> workers, retained JSON): `{"round", "epoch", "version", "cohort", "state": "open"}` when
+  a round opens; `{"round", "epoch", "state": "closed", "granted": {worker: [devices]}}` when it closes;
+  `{"state": "done"}`. A round reopens with the next epoch when a worker holding grants was lost at the close.
 - `claim/<worker>` (worker -> coordinator): `{"round", "device", "digest", "examples"}` for each update the
   worker admitted; the worker holds it unsummed until the answer.
 - `grant/<worker>` (coordinator -> worker): `{"round", "device", "granted"}`. The first claim of a device in a
@@ -100,14 +101,15 @@ def grant_message(round_: int, device: str, granted: bool) -> bytes:
     return json.dumps({"round": round_, "device": device, "granted": granted}).encode()
 
 
-def open_notice(round_: int, version: int, cohort: tuple[str, ...]) -> bytes:
-    """Round `round_` is open on global version `version` for `cohort`."""
-    return json.dumps({"state": OPEN, "round": round_, "version": version, "cohort": list(cohort)}).encode()
+def open_notice(round_: int, version: int, cohort: tuple[str, ...], epoch: int = 0) -> bytes:
+    """Round `round_` is open on global version `version` for `cohort` (epoch > 0: reopened, a worker was lost)."""
+    return json.dumps({"state": OPEN, "round": round_, "epoch": epoch, "version": version,
+                       "cohort": list(cohort)}).encode()
 
 
-def closed_notice(round_: int, granted: dict[str, list[str]]) -> bytes:
-    """Round `round_` is closed: each worker sends the sum of exactly the devices granted to it."""
-    return json.dumps({"state": CLOSED, "round": round_,
+def closed_notice(round_: int, granted: dict[str, list[str]], epoch: int = 0) -> bytes:
+    """Round `round_` (its `epoch`) is closed: each worker sends the sum of exactly the devices granted to it."""
+    return json.dumps({"state": CLOSED, "round": round_, "epoch": epoch,
                        "granted": {w: sorted(d) for w, d in sorted(granted.items())}}).encode()
 
 

@@ -6,6 +6,7 @@ admits and sums them: the single aggregator, K workers behind a shared subscript
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -42,8 +43,9 @@ def update_blob(fleet: str, config: FedAvgConfig, device: str, round_: int) -> b
 class ScriptedDevices:
     """Answers global model v (round v) with every device's fixed update, `copies` times (a resend)."""
 
-    def __init__(self, broker, fleet: str, config: FedAvgConfig, copies: int = 1) -> None:
+    def __init__(self, broker, fleet: str, config: FedAvgConfig, copies: int = 1, resend_after_s: float = 0.0) -> None:
         self.topics, self.fleet, self.config, self.copies = FleetTopics(fleet), fleet, config, copies
+        self.resend_after_s = resend_after_s
         self.answered: set[int] = set()
         self.session = MqttSession(f"{fleet}-devices", broker.host, broker.port)
         self.session.subscribe(self.topics.all_models, self._on_model)
@@ -53,7 +55,12 @@ class ScriptedDevices:
         if version >= ROUNDS or version in self.answered:
             return
         self.answered.add(version)
-        for _ in range(self.copies):
+        self._send(version, self.copies)
+        if self.resend_after_s:  # as a device resends what is not yet acknowledged
+            threading.Timer(self.resend_after_s, self._send, (version, 1)).start()
+
+    def _send(self, version: int, copies: int) -> None:
+        for _ in range(copies):
             for device in DEVICES:
                 blob = update_blob(self.fleet, self.config, device, version)
                 self.session.publish(self.topics.update(version, device), blob, wait=False)
@@ -63,11 +70,14 @@ def engine(fleet: str, config: FedAvgConfig) -> RoundEngine:
     return RoundEngine(EngineConfig(fleet, DEVICES, ROUNDS, aggregation=config, insecure_seeded_noise=True))
 
 
+Outcome = tuple[dict[str, np.ndarray], list[dict], list[AggregatorWorker]]
+
+
 def run(broker, config: FedAvgConfig, workers: Callable[[str], list[AggregatorWorker]] | None = None,
-        copies: int = 1) -> tuple[dict[str, np.ndarray], list[dict], list[AggregatorWorker]]:
+        copies: int = 1, resend_after_s: float = 0.0) -> Outcome:
     """Run ROUNDS rounds with the single aggregator (workers None) or a coordinator and its workers."""
     fleet = f"shard{next(fleets)}"
-    devices = ScriptedDevices(broker, fleet, config, copies)
+    devices = ScriptedDevices(broker, fleet, config, copies, resend_after_s)
     weights = {n: np.zeros(s, np.float32) for n, s in TEMPLATE.items()}
     session = MqttSession(f"{fleet}-aggregator", broker.host, broker.port)
     kind = AggregatorService if workers is None else ShardedAggregatorService
@@ -82,7 +92,7 @@ def run(broker, config: FedAvgConfig, workers: Callable[[str], list[AggregatorWo
         history = service.run()
     finally:
         for w in started:
-            w.finished.wait(5)
+            w.finished.wait(2)
             w.session.close()
         devices.session.close()
         session.close()
@@ -148,3 +158,43 @@ def test_gateways_forward_one_partial_per_round_and_the_upstream_result_equals_t
     assert all(weights[n].tobytes() == flat["central"][0][n].tobytes() for n in TEMPLATE)
     assert [g.partials_sent for g in gws] == [ROUNDS, ROUNDS]
     assert [g.admitted for g in gws] == [3 * ROUNDS, 3 * ROUNDS]
+
+
+class MortalWorker(AggregatorWorker):
+    """A worker that dies once its first claim is granted: it reads nothing more, and drops its TCP connection
+    without a DISCONNECT, so the broker publishes its Last Will."""
+
+    dead = False
+
+    def _on_update(self, topic: str, payload: bytes) -> None:
+        if not self.dead:
+            super()._on_update(topic, payload)
+
+    def _on_notice(self, topic: str, payload: bytes) -> None:
+        if not self.dead:
+            super()._on_notice(topic, payload)
+
+    def _on_grant(self, topic: str, payload: bytes) -> None:
+        if self.dead:
+            return
+        super()._on_grant(topic, payload)
+        self.dead = True
+        threading.Thread(target=self._drop_connection).start()
+
+    def _drop_connection(self) -> None:
+        self.session._client.loop_stop()
+        self.session._client.socket().close()
+
+
+def test_a_worker_dying_mid_round_loses_nothing_its_devices_resend_to_another(broker, flat) -> None:
+    def workers(fleet: str) -> list[AggregatorWorker]:
+        weights = {n: np.zeros(s, np.float32) for n, s in TEMPLATE.items()}
+        sessions = [MqttSession(f"{fleet}-w{i}", broker.host, broker.port, will=worker_will(fleet, f"w{i}"))
+                    for i in range(2)]
+        return [kind(s, engine(fleet, CENTRAL), weights, np.random.SeedSequence(SEED), f"w{i}")
+                for i, (kind, s) in enumerate(zip((MortalWorker, AggregatorWorker), sessions))]
+
+    weights, history, started = run(broker, CENTRAL, workers, resend_after_s=1.0)
+    assert started[0].dead and started[0].admitted >= 1 and started[0].partials_sent == 0  # died holding a grant
+    assert all(weights[n].tobytes() == flat["central"][0][n].tobytes() for n in TEMPLATE)
+    assert [h["accepted"] for h in history] == [list(DEVICES)] * ROUNDS
