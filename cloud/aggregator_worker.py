@@ -82,6 +82,7 @@ class AggregatorWorker:
         self._lock = threading.Lock()
         self._round: _WorkerRound | None = None
         self._closed: tuple[int, int] = (-1, 0)  # (round, epoch) of the last sum sent
+        self._served = False  # whether a round was opened here: a retained `done` of an earlier run is ignored
         session.stream_of = update_sender_stream
         if self.meters is None:
             session.subscribe(self.shard.shared_updates(self.topics.all_updates), self._on_update)
@@ -116,7 +117,7 @@ class AggregatorWorker:
                 elif state == CLOSED:
                     self._close(int(notice["round"]), int(notice.get("epoch", 0)),
                                 notice["granted"].get(self.worker_id, []))
-                elif state == DONE:
+                elif state == DONE and self._served:  # not a previous run's notice, still retained
                     self.finished.set()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("%s: malformed round notice ignored: %s", self.worker_id, exc)
@@ -129,6 +130,7 @@ class AggregatorWorker:
             cohort = tuple(d for d in cohort if d in self.meters)
         state = RoundState(round_, version, self.weights, self.seed)
         self._round = _WorkerRound(round_, epoch, *self.engine.open_inbox(state, cohort))
+        self._served = True
 
     def _close(self, round_: int, epoch: int, granted: list[str]) -> None:
         current = self._round

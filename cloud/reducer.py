@@ -52,6 +52,7 @@ class ShardedAggregatorService(AggregatorService):
         self._holder: dict[str, str] = {}  # device -> worker whose claim of it this round was granted
         self._partials: dict[tuple[int, str], bytes] = {}
         self._offline_workers: set[str] = set()
+        self.online_workers: set[str] = set()  # workers and gateways whose status says online
         self._reduce_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
@@ -74,6 +75,17 @@ class ShardedAggregatorService(AggregatorService):
             return super().run()
         finally:
             self.session.publish(self.shard.round_notice, done_notice(), retain=True, wait=False)
+
+    def wait_for_workers(self, count: int, timeout_s: float = 60.0) -> None:
+        """Return once `count` workers announced themselves online; ConnectionError names how many did not."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while len(self.online_workers) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ConnectionError(f"only {len(self.online_workers)} of {count} aggregator workers came online "
+                                          f"within {timeout_s:.0f} s; see their log (python -m cloud aggregate-worker)")
+                self._cond.wait(timeout=left)
 
     def _on_claim(self, topic: str, payload: bytes) -> None:
         worker = topic.rsplit("/", 1)[-1]
@@ -113,6 +125,7 @@ class ShardedAggregatorService(AggregatorService):
         with self._cond:
             if payload == OFFLINE:
                 self._offline_workers.add(worker)
+                self.online_workers.discard(worker)
                 lost = [d for d, w in self._holder.items() if w == worker]
                 if self._open is not None:
                     for device in lost:
@@ -123,6 +136,7 @@ class ShardedAggregatorService(AggregatorService):
                                     "devices resend to another worker", worker, len(lost), self._open.round)
             elif payload == ONLINE:
                 self._offline_workers.discard(worker)
+                self.online_workers.add(worker)
             self._cond.notify_all()
 
     def _wait_for_close(self, opened: OpenRound) -> str:

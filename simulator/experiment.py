@@ -37,11 +37,12 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto",
-                   status=print, on_round_end=None, aggregators: int = 1) -> dict:
+                   status=print, on_round_end=None, aggregators: int = 1, aggregator_processes: bool = False) -> dict:
     """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics.
 
     broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind).
-    aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (needs mosquitto's $share)."""
+    aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (needs mosquitto's $share), threads
+    of this process or, with aggregator_processes, `python -m cloud aggregate-worker` processes."""
     started = time.monotonic()
     kind = broker if broker in ("auto", "mosquitto", "amqtt") else None
     if aggregators > 1 and kind == "amqtt":
@@ -67,9 +68,10 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
         status(regime_line(config))
         status(f"federating over MQTT at {broker_name}")
         if aggregators > 1:
-            status(f"{aggregators} aggregator workers share the updates (an MQTT shared subscription)")
+            status(f"{aggregators} aggregator workers ({'processes' if aggregator_processes else 'threads'}) share "
+                   f"the updates (an MQTT shared subscription)")
         outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end,
-                                 aggregators=aggregators)
+                                 aggregators=aggregators, aggregator_processes=aggregator_processes)
     metrics = collect_metrics(config, art, outcome, z, broker_name, time.monotonic() - started)
     write_metrics(run_dir, metrics)
     if outcome.history:

@@ -4,6 +4,8 @@ same fleet in memory (run_in_process): one bundle, one round engine, one set of 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud.aggregator import AggregatorService
 from cloud.aggregator_worker import AggregatorWorker, worker_will
 from cloud.evaluation import student_evaluator
-from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
+from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config, save_bundle
 from cloud.reducer import ShardedAggregatorService
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
@@ -74,7 +76,8 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                    noise_multiplier: float, fleet: str = "demo",
                    on_round_end: Callable[[RoundRecord], None] | None = None,
                    credentials: Callable[[str], BrokerCredentials] | None = None,
-                   signing_key: Ed25519PrivateKey | None = None, aggregators: int = 1) -> FederationOutcome:
+                   signing_key: Ed25519PrivateKey | None = None, aggregators: int = 1,
+                   aggregator_processes: bool = False) -> FederationOutcome:
     """Start agents and the aggregator, run all rounds, stop everything, return the outcome.
 
     signing_key: the fleet's key, whose public half every device pins (None: a fresh one for this run).
@@ -83,7 +86,8 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     e.g. from a `python -m cloud provision` directory; None connects every client anonymously.
 
     aggregators: 1 runs the single aggregator; K > 1 a coordinator and K workers sharing the updates
-    (cloud/reducer.py, cloud/aggregator_worker.py), each worker a client of its own."""
+    (cloud/reducer.py, cloud/aggregator_worker.py), each worker a client of its own: a thread here, or with
+    aggregator_processes a `python -m cloud aggregate-worker` process (unseeded rounding, anonymous clients)."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     topics = FleetTopics(fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
@@ -112,7 +116,9 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
     service_type = AggregatorService if aggregators == 1 else ShardedAggregatorService
     shard_workers = []
-    for i in range(aggregators if aggregators > 1 else 0):
+    worker_procs = start_worker_processes(bundle, run_dir, host, port, aggregators, config, credentials) \
+        if aggregator_processes and aggregators > 1 else []
+    for i in range(aggregators if aggregators > 1 and not worker_procs else 0):
         worker_id = f"w{i}"
         worker_session = session(f"{fleet}-aggregator-{worker_id}", f"{fleet}-aggregator",
                                  will=worker_will(fleet, worker_id))
@@ -127,6 +133,8 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     agg_session.connect()
     workers.start()
     try:
+        if isinstance(service, ShardedAggregatorService):
+            service.wait_for_workers(aggregators)
         for agent in agents:
             agent.start()
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
@@ -142,9 +150,37 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
         workers.stop()
         for shard_worker in shard_workers:
             shard_worker.session.close()
+        stop_worker_processes(worker_procs)
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
                              service.epsilon, {a.device_id: list(a.refused) for a in agents})
+
+
+def start_worker_processes(bundle: FleetBundle, run_dir: Path, host: str, port: int, count: int,
+                           config: ExperimentConfig, credentials: object) -> list[subprocess.Popen]:
+    """`count` `python -m cloud aggregate-worker` processes for the bundle (saved under run_dir), logging there."""
+    if config.insecure_seeded_noise or credentials is not None:
+        raise ValueError("aggregator worker processes draw secure rounding and connect anonymously: drop "
+                         "--insecure-seeded-noise and broker credentials, or run the workers as threads")
+    bundle_dir = save_bundle(run_dir / "bundle", bundle)
+    procs = []
+    for i in range(count):
+        with open(run_dir / f"aggregator-w{i}.log", "w") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "cloud", "aggregate-worker", "--bundle",
+                                           str(bundle_dir), "--broker", f"{host}:{port}", "--id", f"w{i}"],
+                                          stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def stop_worker_processes(procs: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
+    """Wait for workers told the schedule is done; kill any still running after timeout_s."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("aggregator worker process %d did not stop; killing it", proc.pid)
+            proc.kill()
+            proc.wait()
 
 
 def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",
