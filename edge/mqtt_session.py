@@ -2,7 +2,9 @@
 
 Every logical message on topic T travels as chunks on T/<index> (edge/chunking.py), so the
 same code carries a 200-byte plan and a 200-KB shard. Handlers receive whole messages on
-their logical topic; they run on the network thread and must be quick (hand work off).
+their logical topic; they run on the network thread and must be quick (hand work off). A handler
+subscribed with an MQTT shared subscription, `$share/<group>/<filter>`, gets the messages of <filter>
+the broker hands this client (they arrive on their real topic).
 
 The network thread is paho's own (`loop_start`, one per session) unless the session is given a shared
 `edge.mqtt_loop.MqttLoop`: then one thread serves every session on that loop through epoll (a simulated fleet of
