@@ -29,6 +29,7 @@ from cloud.aggregator import update_sender_stream
 from cloud.fleet_bundle import FleetBundle, engine_config
 from cloud.partial_sum import PartialSum
 from cloud.partial_sum_wire import WorkerPartial, encode_partial
+from cloud.rejections import RejectionReason
 from cloud.round_closing import OFFLINE, ONLINE
 from cloud.round_engine import RoundEngine, RoundState
 from cloud.round_inbox import RoundInbox
@@ -92,6 +93,7 @@ class AggregatorWorker:
         session.subscribe(self.shard.round_notice, self._on_notice)
         session.subscribe(self.shard.grant(worker_id), self._on_grant)
         session.on_connect(self._announce)
+        session.on_error(self._on_chunk_error)
 
     @classmethod
     def from_bundle(cls, bundle: FleetBundle, session: MqttSession, seed: np.random.SeedSequence, worker_id: str,
@@ -171,6 +173,14 @@ class AggregatorWorker:
             self.admitted += 1
             claim = Claim(round_, device, current.inbox.accepted_digests[device], accepted.num_examples)
         self.session.publish(self.shard.claim(self.worker_id), claim.to_json(), wait=False)
+
+    def _on_chunk_error(self, topic: str, reason: str) -> None:
+        """A chunk of an update that failed reassembly counts as a rejection of the open round (as upstream)."""
+        if "/update/" not in topic:
+            return
+        with self._lock:
+            if self._round is not None:
+                self._round.inbox.reject(topic.rsplit("/", 1)[-1], RejectionReason.CHUNK_REJECTED, reason)
 
     def _on_grant(self, topic: str, payload: bytes) -> None:
         try:
