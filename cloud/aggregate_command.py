@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     shard = p.add_mutually_exclusive_group()
     shard.add_argument("--workers", type=positive_int,
                        help="shard admission over K worker clients in this process (MQTT shared subscription, "
-                            "needs mosquitto); default: the single aggregator")
+                            "needs mosquitto) (default: none, the single aggregator)")
     shard.add_argument("--coordinator-only", action="store_true",
                        help="coordinate workers and gateways started with `python -m cloud aggregate-worker`")
     add_credential_arguments(p)

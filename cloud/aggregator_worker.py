@@ -63,7 +63,9 @@ class _WorkerRound:
             self.digests[device] = self.inbox.accepted_digests[device]
 
     def deny(self, device: str) -> None:
-        self.pending.pop(device, None)
+        """Another worker holds it: forget it here, so a resend after that worker's death is admitted again."""
+        if self.pending.pop(device, None) is not None:
+            self.inbox.withdraw(device)
 
 
 class AggregatorWorker:

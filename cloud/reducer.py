@@ -11,11 +11,11 @@ central mode (int64 sums on the grid, seeded rounding keyed by device), within f
 rounding (relative 1e-12 or so before the float32 cast) in `none` and `local` mode.
 
 A worker that goes offline (its Last Will) has its grants of the open round withdrawn: those devices resend
-until acknowledged and another worker admits them. When a worker holding grants is lost at the close (offline,
-or no partial within `partial_timeout_s`), the other partials are kept, its devices are withdrawn and the round
-reopens (the next epoch: workers open a fresh sum, the coordinator grants only devices not yet summed) until the
-quorum is met again or the round's deadline has passed; then it is released without them, and those devices,
-never acknowledged, train the next round as usual.
+until acknowledged and another worker admits them. When a worker holding grants is lost at the close
+(offline, no partial within `partial_timeout_s`, or a partial refused as malformed), the other partials are
+kept, its devices are withdrawn and the round reopens (the next epoch: workers open a fresh sum, the
+coordinator grants only devices not yet summed) until the quorum is met again or the round's deadline has
+passed; then it is released without them, and those devices, never acknowledged, train the next round.
 """
 
 from __future__ import annotations
@@ -152,8 +152,7 @@ class ShardedAggregatorService(AggregatorService):
             self.session.publish(self.shard.round_notice, closed_notice(opened.round, by_worker, epoch), retain=True,
                                  wait=False)
             received = self._collect(opened.round, set(by_worker))
-            self._reduce(opened, by_worker, received)
-            lost = set(by_worker) - set(received)
+            lost = set(by_worker) - self._reduce(opened, by_worker, received)
             if not lost or time.monotonic() - opened.opened_at >= self.policy.deadline_s:
                 return reason
             epoch += 1
@@ -183,10 +182,11 @@ class ShardedAggregatorService(AggregatorService):
             self._partials = {k: v for k, v in self._partials.items() if k[0] > round_}
         return received
 
-    def _reduce(self, opened: OpenRound, by_worker: dict[str, list[str]], received: dict[str, bytes]) -> None:
-        """Merge the received partials into the round's sum; credit only the devices a merged sum holds."""
+    def _reduce(self, opened: OpenRound, by_worker: dict[str, list[str]], received: dict[str, bytes]) -> set[str]:
+        """Merge the received partials into the round's sum; credit only the devices a merged sum holds. Returns
+        the workers whose partial was merged."""
         config, template = self.engine.config.aggregation, opened.inbox.template
-        merged = opened.partial
+        merged, merged_workers = opened.partial, set()
         for worker, blob in sorted(received.items()):
             granted = set(by_worker.get(worker, ()))
             try:
@@ -197,10 +197,12 @@ class ShardedAggregatorService(AggregatorService):
                 log.error("round %d: partial sum of worker %s refused: %s", opened.round, worker, exc)
                 continue
             merged = merged.merge(item.partial)
+            merged_workers.add(worker)
             _add_rejections(opened.inbox.rejected, item)
         opened.partial = merged
         for device in set(opened.inbox.accepted) - merged.devices:
             opened.inbox.withdraw(device)
+        return merged_workers
 
 
 def _add_rejections(into: RejectionLog, item: WorkerPartial) -> None:

@@ -44,8 +44,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--id", type=worker_id, required=True, dest="worker_id",
                    help="this worker's id, unique among the fleet's workers and gateways")
     p.add_argument("--gateway-for", type=meter_list, dest="meters",
-                   help="be a gateway: admit only these devices' updates (comma-separated ids; default: a worker "
-                        "taking its share of every device's)")
+                   help="be a gateway: admit only these devices' updates, comma-separated ids (default: none, a "
+                        "worker taking its share of every device's)")
     add_credential_arguments(p)
     p.set_defaults(run=run)
 
