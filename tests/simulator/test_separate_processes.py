@@ -51,3 +51,28 @@ def test_edge_cli_names_a_missing_data_file(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1  # a missing input file is a failure (edge.cli)
     assert "nope.npz not found" in proc.stderr
+
+
+def test_edge_processes_and_a_coordinator_with_two_workers_complete_all_rounds(broker, tiny_config, tiny_cloud,
+                                                                               tmp_path):
+    """`python -m cloud aggregate --workers 2` (serve with workers): the devices see a single aggregator."""
+    bundle = fleet_bundle(dataclasses.replace(tiny_config, rounds=2), tiny_cloud, 0.0, fleet="procs-sharded")
+    save_bundle(tmp_path / "bundle", bundle)
+    write_signing_keypair(tmp_path / PRIVATE_KEY_FILE, tmp_path / PUBLIC_KEY_FILE)
+    procs = []
+    for plan, data in zip(bundle.plans, tiny_cloud.split.devices):
+        np.savez(tmp_path / f"{plan.device}.npz", x=data.x, y=data.y)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--device", plan.device, "--fleet", "procs-sharded",
+             "--data", str(tmp_path / f"{plan.device}.npz"), "--broker", f"{broker.host}:{broker.port}",
+             "--outbox", str(tmp_path / "outbox"), "--fleet-key", str(tmp_path / PUBLIC_KEY_FILE)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        history = serve(tmp_path / "bundle", f"{broker.host}:{broker.port}", tmp_path / "ckpt", workers=2)
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [len(h["accepted"]) for h in history] == [len(bundle.plans)] * 2
+    for plan, out in zip(bundle.plans, outputs):
+        assert f"{plan.device}: rounds done [0, 1]" in out, out[-1500:]
