@@ -76,6 +76,7 @@ class AggregatorService:
         self._grace_spent: set[str] = set()  # never-heard-from devices a round already waited unheard_grace_s for
         self.republished = 0  # republications done (broker reconnects and device announcements)
         self.late_updates = 0  # updates that arrived for a round already closed (resends, mostly)
+        self.duplicate_updates = 0  # resends of an update the open round had already accepted
         session.stream_of = update_sender_stream  # a sender's partial updates share one bound, whatever round
         session.subscribe(self.topics.all_updates, self._on_update)
         session.subscribe(self.topics.all_status, self._on_status)
@@ -249,8 +250,10 @@ class AggregatorService:
                     log.warning("round %d: rejected update from %s: %s: %s (%d with this reason this round)",
                                 inbox.round_, rejection.device, rejection.reason.value, rejection.detail, count)
             elif accepted is None:
-                log.info("round %d: duplicate update from %s ignored (idempotent resend)", inbox.round_,
-                         sanitise_device(device))
+                self.duplicate_updates += 1
+                if worth_logging(self.duplicate_updates):
+                    log.info("round %d: duplicate update from %s ignored (idempotent resend; %d so far)",
+                             inbox.round_, sanitise_device(device), self.duplicate_updates)
             self._cond.notify_all()
 
     def _on_status(self, topic: str, payload: bytes) -> None:

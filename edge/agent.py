@@ -334,7 +334,7 @@ class DeviceAgent:
             if self.latest_model is not None and round_ < self.latest_model[1]:
                 self._forget(round_, "its round closed before this device saw an acknowledgement")
                 continue
-            log.info("%s: resending the round %d update (not yet acknowledged)", self.device_id, round_)
+            log.debug("%s: resending the round %d update (not yet acknowledged)", self.device_id, round_)
             self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
 
     def _resync(self) -> None:
