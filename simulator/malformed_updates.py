@@ -298,8 +298,8 @@ CASES: tuple[MalformedCase, ...] = (
     MalformedCase("declares-other-training", lambda: with_meta(training=training_digest(
         TrainingSettings(lr=0.5).declaration())), R.DECLARATION_MISMATCH,
         f"its plan says '{training_digest(TrainingSettings().declaration())}'", inbox=training_inbox),
-    MalformedCase("declares-no-training", valid_blob, R.DECLARATION_MISMATCH, "declares training settings digest 'none'",
-                  inbox=training_inbox),
+    MalformedCase("declares-no-training", valid_blob, R.DECLARATION_MISMATCH,
+                  "declares training settings digest 'none'", inbox=training_inbox),
     MalformedCase("declares-float32-where-plan-says-uint8", valid_blob, R.DECLARATION_MISMATCH,
                   "declares encoding 'float32-delta'", inbox=uint8_inbox),
     # tensors and weight

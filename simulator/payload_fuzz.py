@@ -132,8 +132,8 @@ class Payload(NamedTuple):
 
 INTERESTING_STRINGS = ("", "0", "-1", "1", "4", "5", "6", "40", "100000", "100001", "10000000", "1e3", "nan", "inf",
                        "-inf", "1e999", "0x10", " 5", "5\n", "9" * 5000, "d0", "d1", "intruder", "f1", "other", "none",
-                       "local", "central", FLOAT32_DELTA, UINT8_AFFINE_DELTA, "update", "weights", "u", "w", "2", mu.LONG_NAME,
-                       "\u0000", "\ud800x")
+                       "local", "central", FLOAT32_DELTA, UINT8_AFFINE_DELTA, "update", "weights", "u", "w", "2",
+                       mu.LONG_NAME, "\u0000", "\ud800x")
 INTERESTING_JSON: tuple[object, ...] = (None, 0, -1, 5, 2**64, 1.5, True, [], {}, [0, 16], "F32", "F64", "U8", "I32",
                                         "BF16", "BOOL", "F16", [6, 4], [4], [], [0], [-1], [2**40])
 

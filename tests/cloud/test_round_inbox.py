@@ -103,7 +103,8 @@ def test_an_update_whose_declaration_differs_from_its_plan_is_rejected_naming_th
                                                                                        reason) -> None:
     inbox = make_inbox(DpMode.LOCAL, 1.5, declared={"d0": PLANNED},
                        encodings=("float32-delta", "uint8-affine-delta"))
-    honest = dataclasses.replace(valid_meta(dp_mode="local", noise_multiplier=1.5), training=training_digest(PLANNED.training or ""))
+    honest = dataclasses.replace(valid_meta(dp_mode="local", noise_multiplier=1.5),
+                                 training=training_digest(PLANNED.training or ""))
     assert make_inbox(DpMode.LOCAL, 1.5, declared={"d0": PLANNED}).offer(
         "d0", ROUND, encode_update(valid_tensors(), honest)) is not None
     lying = dataclasses.replace(honest, **changes)
@@ -124,7 +125,7 @@ def test_local_mode_admits_an_honest_release_and_rejects_a_norm_beyond_what_clip
     meta = valid_meta(dp_mode="local", noise_multiplier=z)
     honest = [mechanism.privatise(valid_tensors(seed=s, norm=CLIP), SecureNoise()) for s in range(20)]
     inbox = make_inbox(DpMode.LOCAL, z)
-    for i, release in enumerate(honest):
+    for release in honest:
         inbox.offer("d0", ROUND, encode_update(release, meta))
         assert "d0" in inbox.accepted, inbox.rejected
         inbox.accepted.clear()
