@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import KW_ONLY, MISSING, asdict, dataclass, fields
 from typing import TypeVar
 
 import numpy as np
@@ -57,6 +57,7 @@ class UpdateMeta:
     clip: float
     noise_multiplier: float
     dp_mode: str
+    _: KW_ONLY  # protocol 1 had update_id here: a positional 9th argument must fail, not become the encoding
     encoding: str = FLOAT32_DELTA
     training: str = ""  # training_digest of the plan's TrainingSettings.declaration (16 hex characters)
 

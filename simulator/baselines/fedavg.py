@@ -76,7 +76,7 @@ class KerasClient:
         if dp:
             delta, _ = clip_update(delta, agg.clip)
         um = UpdateMeta(self.settings.fleet, self.device, round_, meta.version, len(self.data),
-                        agg.clip if dp else 0.0, 0.0, agg.dp_mode.value, self.settings.encoding)
+                        agg.clip if dp else 0.0, 0.0, agg.dp_mode.value, encoding=self.settings.encoding)
         return encode_update(update_tensors(delta, um.encoding), um)
 
 
