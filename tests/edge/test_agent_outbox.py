@@ -22,7 +22,7 @@ FLEET, DEVICE = "outbox-test", "dev-a"
 
 def _update_blob() -> bytes:
     return encode_update({"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
-                         UpdateMeta(FLEET, DEVICE, 4, 4, 12, 1.0, 0.0, "none", f"{DEVICE}:4:4"))
+                         UpdateMeta(FLEET, DEVICE, 4, 4, 12, 1.0, 0.0, "none"))
 
 
 def _agent(broker, tmp_path, key, resend_interval_s: float = 10.0) -> DeviceAgent:
