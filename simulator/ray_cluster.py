@@ -78,6 +78,7 @@ def ray_session(settings: RaySettings) -> Iterator[int]:
     """Join or start the cluster for the duration of the block; yield the CPUs it offers; shut down after."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_enable_metrics_collection", "0")  # no dashboard, so no metrics agent to export to
     if settings.address is not None:
         probe_head(settings.address)
     ray = _import_ray()

@@ -96,3 +96,14 @@ def test_a_ray_address_where_nothing_listens_fails_at_once_naming_it_and_the_fix
         head_address("10.0.0.5")
     assert head_address("ray://head.lan:10001") == ("head.lan", 10001)
     assert head_address("auto") is None
+
+
+def test_the_local_engine_never_imports_ray():
+    """ray loads only inside --engine ray (simulator.ray_cluster.ray_session, the engine modules)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import simulator.__main__, simulator.experiment, simulator.dp_scaling, simulator.compare, "
+            "simulator.engine_flags, simulator.ray_fit, simulator.ray_federation; "
+            "sys.exit('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
