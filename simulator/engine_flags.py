@@ -13,11 +13,11 @@ from simulator.ray_cluster import ENGINES, RaySettings, ray_session
 
 def add_engine_flags(parser: argparse.ArgumentParser, over_mqtt: bool) -> None:
     """The engine flags of a verb; over_mqtt (run): also --broker-host, the address Ray workers dial."""
-    what = ("the simulated devices (each Ray actor hosts a group of DeviceAgents over MQTT; the aggregator stays "
-            "here)" if over_mqtt else "the virtual devices' local training (batches of clients per Ray actor, "
-            "updates aggregated in the local order: the same result for a seed)")
+    ray = ("on a Ray cluster, each actor hosting a group of the devices (DeviceAgents over MQTT; the aggregator "
+           "stays here)" if over_mqtt else "on a Ray cluster, batches of the virtual devices' fits per actor, the "
+           "updates aggregated in the local order (the same result for a seed)")
     parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help=f"where {what} run: local (this process) or ray (a Ray cluster)")
+                        help=f"local: every device in this process; ray: {ray}")
     parser.add_argument("--ray-address",
                         help="--engine ray: HOST:PORT of a running Ray cluster's head (`ray start --head`), or auto "
                              "(default: start a local cluster with this machine's CPUs and a 256 MiB object store)")
