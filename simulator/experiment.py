@@ -37,10 +37,11 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto",
-                   status=print, on_round_end=None) -> dict:
+                   status=print, on_round_end=None, broker_host: str | None = None) -> dict:
     """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics.
 
-    broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind)."""
+    broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind).
+    broker_host (--engine ray): the broker's address as the Ray workers dial it (None: the one the driver uses)."""
     started = time.monotonic()
     kind = broker if broker in ("auto", "mosquitto", "amqtt") else None
     if kind is None:
@@ -48,10 +49,11 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
         _probe_broker(host, port)  # fail before minutes of training, not after
     else:
         kind = simulator_broker_kind(kind, config.devices)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    z = resolve_noise_multiplier(config)
-    art = prepare_cloud(config, progress=status)
     with contextlib.ExitStack() as stack:
+        ray_cpus = stack.enter_context(_engine_session(config))  # a wrong --ray-address fails here, before training
+        run_dir.mkdir(parents=True, exist_ok=True)
+        z = resolve_noise_multiplier(config)
+        art = prepare_cloud(config, progress=status)
         if kind is None:
             broker_name = f"{host}:{port}"
         else:
@@ -60,13 +62,30 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
             broker_name = f"{'embedded amqtt' if kind == 'amqtt' else kind} {host}:{port}"
         status(regime_line(config))
         status(f"federating over MQTT at {broker_name}")
-        outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end)
+        if ray_cpus is None:
+            outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end)
+        else:
+            from simulator.ray_federation import run_federation_on_ray
+
+            status(f"devices on {ray_cpus} Ray actors ({config.ray_address or 'local cluster'}), dialling the "
+                   f"broker at {broker_host or host}:{port}")
+            outcome = run_federation_on_ray(config, art, host, port, run_dir, z, ray_cpus, broker_host,
+                                            on_round_end=on_round_end)
     metrics = collect_metrics(config, art, outcome, z, broker_name, time.monotonic() - started)
     write_metrics(run_dir, metrics)
     if outcome.history:
         plot_accuracy(run_dir, outcome.history, art.teacher_accuracy)
     write_report(run_dir, metrics)
     return metrics
+
+
+def _engine_session(config: ExperimentConfig) -> contextlib.AbstractContextManager[int | None]:
+    """The Ray session of --engine ray (its CPUs), or nothing for the local engine (None)."""
+    if config.engine != "ray":
+        return contextlib.nullcontext()
+    from simulator.ray_cluster import RaySettings, ray_session
+
+    return ray_session(RaySettings(config.ray_address))
 
 
 def shard_quality(art: CloudArtifacts, final_weights: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -191,6 +210,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "shards": shards,
         "history": out.history,
         "broker": broker_name,
+        "engine": config.engine,
         "wall_seconds": wall,
         "seed": config.seed,
     }

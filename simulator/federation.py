@@ -30,7 +30,7 @@ from edge.topics import FleetTopics
 from edge.wire import content_hash
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
-from simulator.in_process import InProcessRun, StudentClient, run_rounds
+from simulator.in_process import SEQUENTIAL, FanOut, InProcessRun, StudentClient, run_rounds
 
 log = logging.getLogger("dmskd.simulator")
 
@@ -139,10 +139,11 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
 
 def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",
                    on_round_end: Callable[[RoundRecord], None] | None = None,
-                   float_noise: bool = False) -> InProcessRun:
+                   float_noise: bool = False, fan_out: FanOut = SEQUENTIAL) -> InProcessRun:
     """The fleet of run_federation without a broker: same bundle, engine, seeds and device code, in memory.
 
-    float_noise: central noise from the float Gaussian instead of the discrete one (seeded comparisons only)."""
+    float_noise: central noise from the float Gaussian instead of the discrete one (seeded comparisons only).
+    fan_out: where the clients' fits run (simulator.ray_fit.RayFanOut: on a Ray cluster)."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     student = TrainableStudent.from_bytes(art.student_program)
@@ -155,4 +156,4 @@ def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multipli
     if float_noise:
         engine_settings = replace(engine_settings, aggregation=replace(engine_settings.aggregation, float_noise=True))
     engine = RoundEngine(engine_settings, fleet_evaluator(student, art))
-    return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end)
+    return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end, fan_out)
