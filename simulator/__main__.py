@@ -32,7 +32,7 @@ from edge.cli import (
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
-from simulator import bits_study_command, chaos_command, noise_study_command
+from simulator import bench_scale_command, bits_study_command, chaos_command, noise_study_command
 from simulator.broker import BrokerError
 from simulator.cli_inputs import check_inputs, simulator_broker
 from simulator.data import TEST_FRACTION
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     noise_study_command.add_parser(sub, seed_list, add_training_flags)
     bits_study_command.add_parser(sub, seed_list, add_data_flags)
     chaos_command.add_parser(sub)
+    bench_scale_command.add_parser(sub)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
     comp.add_argument("--rounds", type=positive_int, default=10, help="federated rounds of every method")
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     if args.verb == "noise-study":
         return int(args.run(args))
-    if args.verb == "chaos":
+    if args.verb in ("chaos", "bench-scale"):
         return int(args.run(args))
     if args.dp == "none" and (args.target_epsilon is not None or args.noise_multiplier is not None):
         return usage("--target-epsilon and --noise-multiplier set the DP noise: add --dp local or --dp central, "
