@@ -34,9 +34,10 @@ def engine_problem(args: argparse.Namespace) -> str | None:
         return "--ray-address names the Ray cluster of --engine ray: add --engine ray, or drop --ray-address"
     if args.engine != "ray" and getattr(args, "broker_host", None) is not None:
         return "--broker-host is the address Ray workers dial: add --engine ray, or drop --broker-host"
-    if getattr(args, "broker_host", None) is not None and getattr(args, "broker", None) is None:
-        return "--broker-host needs --broker (the embedded broker listens on 127.0.0.1 only): run mosquitto where " \
-               "the workers reach it and pass --broker HOST:PORT"
+    started_here = getattr(args, "broker", None) in (None, "auto", "mosquitto", "amqtt")
+    if getattr(args, "broker_host", None) is not None and started_here:
+        return "--broker-host needs --broker HOST:PORT (a broker the simulator starts listens on 127.0.0.1 only): " \
+               "run mosquitto where the workers reach it and pass --broker HOST:PORT"
     return None
 
 

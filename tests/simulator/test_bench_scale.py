@@ -111,7 +111,9 @@ def test_process_label_names_python_modules_scripts_and_ray_workers():
 
 
 def test_watch_reports_the_exit_code_the_last_line_and_the_peak_rss(tmp_path):
-    code = "import sys; print('working'); print('error: no data', file=sys.stderr); sys.exit(3)"
+    # alive for a few samples: sampled just after its fork, a process holds a few kB, not its interpreter
+    code = "import sys, time; print('working', flush=True); time.sleep(1); print('error: no data', file=sys.stderr); " \
+           "sys.exit(3)"
     watched = watch([sys.executable, "-c", code], 30, tmp_path / "log.txt")
     assert watched.returncode == 3 and watched.last_line() == "error: no data"
     assert "working" in (tmp_path / "log.txt").read_text()
