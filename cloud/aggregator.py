@@ -44,7 +44,7 @@ from edge.topics import FleetTopics
 log = logging.getLogger("dmskd.aggregator")
 
 REPUBLISH_INTERVAL_S = 5.0  # a device announcing itself online more often gets its plan again at most this often
-ACK_DIGEST_CHARS = 32  # hex characters of an accepted update's sha256 in the round result (edge.agent reads them)
+ACK_DIGEST_CHARS = 32  # hex characters of an accepted update's sha256 in a device's notice (edge.agent reads them)
 
 
 
@@ -66,6 +66,8 @@ class AggregatorService:
         self._cond = threading.Condition()
         self._retained_model: tuple[int, int] | None = None  # (version, chunks) of the model left on the broker
         self._retained_cohort: int | None = None  # the round whose cohort messages are retained on the broker
+        # the last closed round, its accepted updates' digests by device, its cohort: the next notices carry them
+        self._acks: tuple[int, dict[str, str], frozenset[str]] = (-1, {}, frozenset())
         self._retained_result: tuple[int, int] | None = None  # (round, chunks) of the result left on the broker
         self._publication = 0
         self._signed: dict[str, bytes] = {}  # topic -> signed envelope of everything retained: what a broker may lose
@@ -76,6 +78,7 @@ class AggregatorService:
         self._grace_spent: set[str] = set()  # never-heard-from devices a round already waited unheard_grace_s for
         self.republished = 0  # republications done (broker reconnects and device announcements)
         self.late_updates = 0  # updates that arrived for a round already closed (resends, mostly)
+        self.duplicate_updates = 0  # resends of an update the open round had already accepted
         session.stream_of = update_sender_stream  # a sender's partial updates share one bound, whatever round
         self._subscribe_updates()
         session.subscribe(self.topics.all_status, self._on_status)
@@ -144,6 +147,8 @@ class AggregatorService:
             self._run_round()
         level = logging.INFO if self.state.round >= self.engine.config.rounds else logging.ERROR
         log.log(level, "stopping before round %d: %s", self.state.round, reason)
+        if self._acks[0] >= 0:
+            self._publish_cohort(self.state.round, set())  # the last round's acknowledgements, nobody selected
         try:  # the signed final model ends every device's run: wait until the broker holds it
             self._publish_model(self.engine.model_payload(self.state, round_=self.engine.config.rounds), wait=True)
         except TimeoutError as exc:
@@ -154,7 +159,7 @@ class AggregatorService:
         opened = self.engine.open_round(self.state)
         with self._cond:
             self._open = opened
-        self._publish_cohort(opened)
+        self._publish_cohort(opened.round, set(opened.cohort))
         self._publish_model(opened.model_payload)
         reason = self._wait_for_close(opened)
         log.info("round %d closes: %s (%d of %d cohort devices accepted)", opened.round, reason,
@@ -163,8 +168,11 @@ class AggregatorService:
             log.error("round %d closed with no valid update; the global student is unchanged", opened.round)
         self.state, record = self.engine.apply(self.state, opened)
         summary = {"round": record.round, "accepted": len(record.accepted), "rejected": len(record.rejected),
-                   **({"epsilon": record.epsilon} if record.epsilon is not None else {}), **record.metrics,
-                   "accepted_updates": sorted(d[:ACK_DIGEST_CHARS] for d in opened.inbox.accepted_digests.values())}
+                   **({"epsilon": record.epsilon} if record.epsilon is not None else {}), **record.metrics}
+        # each device's acknowledgement goes on its own topic with its next notice: O(1) bytes per device, where
+        # a list of every digest in one result would cost every device the whole fleet's list (O(N^2) in all)
+        self._acks = (record.round, {d: h[:ACK_DIGEST_CHARS] for d, h in opened.inbox.accepted_digests.items()},
+                      frozenset(opened.cohort))
         self._publish_result(record.round, json.dumps(summary).encode())
         if self.checkpoint_dir is not None:
             save_checkpoint(self.checkpoint_dir, self.state.weights, state_to_json(self.state, self.engine.config))
@@ -212,15 +220,19 @@ class AggregatorService:
         if previous is not None and previous[0] != round_:
             self._clear_retained(self.topics.result(previous[0]), previous[1])
 
-    def _publish_cohort(self, opened: OpenRound) -> None:
-        """Tell each device of the plan, on its own topic, whether it was sampled; clear the last round's."""
-        selected = set(opened.cohort)
-        previous, self._retained_cohort = self._retained_cohort, opened.round
+    def _publish_cohort(self, round_: int, selected: set[str]) -> None:
+        """Tell each device of the plan, on its own topic, whether it was sampled for `round_` and, if it was in
+        the last round's cohort, whether its update was accepted (`ack`: the update's sha256 prefix, or null);
+        clear the last round's notices. After the last round, `round_` = the schedule's end, nobody selected."""
+        previous, self._retained_cohort = self._retained_cohort, round_
+        acked_round, acks, asked = self._acks
         for device in self.engine.config.devices:
-            if previous is not None and previous != opened.round:
+            if previous is not None and previous != round_:
                 self._clear_retained(self.topics.cohort(previous, device), 1)
-            decision = json.dumps({"round": opened.round, "selected": device in selected}).encode()
-            self._publish_signed(self.topics.cohort(opened.round, device), decision, opened.round)
+            notice: dict = {"round": round_, "selected": device in selected}
+            if device in asked:
+                notice["ack"] = {"round": acked_round, "update": acks.get(device)}
+            self._publish_signed(self.topics.cohort(round_, device), json.dumps(notice).encode(), round_)
 
     def _publish_model(self, blob: bytes, wait: bool = False) -> None:
         v = self.state.version
@@ -253,8 +265,10 @@ class AggregatorService:
                     log.warning("round %d: rejected update from %s: %s: %s (%d with this reason this round)",
                                 inbox.round_, rejection.device, rejection.reason.value, rejection.detail, count)
             elif accepted is None:
-                log.info("round %d: duplicate update from %s ignored (idempotent resend)", inbox.round_,
-                         sanitise_device(device))
+                self.duplicate_updates += 1
+                if worth_logging(self.duplicate_updates):
+                    log.info("round %d: duplicate update from %s ignored (idempotent resend; %d so far)",
+                             inbox.round_, sanitise_device(device), self.duplicate_updates)
             self._cond.notify_all()
 
     def _on_status(self, topic: str, payload: bytes) -> None:

@@ -204,7 +204,7 @@ class AggregatorWorker:
 def check_one_chunk(engine: RoundEngine, weights: dict[str, np.ndarray], chunk_limit: int) -> None:
     """Refuse a sharded run whose float32 updates would span chunks (a shared subscription spreads chunks)."""
     zeros = {k: np.zeros(np.shape(v), np.float32) for k, v in weights.items()}
-    meta = UpdateMeta(engine.config.fleet, "d" * 64, 0, 0, 1, 1.0, 0.0, "none", "x")
+    meta = UpdateMeta(engine.config.fleet, "d" * 64, 0, 0, 1, 1.0, 0.0, "none")
     size = len(encode_update(zeros, meta))
     if size > chunk_limit - 512:
         raise ValueError(f"an update of this student takes {size} bytes, more than one chunk of {chunk_limit}: "

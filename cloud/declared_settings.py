@@ -1,6 +1,7 @@
 """What every update must declare, taken from its device's plan, and the check of a declaration against it.
 
-An update states how it was made (DP mode, clip C, noise multiplier, encoding, training settings).
+An update states how it was made (DP mode, clip C, noise multiplier, encoding, and its training settings
+as a digest of their canonical JSON: edge.wire.training_digest).
 The aggregator admits it only if that statement is the plan's: a device that noised less, clipped
 wider or trained otherwise than planned is refused with the field that differs, so the accountant's
 epsilon and the aggregate's sensitivity rest on what was planned, not on what a device says.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from edge.plan import DevicePlan
 from edge.stochastic_quantization import encoding_for_bits
-from edge.wire import FLOAT32_DELTA, UpdateMeta
+from edge.wire import FLOAT32_DELTA, UpdateMeta, training_digest
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class DeclaredSettings:
             return f"declares noise multiplier {meta.noise_multiplier}, its plan says {self.noise_multiplier}"
         if meta.encoding != self.encoding:
             return f"declares encoding {meta.encoding!r} (bit width), its plan says {self.encoding!r}"
-        if self.training is not None and meta.training != self.training:
-            return f"declares training settings {meta.training or 'none'}, its plan says {self.training}"
+        if self.training is not None and meta.training != training_digest(self.training):
+            return (f"declares training settings digest {meta.training or 'none'!r}, its plan says "
+                    f"{training_digest(self.training)!r} (edge.wire.training_digest of {self.training})")
         return None

@@ -3,12 +3,13 @@
 Work runs on the agent's own thread (MQTT callbacks only verify, parse and enqueue), or, where one
 process hosts thousands of devices, on a shared `edge.device_workers.DeviceWorkers` pool: the same
 handlers, in the same order per device. An update is written to an on-disk outbox before it is
-published and stays there until the aggregator acknowledges it: the signed round result lists the
-digests of the updates it accepted. Until then the device resends it on every reconnect, when the
-aggregator republishes the round's model, and after `resend_interval_s` of silence (doubling while
-the silence lasts, up to 8 times it, so that a large fleet waiting on a long round does not flood its
-aggregator); the aggregator counts a resend once. A broker's PUBACK is not enough: a broker that
-restarts without persistence loses what it acknowledged.
+published and stays there until the aggregator acknowledges it: the device's signed notice for the
+next round (on its own topic) carries its update's digest if the round accepted it, or null. Until
+then the device resends it on every reconnect, when the aggregator republishes the round's model,
+and after `resend_interval_s` of silence (doubling while the silence lasts, up to 8 times it, so
+that a large fleet waiting on a long round does not flood its aggregator); the aggregator counts a
+resend once. A broker's PUBACK is not enough: a broker that restarts without persistence loses what
+it acknowledged.
 
 The device acts only on what the fleet key signed (edge.signed_artifact): an unsigned, forged,
 moved or older plan, shard, program, model, cohort or result message is refused with a logged
@@ -47,7 +48,7 @@ from edge.wire import PayloadRejected, content_hash, decode_weights
 
 log = logging.getLogger("dmskd.edge")
 
-ACK_DIGEST_CHARS = 32  # as cloud.aggregator publishes them in round results
+ACK_DIGEST_CHARS = 32  # as cloud.aggregator publishes them in each device's next cohort notice
 PLAN_GRACE_S = 5.0  # how long after the fleet's manifest a missing plan means "not in the plan"
 MAX_IDLE_DOUBLINGS = 3  # the idle resync backs off to 2^3 = 8 x resend_interval_s
 
@@ -106,13 +107,12 @@ class DeviceAgent:
         self.finished = threading.Event()
 
     def start(self) -> DeviceAgent:
-        """Subscribe to this device's plan, the global model, its cohort notices and the round results;
-        connect, announce itself online, resend the outbox."""
+        """Subscribe to this device's plan, the manifest, the global model and its own notices (cohort and
+        acknowledgement); connect, announce itself online, resend the outbox."""
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
         self.session.subscribe(self.topics.manifest, self._on_manifest)
         self.session.subscribe(self.topics.all_models, self._on_model)
         self.session.subscribe(self.topics.all_cohorts(self.device_id), self._on_cohort)
-        self.session.subscribe(self.topics.all_results, self._on_result)
         self.session.on_connect(self._on_connect)
         self._load_outbox()
         self.session.connect()
@@ -201,23 +201,18 @@ class DeviceAgent:
             return
         try:
             decision = json.loads(payload)
-            self.selected[int(decision["round"])] = bool(decision["selected"])
+            round_, selected = int(decision["round"]), bool(decision["selected"])
+            ack = decision.get("ack")
+            acked = None if ack is None else (int(ack["round"]), ack["update"])
+            if acked is not None and not isinstance(acked[1], (str, type(None))):
+                raise TypeError(f"ack update {acked[1]!r} is neither a digest nor null")
         except (ValueError, KeyError, TypeError) as exc:
             self._note(self.ignored, topic, f"unreadable cohort message ignored: {exc}")
             return
+        self.selected[round_] = selected
+        if acked is not None:  # the last round's outcome for this device's update: accepted (its digest) or not
+            self._put(("result", acked[0], frozenset() if acked[1] is None else frozenset([acked[1]])))
         self._put("cohort")
-
-    def _on_result(self, topic: str, envelope: bytes) -> None:
-        payload = self._verified(topic, envelope, "result")
-        if payload is None:
-            return
-        try:
-            result = json.loads(payload)
-            round_, acks = int(result["round"]), frozenset(str(d) for d in result.get("accepted_updates", []))
-        except (ValueError, KeyError, TypeError) as exc:
-            self._note(self.ignored, topic, f"unreadable round result ignored: {exc}")
-            return
-        self._put(("result", round_, acks))
 
     def _on_model(self, topic: str, envelope: bytes) -> None:
         payload = self._verified(topic, envelope, "model")
@@ -321,7 +316,7 @@ class DeviceAgent:
         return self._shard_logits[1]
 
     def _send(self, round_: int, blob: bytes) -> None:
-        """Store the update in the outbox, then publish it; it stays until the round result acknowledges it."""
+        """Store the update in the outbox, then publish it; it stays until its next cohort notice acknowledges it."""
         path = self._outbox_path(round_)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,7 +329,7 @@ class DeviceAgent:
             if self.latest_model is not None and round_ < self.latest_model[1]:
                 self._forget(round_, "its round closed before this device saw an acknowledgement")
                 continue
-            log.info("%s: resending the round %d update (not yet acknowledged)", self.device_id, round_)
+            log.debug("%s: resending the round %d update (not yet acknowledged)", self.device_id, round_)
             self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
 
     def _resync(self) -> None:
@@ -345,7 +340,7 @@ class DeviceAgent:
             return
         if self._unacked:
             self._resend()
-            self.session.resubscribe(self.topics.all_results)
+            self.session.resubscribe(self.topics.all_cohorts(self.device_id))  # its acknowledgement comes there
         else:
             self.session.resubscribe(self.topics.all_models)
             self.session.resubscribe(self.topics.all_cohorts(self.device_id))

@@ -1,24 +1,40 @@
 """Split large MQTT payloads into bounded chunks and reassemble them with a hash check.
 
-A logical message published on topic T travels as chunks on T/<index>. Each chunk is
-self-describing: a fixed magic, a JSON header (message id, index, count, total length,
-sha256 of the whole payload) and a slice of the payload. No pickle, nothing executable.
+A logical message published on topic T travels as chunks on T/<index>. Each chunk is a fixed
+37-byte binary header followed by a slice of the payload (docs/wire-protocol.md, "Chunk"):
+
+    offset size field
+    0      4    magic b"DMCK"
+    4      1    framing version (2: edge.wire.PROTOCOL_VERSION)
+    5      8    message id (the first 8 bytes of sha256 of the sender's id string)
+    13     2    index, big-endian, 0 <= index < count
+    15     2    count, big-endian, >= 1
+    17     4    total length of the whole message, big-endian
+    21     16   the first 16 bytes of sha256 of the whole message
+
+The hash is 128 bits: it detects corruption and chunks of two messages mixed under one id; it is not
+authentication (signed artifacts carry Ed25519 signatures, updates the broker's ACL and the inbox's checks).
+At 128 bits an accidental match is 2^-128 and a second message colliding with a given one costs 2^128
+hash evaluations (2^64 to make any two collide), for 8 bytes more than 64 bits would cost. No pickle,
+nothing executable.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MAGIC = b"DMSKDCH1"
+MAGIC = b"DMCK"
+FRAMING_VERSION = 2
+PROTOCOL_1_MAGIC = b"DMSKDCH1"  # what protocol 1 chunks began with: named in their rejection
 DEFAULT_CHUNK_LIMIT = 128 * 1024  # AWS IoT Core's MQTT message cap
-_HEADER_LEN = struct.Struct(">I")
-_MAX_HEADER = 1024
+HEADER = struct.Struct(">4sB8sHHI16s")  # magic, version, message id, index, count, total length, sha256[:16]
+HASH_BYTES = 16
+MAX_CHUNKS = 0xFFFF
 
 
 class ChunkError(ValueError):
@@ -27,7 +43,7 @@ class ChunkError(ValueError):
 
 @dataclass(frozen=True)
 class ChunkHeader:
-    """Where a chunk sits in its message and how to check the whole."""
+    """Where a chunk sits in its message and how to check the whole (message id and hash as hex)."""
 
     message_id: str
     index: int
@@ -36,41 +52,46 @@ class ChunkHeader:
     sha256: str
 
 
+def message_key(message_id: str) -> bytes:
+    """The 8 bytes a message id travels as: the first 8 bytes of sha256 of its UTF-8 text."""
+    return hashlib.sha256(message_id.encode("utf-8")).digest()[:8]
+
+
 def split_message(payload: bytes, message_id: str, limit: int = DEFAULT_CHUNK_LIMIT) -> list[bytes]:
     """Cut payload into chunks whose encoded size (header included) is at most limit bytes."""
     if limit < 512:
         raise ValueError(f"chunk limit {limit} is too small; use at least 512 bytes")
     if not 0 < len(message_id) <= 64:
         raise ValueError(f"message id must be 1..64 characters, got {len(message_id)}")
-    digest = hashlib.sha256(payload).hexdigest()
-    probe = _encode_header(ChunkHeader(message_id, 0, 1, len(payload), digest))
-    body = limit - len(MAGIC) - _HEADER_LEN.size - len(probe) - 16  # room for wider numbers
+    if len(payload) > 0xFFFFFFFF:
+        raise ValueError(f"message of {len(payload)} bytes exceeds the 4 GiB a chunk header can state")
+    digest = hashlib.sha256(payload).digest()[:HASH_BYTES]
+    key = message_key(message_id)
+    body = limit - HEADER.size
     count = max(1, -(-len(payload) // body))
-    chunks = []
-    for i in range(count):
-        header = _encode_header(ChunkHeader(message_id, i, count, len(payload), digest))
-        chunks.append(MAGIC + _HEADER_LEN.pack(len(header)) + header + payload[i * body:(i + 1) * body])
-    return chunks
+    if count > MAX_CHUNKS:
+        raise ValueError(f"message of {len(payload)} bytes needs {count} chunks, more than {MAX_CHUNKS}; "
+                         f"raise the chunk limit")
+    return [HEADER.pack(MAGIC, FRAMING_VERSION, key, i, count, len(payload), digest)
+            + payload[i * body:(i + 1) * body] for i in range(count)]
 
 
 def parse_chunk(chunk: bytes) -> tuple[ChunkHeader, bytes]:
     """Read a chunk's header and body, or raise ChunkError naming what is wrong."""
+    if chunk.startswith(PROTOCOL_1_MAGIC):
+        raise ChunkError(f"chunk in protocol 1's JSON framing (magic {PROTOCOL_1_MAGIC.decode()}); this build speaks "
+                         f"framing version {FRAMING_VERSION}: upgrade the sender")
     if not chunk.startswith(MAGIC):
         raise ChunkError("not a DMSKD chunk (bad magic); publish with edge.chunking.split_message")
-    start = len(MAGIC) + _HEADER_LEN.size
-    if len(chunk) < start:
-        raise ChunkError("chunk truncated inside its header length")
-    (hlen,) = _HEADER_LEN.unpack(chunk[len(MAGIC):start])
-    if hlen > _MAX_HEADER or len(chunk) < start + hlen:
-        raise ChunkError(f"chunk header length {hlen} is invalid or truncated")
-    try:
-        raw = json.loads(chunk[start:start + hlen].decode("utf-8"))
-        header = ChunkHeader(str(raw["id"]), int(raw["i"]), int(raw["n"]), int(raw["len"]), str(raw["sha256"]))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise ChunkError(f"chunk header unreadable: {exc}") from exc
-    if not (0 <= header.index < header.count) or header.total_length < 0:
-        raise ChunkError(f"chunk index {header.index} outside 0..{header.count - 1}")
-    return header, chunk[start + hlen:]
+    if len(chunk) < HEADER.size:
+        raise ChunkError(f"chunk truncated inside its {HEADER.size}-byte header ({len(chunk)} bytes)")
+    _, version, key, index, count, total, digest = HEADER.unpack_from(chunk)
+    if version != FRAMING_VERSION:
+        raise ChunkError(f"chunk framing version {version}, this build speaks {FRAMING_VERSION}; "
+                         f"upgrade the sender or this runtime")
+    if not index < count:
+        raise ChunkError(f"chunk index {index} outside 0..{count - 1}")
+    return ChunkHeader(key.hex(), index, count, total, digest.hex()), chunk[HEADER.size:]
 
 
 @dataclass
@@ -142,7 +163,7 @@ class ChunkAssembler:
             return None
         self._drop(key)
         payload = b"".join(pending.parts[i] for i in range(header.count))
-        if len(payload) != header.total_length or hashlib.sha256(payload).hexdigest() != header.sha256:
+        if len(payload) != header.total_length or hashlib.sha256(payload).digest()[:HASH_BYTES].hex() != header.sha256:
             raise ChunkError(f"message {header.message_id} failed its sha256 check after reassembly")
         return payload
 
@@ -189,7 +210,3 @@ class ChunkAssembler:
                 return
             self._evict(key, "incomplete after its time to live")
 
-
-def _encode_header(h: ChunkHeader) -> bytes:
-    return json.dumps({"id": h.message_id, "i": h.index, "n": h.count, "len": h.total_length, "sha256": h.sha256},
-                      separators=(",", ":")).encode("utf-8")

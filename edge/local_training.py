@@ -12,7 +12,7 @@ from edge.plan import DevicePlan
 from edge.privacy import DiscreteGaussianMechanism, clip_update
 from edge.stochastic_quantization import encoding_for_bits
 from edge.update_quantization import update_tensors
-from edge.wire import UpdateMeta, encode_update, update_id
+from edge.wire import UpdateMeta, encode_update, training_digest
 
 
 class Student(Protocol):
@@ -101,6 +101,5 @@ def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_vers
     encoding = encoding_for_bits(plan.update_bits)
     meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, examples, plan.clip,
                       plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
-                      update_id=update_id(plan.device, round_, base_version),
-                      training=plan.training.declaration(), encoding=encoding)
+                      training=training_digest(plan.training.declaration()), encoding=encoding)
     return encode_update(update_tensors(result.delta, encoding, rounding), meta)

@@ -70,11 +70,14 @@ class TrainableStudent:
         details = self._runners["train"].get_input_details()
         self.batch_size, self.input_dim = (int(d) for d in details["x"]["shape"])
         self.num_classes = int(details["y"]["shape"][1])
+        self.program: bytes | None = None  # the flatbuffer it was loaded from (from_bytes): what a copy is built from
 
     @classmethod
     def from_bytes(cls, model_bytes: bytes) -> TrainableStudent:
         """Load a trainable student from TFLite flatbuffer bytes."""
-        return cls(litert.load_interpreter(model_bytes))
+        student = cls(litert.load_interpreter(model_bytes))
+        student.program = bytes(model_bytes)
+        return student
 
     def _runner(self, key: str) -> Any:
         """The signature runner for `key`, or a ValueError naming the export option."""

@@ -1,6 +1,11 @@
-"""Student updates and weights as safetensors blobs with string metadata (DESIGN.md §4).
+"""Student updates and weights as safetensors blobs with compact string metadata (DESIGN.md §4).
 
-Decoding validates everything a hostile or broken device could send: framing, metadata,
+Protocol 2 (docs/wire-protocol.md is the byte-exact reference): a canonical safetensors file (tensors in
+name order, the JSON header sorted and compact, padded with spaces to 8 bytes) whose metadata uses
+one-letter keys (METADATA_KEYS): the envelope (v protocol, k kind u|w, h checksum) and the fields of
+UpdateMeta or WeightsMeta. An update declares its training settings as a digest (training_digest of
+edge.plan.TrainingSettings.declaration), and its idempotent id is derived (device, round, base version),
+not sent. Decoding validates everything a hostile or broken device could send: framing, metadata,
 dtypes, shapes, finiteness, and the checksum over the tensors. A rejection carries a detail
 (its message) and a reason code (PayloadRejected.reason) that the aggregator counts and logs.
 """
@@ -9,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import KW_ONLY, MISSING, asdict, dataclass, fields
 from typing import TypeVar
 
 import numpy as np
 from safetensors.numpy import load as st_load
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"
 FLOAT32_DELTA = "float32-delta"
 FLOAT32_WEIGHTS = "float32-weights"
 # FedCompress baseline (simulator/baselines): uint8 codes per tensor plus a float32 "<name>.qparams"
@@ -52,9 +57,14 @@ class UpdateMeta:
     clip: float
     noise_multiplier: float
     dp_mode: str
-    update_id: str
+    _: KW_ONLY  # protocol 1 had update_id here: a positional 9th argument must fail, not become the encoding
     encoding: str = FLOAT32_DELTA
-    training: str = ""  # the plan's TrainingSettings as canonical JSON (edge.plan.TrainingSettings.declaration)
+    training: str = ""  # training_digest of the plan's TrainingSettings.declaration (16 hex characters)
+
+    @property
+    def update_id(self) -> str:
+        """The idempotent id of this update (derived, not sent): device, round and base version."""
+        return update_id(self.device, self.round, self.base_version)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,25 @@ class WeightsMeta:
 
 MetaT = TypeVar("MetaT", UpdateMeta, WeightsMeta)
 
+# Metadata keys on the wire: the envelope's, then each metadata class's field -> key (docs/wire-protocol.md).
+PROTOCOL_KEY, KIND_KEY, CHECKSUM_KEY = "v", "k", "h"
+KINDS = {"update": "u", "weights": "w"}
+METADATA_KEYS: dict[type, dict[str, str]] = {
+    UpdateMeta: {"fleet": "f", "device": "d", "round": "r", "base_version": "b", "num_examples": "n", "clip": "c",
+                 "noise_multiplier": "z", "dp_mode": "m", "encoding": "e", "training": "t"},
+    WeightsMeta: {"fleet": "f", "version": "g", "round": "r", "encoding": "e"},
+}
+CHECKSUM_BYTES = 16  # the tensor checksum: the first 16 bytes of a sha256, 32 hex characters
+TRAINING_DIGEST_CHARS = 16  # the training declaration's digest: 64 bits of sha256, as hex
+
+
+def training_digest(declaration: str) -> str:
+    """The digest an update declares its training settings by: sha256 of the canonical JSON, first 8 bytes, hex.
+
+    The declaration is the device's statement, not a proof (any device can copy its plan's); 64 bits tell
+    apart any two settings by accident with probability 1 - 2^-64, for 16 bytes instead of ~113 of JSON."""
+    return hashlib.sha256(declaration.encode("utf-8")).hexdigest()[:TRAINING_DIGEST_CHARS]
+
 
 def update_id(device: str, round_: int, base_version: int) -> str:
     """The idempotent id of a device's update for a round and global version (the aggregator dedupes on it)."""
@@ -81,13 +110,13 @@ def content_hash(data: bytes) -> str:
 
 
 def tensor_checksum(tensors: dict[str, np.ndarray]) -> str:
-    """sha256 over names, shapes and bytes of the tensors, in name order."""
+    """sha256 over every tensor's little-endian C-order bytes, in name order (the data section of the canonical
+    blob), its first CHECKSUM_BYTES as hex. Names, dtypes and shapes are checked against the student instead."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         arr = np.asarray(tensors[name], order="C")  # not ascontiguousarray: it turns 0-d into (1,)
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+        h.update(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()[:2 * CHECKSUM_BYTES]
 
 
 def encode_update(tensors: dict[str, np.ndarray], meta: UpdateMeta) -> bytes:
@@ -142,12 +171,19 @@ def _wire_array(value: object, allowed: tuple[np.dtype, ...]) -> np.ndarray:
     return np.asarray(arr, dtype=arr.dtype if arr.dtype in allowed else np.float32, order="C")
 
 
+def wire_metadata(meta: UpdateMeta | WeightsMeta, arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """The safetensors metadata of a blob: the envelope (protocol, kind, checksum of `arrays`) and meta's fields."""
+    keys = METADATA_KEYS[type(meta)]
+    metadata = {keys[k]: str(v) for k, v in asdict(meta).items()}
+    kind = "update" if isinstance(meta, UpdateMeta) else "weights"
+    metadata.update({PROTOCOL_KEY: PROTOCOL_VERSION, KIND_KEY: KINDS[kind], CHECKSUM_KEY: tensor_checksum(arrays)})
+    return metadata
+
+
 def _encode(tensors: dict[str, np.ndarray], kind: str, meta: UpdateMeta | WeightsMeta) -> bytes:
     allowed = _allowed_dtypes(meta.encoding)
     arrays = {k: _wire_array(v, allowed) for k, v in tensors.items()}
-    metadata = {k: str(v) for k, v in asdict(meta).items()}
-    metadata.update(protocol=PROTOCOL_VERSION, kind=kind, checksum=tensor_checksum(arrays))
-    return canonical_safetensors(arrays, metadata)
+    return canonical_safetensors(arrays, wire_metadata(meta, arrays))
 
 
 _SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}
@@ -184,17 +220,20 @@ def _decode(blob: bytes, kind: str) -> tuple[dict[str, np.ndarray], dict[str, st
         raw = _read_metadata(data, header_len)
     except Exception as exc:  # safetensors raises several types for corrupt input
         raise PayloadRejected(f"payload is not valid safetensors: {exc}") from exc
-    if raw.get("protocol") != PROTOCOL_VERSION:
-        raise PayloadRejected(f"protocol version {raw.get('protocol')!r}, this build speaks {PROTOCOL_VERSION!r}")
-    if raw.get("kind") != kind:
-        raise PayloadRejected(f"payload kind {raw.get('kind')!r} where {kind!r} was expected")
-    allowed = _allowed_dtypes(raw.get("encoding"))
+    version = raw.get(PROTOCOL_KEY, raw.get("protocol"))  # protocol 1 named it "protocol"
+    if version != PROTOCOL_VERSION:
+        raise PayloadRejected(f"protocol version {version!r}, this build speaks {PROTOCOL_VERSION!r}; "
+                              f"upgrade the sender (docs/wire-protocol.md)")
+    if raw.get(KIND_KEY) != KINDS[kind]:
+        named = {v: k for k, v in KINDS.items()}.get(raw.get(KIND_KEY, ""), raw.get(KIND_KEY))
+        raise PayloadRejected(f"payload kind {named!r} where {kind!r} was expected")
+    allowed = _allowed_dtypes(raw.get("e"))
     for name, arr in tensors.items():
         if arr.dtype not in allowed:
             raise PayloadRejected(f"tensor {name} has dtype {arr.dtype}, expected {' or '.join(map(str, allowed))}")
         if not np.all(np.isfinite(arr)):
             raise PayloadRejected(f"tensor {name} contains NaN or infinity")
-    if tensor_checksum(tensors) != raw.get("checksum"):
+    if tensor_checksum(tensors) != raw.get(CHECKSUM_KEY):
         raise PayloadRejected("checksum mismatch: tensors were altered or corrupted in transit")
     return tensors, raw
 
@@ -206,13 +245,15 @@ def _read_metadata(blob: bytes, header_len: int) -> dict[str, str]:
 
 def _meta_from(cls: type[MetaT], raw: dict[str, str]) -> MetaT:
     values = {}
+    keys = METADATA_KEYS[cls]
     for f in fields(cls):
-        if f.name not in raw:
+        key = keys[f.name]
+        if key not in raw:
             if f.default is not MISSING:
                 continue
-            raise PayloadRejected(f"metadata field {f.name!r} missing")
+            raise PayloadRejected(f"metadata field {f.name!r} (key {key!r}) missing")
         try:
-            values[f.name] = {"int": int, "float": float}.get(str(f.type), str)(raw[f.name])
+            values[f.name] = {"int": int, "float": float}.get(str(f.type), str)(raw[key])
         except ValueError as exc:
-            raise PayloadRejected(f"metadata field {f.name!r} unreadable: {raw[f.name]!r}") from exc
+            raise PayloadRejected(f"metadata field {f.name!r} (key {key!r}) unreadable: {raw[key]!r}") from exc
     return cls(**values)

@@ -32,12 +32,13 @@ from edge.cli import (
     usage,
 )
 from edge.plan import TrainingSettings, parse_label_fraction
-from simulator import bits_study_command, chaos_command, noise_study_command
+from simulator import bench_scale_command, bits_study_command, chaos_command, noise_study_command
 from simulator.broker import BrokerError
 from simulator.cli_inputs import check_inputs, simulator_broker
 from simulator.data import TEST_FRACTION
 from simulator.device_pool import DeviceSampling
 from simulator.device_shift import PARTS
+from simulator.engine_flags import add_engine_flags, engine_problem
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the --aggregators workers as `python -m cloud aggregate-worker` processes (cores of "
                           "their own; unseeded rounding) instead of threads of this process")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
+    add_engine_flags(run, over_mqtt=True)
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
     teacher.add_argument("--out", type=Path, required=True, help="teacher directory to write")
     teacher.add_argument("--epochs", type=positive_int, default=30, help="training epochs")
@@ -235,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seed of the split, the teacher and the devices")
     scaling.add_argument("--out", type=Path, default=Path("runs/dp-scaling"), help="directory for the report")
     add_noise_flag(scaling)
+    add_engine_flags(scaling, over_mqtt=False)
     noise_study_command.add_parser(sub, seed_list, add_training_flags)
     bits_study_command.add_parser(sub, seed_list, add_data_flags)
     chaos_command.add_parser(sub)
+    bench_scale_command.add_parser(sub)
     comp = sub.add_parser("compare", help="Table 1: FedAvg, FedCompress, FedKD, DP-FedAvg, DMSKD (in-process)")
     comp.add_argument("--devices", type=positive_int, default=10, help="simulated devices")
     comp.add_argument("--rounds", type=positive_int, default=10, help="federated rounds of every method")
@@ -255,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run every seed of a comma-separated list and report mean, std and the paired "
                            "difference against DMSKD (default: --seed only)")
     comp.add_argument("--out", type=Path, default=Path("runs/compare"), help="directory for compare.json, .md, .png")
+    add_engine_flags(comp, over_mqtt=False)
     prep = sub.add_parser("prepare", help="write a fleet bundle and per-device data for separate processes")
     prep.add_argument("--out", type=Path, required=True,
                       help="directory: DIR/bundle (python -m cloud aggregate), DIR/devices/<id>.npz "
@@ -366,15 +371,21 @@ def dp_scaling(args: argparse.Namespace) -> int:
     from simulator.artifacts import prepare_cloud
     from simulator.config import ExperimentConfig
     from simulator.dp_scaling import run_scaling
+    from simulator.engine_flags import fan_out_session
+    from simulator.ray_cluster import RayUnavailable
 
     try:
         training = training_from(args)
     except ValueError as exc:
         return usage(str(exc))
-    art = prepare_cloud(ExperimentConfig(seed=args.seed, training=training), progress=print)
-    points = run_scaling(art, args.fleet_sizes, args.rounds, args.target_epsilon, args.delta,
-                         training, args.samples_per_device, args.seed, args.out,
-                         insecure_seeded_noise=args.insecure_seeded_noise)
+    try:
+        with fan_out_session(args) as fan_out:  # a wrong --ray-address fails here, before training
+            art = prepare_cloud(ExperimentConfig(seed=args.seed, training=training), progress=print)
+            points = run_scaling(art, args.fleet_sizes, args.rounds, args.target_epsilon, args.delta,
+                                 training, args.samples_per_device, args.seed, args.out,
+                                 insecure_seeded_noise=args.insecure_seeded_noise, fan_out=fan_out)
+    except RayUnavailable as exc:
+        return fail(str(exc))
     for p in points:
         print(f"  {p.dp_mode:8s} {p.fleet_size:6d} devices  z={p.noise_multiplier:.3f}  "
               f"epsilon={p.epsilon:.2f}  accuracy={p.accuracy:.4f}")
@@ -384,8 +395,12 @@ def dp_scaling(args: argparse.Namespace) -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """`compare` verb: every method on one split (or several seeds); compare.json, .md, .png in --out."""
+    from dataclasses import replace
+
     from simulator.compare import METHODS, STUDENT_METHODS, CompareSettings
     from simulator.config import ExperimentConfig
+    from simulator.engine_flags import fan_out_session
+    from simulator.ray_cluster import RayUnavailable
     from simulator.seed_study import run_seed_study
 
     named = {"all": tuple(METHODS), "students": STUDENT_METHODS}
@@ -401,8 +416,10 @@ def compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return usage(str(exc))
     try:
-        summary = run_seed_study(configs, settings, args.out, command=args.command_line)
-    except (ValueError, FileNotFoundError) as exc:
+        with fan_out_session(args) as fan_out:  # the student rows' fits; the Keras rows train here
+            summary = run_seed_study(configs, [replace(s, fan_out=fan_out) for s in settings], args.out,
+                                     command=args.command_line)
+    except (ValueError, FileNotFoundError, RayUnavailable) as exc:
         return fail(str(exc))
     print()
     print(summary)
@@ -441,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     code = check_inputs(args)
     if code is not None:
         return code
+    if hasattr(args, "engine") and (problem := engine_problem(args)) is not None:
+        return usage(problem)
     if args.verb == "teacher":
         return save_teacher(args)
     if args.verb == "prepare":
@@ -455,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     if args.verb == "noise-study":
         return int(args.run(args))
-    if args.verb == "chaos":
+    if args.verb in ("chaos", "bench-scale"):
         return int(args.run(args))
     if args.dp == "none" and (args.target_epsilon is not None or args.noise_multiplier is not None):
         return usage("--target-epsilon and --noise-multiplier set the DP noise: add --dp local or --dp central, "
@@ -473,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
                                   delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
                                   sampling_rate=args.sampling_rate, deadline_s=args.deadline,
-                                  quorum_fraction=args.quorum, update_bits=args.update_bits, **data_config(args))
+                                  quorum_fraction=args.quorum, update_bits=args.update_bits, engine=args.engine,
+                                  ray_address=args.ray_address, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
@@ -488,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
-                           on_round_end=on_round, aggregators=args.aggregators,
+                           on_round_end=on_round, broker_host=args.broker_host, aggregators=args.aggregators,
                            aggregator_processes=args.aggregator_processes)
     except (ConnectionError, ValueError, FileNotFoundError, BrokerError) as exc:
         return fail(str(exc))

@@ -9,7 +9,7 @@ from the full-teacher int8 shard (FedKD) or the planned shards (DMSKD).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from simulator.baselines.result import MethodResult
 from simulator.baselines.settings import BaselineSettings, NoLabelledDevices
 from simulator.compare_report import write_report
 from simulator.federation import fleet_evaluator
+from simulator.in_process import SEQUENTIAL, FanOut
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class CompareSettings:
     teacher_lr: float = 3e-3  # Adam, FedAvg-family local training; otherwise as `training`
     methods: tuple[str, ...] = ()  # keys of compare.METHODS; () = all of them
     insecure_seeded_noise: bool = False  # the DP rows' noise from the seed: reproducible, and predictable
+    fan_out: FanOut = field(default=SEQUENTIAL, compare=False, repr=False)  # where the student rows' fits run
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -114,13 +116,13 @@ def run_compare(art: CloudArtifacts, settings: CompareSettings, out_dir: Path | 
     def distill(method: str, shards: list[DeviceShard], agg: FedAvgConfig, alpha: float | None = None):
         training = s.training if alpha is None else replace(s.training, alpha=alpha)
         cfg = BaselineSettings(s.rounds, training, agg, delta=s.delta, seed=s.seed,
-                               insecure_seeded_noise=s.insecure_seeded_noise)
+                               insecure_seeded_noise=s.insecure_seeded_noise, fan_out=s.fan_out)
         return lambda cb: run_distillation(method, art.student_program, start, devices, shards, test, cfg,
                                            art.student_flops_per_sample, cb, holdout)
 
     def student_fedavg(method: str):
         cfg = BaselineSettings(s.rounds, replace(s.training, alpha=1.0), no_dp, delta=s.delta, seed=s.seed,
-                               insecure_seeded_noise=s.insecure_seeded_noise)
+                               insecure_seeded_noise=s.insecure_seeded_noise, fan_out=s.fan_out)
         return lambda cb: run_student_fedavg(method, art.student_program, start, devices, test, cfg,
                                              art.student_flops_per_sample, cb, holdout)
 

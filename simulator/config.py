@@ -9,6 +9,7 @@ from edge.chunking import DEFAULT_CHUNK_LIMIT
 from edge.plan import TrainingSettings
 from simulator.device_pool import DeviceSampling
 from simulator.device_shift import PARTS
+from simulator.ray_cluster import ENGINES
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,16 @@ class ExperimentConfig:
     insecure_seeded_noise: bool = False  # DP noise from the seed (reproducible, predictable): tests and studies only
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the devices at this rate
     update_bits: int = 32  # bits per value of a device's update on the wire: 32 (float32), 8, 4 or 2
+    engine: str = "local"  # where the devices run: local (this process) or ray (simulator.ray_cluster)
+    ray_address: str | None = None  # --engine ray: HOST:PORT of a Ray cluster's head (None: a local cluster)
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.rounds < 1:
             raise ValueError("--devices and --rounds must be at least 1")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ValueError("--ray-address names the Ray cluster of --engine ray: add --engine ray, or drop it")
         if self.update_bits not in (32, 8, 4, 2):
             raise ValueError(f"--update-bits must be 32, 8, 4 or 2, got {self.update_bits}")
         if not 0.0 < self.sampling_rate <= 1.0:

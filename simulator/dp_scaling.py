@@ -26,7 +26,7 @@ from edge.seeding import FleetSeeds
 from edge.shard_runtime import ShardRunner
 from edge.student_runtime import TrainableStudent
 from simulator.artifacts import CloudArtifacts
-from simulator.in_process import StudentClient, run_rounds
+from simulator.in_process import SEQUENTIAL, FanOut, StudentClient, run_rounds
 from simulator.report import NOISE_WORDS
 
 
@@ -63,13 +63,14 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
               delta: float, training: TrainingSettings, samples_per_device: int, seed: int,
               student: TrainableStudent | None = None, pool: DevicePool | None = None,
               insecure_seeded_noise: bool = False, sampling_rate: float = 1.0,
-              float_noise: bool = False) -> ScalingPoint:
+              float_noise: bool = False, fan_out: FanOut = SEQUENTIAL) -> ScalingPoint:
     """Federate `rounds` rounds over `fleet_size` virtual devices and evaluate.
 
     student, pool: the LiteRT student and the pooled data, to share them between points.
     insecure_seeded_noise: DP noise from `seed` (reproducible, and fast for thousands of local-DP devices).
     sampling_rate: each round's cohort is a Poisson sample at this rate (central DP is credited it).
-    float_noise: central noise from the float Gaussian, calibrated without the grid (comparisons only)."""
+    float_noise: central noise from the float Gaussian, calibrated without the grid (comparisons only).
+    fan_out: where the virtual devices' fits run (local: here; simulator.ray_fit.RayFanOut: a Ray cluster)."""
     q = sampling_rate if mode is DpMode.CENTRAL else 1.0
     calibrate = calibrate_noise_multiplier if float_noise else calibrate_discrete_noise_multiplier
     z = 0.0 if mode is DpMode.NONE else calibrate(target_epsilon, q, rounds, delta)
@@ -88,7 +89,7 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
     config = EngineConfig("scaling", tuple(clients), rounds, aggregation, delta,
                           insecure_seeded_noise=insecure_seeded_noise, sampling_rate=sampling_rate)
     engine = RoundEngine(config)
-    run = run_rounds(engine, engine.init(art.start_weights, seeds.server), clients)
+    run = run_rounds(engine, engine.init(art.start_weights, seeds.server), clients, fan_out=fan_out)
     test = art.split.test
     acc = student_evaluator(student, test.x, test.y)(run.state.weights)["accuracy"]
     eps = run.state.ledger.epsilon if run.state.ledger is not None else 0.0
@@ -97,14 +98,14 @@ def run_point(art: CloudArtifacts, mode: DpMode, fleet_size: int, rounds: int, t
 
 def run_scaling(art: CloudArtifacts, fleet_sizes: list[int], rounds: int, target_epsilon: float, delta: float,
                 training: TrainingSettings, samples_per_device: int, seed: int, out_dir: Path,
-                insecure_seeded_noise: bool = False) -> list[ScalingPoint]:
+                insecure_seeded_noise: bool = False, fan_out: FanOut = SEQUENTIAL) -> list[ScalingPoint]:
     """All modes x fleet sizes; writes dp_scaling.json, dp_scaling.md and dp_scaling.png into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = [(m, k) for m in (DpMode.NONE, DpMode.CENTRAL, DpMode.LOCAL) for k in fleet_sizes]
     student = TrainableStudent.from_bytes(art.student_program)
     pool = DevicePool.from_artifacts(art, student.num_classes)
     points = [run_point(art, m, k, rounds, target_epsilon, delta, training, samples_per_device, seed, student, pool,
-                        insecure_seeded_noise) for m, k in tqdm(grid, desc="dp scaling", unit="fleet")]
+                        insecure_seeded_noise, fan_out=fan_out) for m, k in tqdm(grid, desc="dp scaling", unit="fleet")]
     (out_dir / "dp_scaling.json").write_text(json.dumps([p.__dict__ for p in points], indent=2))
     _plot(points, target_epsilon, out_dir / "dp_scaling.png")
     lines = [f"# Accuracy against fleet size at epsilon = {target_epsilon} (delta = {delta}, {rounds} rounds, "

@@ -37,10 +37,12 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto",
-                   status=print, on_round_end=None, aggregators: int = 1, aggregator_processes: bool = False) -> dict:
+                   status=print, on_round_end=None, broker_host: str | None = None, aggregators: int = 1,
+                   aggregator_processes: bool = False) -> dict:
     """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics.
 
     broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind).
+    broker_host (--engine ray): the broker's address as the Ray workers dial it (None: the one the driver uses).
     aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (needs mosquitto's $share), threads
     of this process or, with aggregator_processes, `python -m cloud aggregate-worker` processes."""
     started = time.monotonic()
@@ -50,15 +52,19 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
                          f"which the embedded amqtt broker does not serve; pass --broker mosquitto")
     if aggregators > 1 and kind == "auto":
         kind = "mosquitto"
+    if aggregators > 1 and config.engine != "local":
+        raise ValueError(f"--aggregators {aggregators} runs with the local engine only; drop --engine "
+                         f"{config.engine} or run one aggregator")
     if kind is None:
         host, port = parse_broker_url(broker)
         _probe_broker(host, port)  # fail before minutes of training, not after
     else:
         kind = simulator_broker_kind(kind, config.devices)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    z = resolve_noise_multiplier(config)
-    art = prepare_cloud(config, progress=status)
     with contextlib.ExitStack() as stack:
+        ray_cpus = stack.enter_context(_engine_session(config))  # a wrong --ray-address fails here, before training
+        run_dir.mkdir(parents=True, exist_ok=True)
+        z = resolve_noise_multiplier(config)
+        art = prepare_cloud(config, progress=status)
         if kind is None:
             broker_name = f"{host}:{port}"
         else:
@@ -70,14 +76,31 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
         if aggregators > 1:
             status(f"{aggregators} aggregator workers ({'processes' if aggregator_processes else 'threads'}) share "
                    f"the updates (an MQTT shared subscription)")
-        outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end,
-                                 aggregators=aggregators, aggregator_processes=aggregator_processes)
+        if ray_cpus is None:
+            outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end,
+                                     aggregators=aggregators, aggregator_processes=aggregator_processes)
+        else:
+            from simulator.ray_federation import run_federation_on_ray
+
+            status(f"devices on {ray_cpus} Ray actors ({config.ray_address or 'local cluster'}), dialling the "
+                   f"broker at {broker_host or host}:{port}")
+            outcome = run_federation_on_ray(config, art, host, port, run_dir, z, ray_cpus, broker_host,
+                                            on_round_end=on_round_end)
     metrics = collect_metrics(config, art, outcome, z, broker_name, time.monotonic() - started)
     write_metrics(run_dir, metrics)
     if outcome.history:
         plot_accuracy(run_dir, outcome.history, art.teacher_accuracy)
     write_report(run_dir, metrics)
     return metrics
+
+
+def _engine_session(config: ExperimentConfig) -> contextlib.AbstractContextManager[int | None]:
+    """The Ray session of --engine ray (its CPUs), or nothing for the local engine (None)."""
+    if config.engine != "ray":
+        return contextlib.nullcontext()
+    from simulator.ray_cluster import RaySettings, ray_session
+
+    return ray_session(RaySettings(config.ray_address))
 
 
 def shard_quality(art: CloudArtifacts, final_weights: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -202,6 +225,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "shards": shards,
         "history": out.history,
         "broker": broker_name,
+        "engine": config.engine,
         "wall_seconds": wall,
         "seed": config.seed,
     }

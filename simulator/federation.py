@@ -34,7 +34,7 @@ from edge.topics import FleetTopics
 from edge.wire import content_hash
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
-from simulator.in_process import InProcessRun, StudentClient, run_rounds
+from simulator.in_process import SEQUENTIAL, FanOut, InProcessRun, StudentClient, run_rounds
 
 log = logging.getLogger("dmskd.simulator")
 
@@ -70,6 +70,12 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
                              config.target_epsilon, deadline_s=config.deadline_s,
                              sampling_rate=config.sampling_rate, quorum_fraction=config.quorum_fraction)
     return FleetBundle(settings, plans, art.student_program, art.start_weights, art.shards)
+
+
+def resend_interval_for(devices: int) -> float:
+    """Silence before a simulated device resends: 10 s, or longer where one round of the whole fleet in this
+    process takes longer (about 5 ms per device on 2 cores), so that waiting is not mistaken for a loss."""
+    return max(10.0, 0.01 * devices)
 
 
 def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, port: int, run_dir: Path,
@@ -112,7 +118,8 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                                  loop=device_loop)
         agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), key.public_key(),
                                   seed=seed, outbox_dir=run_dir / "outbox",
-                                  noise_seeded=config.insecure_seeded_noise, workers=workers, artifacts=artifacts))
+                                  noise_seeded=config.insecure_seeded_noise, workers=workers, artifacts=artifacts,
+                                  resend_interval_s=resend_interval_for(len(bundle.plans))))
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
     service_type = AggregatorService if aggregators == 1 else ShardedAggregatorService
     shard_workers = []
@@ -185,10 +192,11 @@ def stop_worker_processes(procs: list[subprocess.Popen], timeout_s: float = 10.0
 
 def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",
                    on_round_end: Callable[[RoundRecord], None] | None = None,
-                   float_noise: bool = False) -> InProcessRun:
+                   float_noise: bool = False, fan_out: FanOut = SEQUENTIAL) -> InProcessRun:
     """The fleet of run_federation without a broker: same bundle, engine, seeds and device code, in memory.
 
-    float_noise: central noise from the float Gaussian instead of the discrete one (seeded comparisons only)."""
+    float_noise: central noise from the float Gaussian instead of the discrete one (seeded comparisons only).
+    fan_out: where the clients' fits run (simulator.ray_fit.RayFanOut: on a Ray cluster)."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     student = TrainableStudent.from_bytes(art.student_program)
@@ -201,4 +209,4 @@ def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multipli
     if float_noise:
         engine_settings = replace(engine_settings, aggregation=replace(engine_settings.aggregation, float_noise=True))
     engine = RoundEngine(engine_settings, fleet_evaluator(student, art))
-    return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end)
+    return run_rounds(engine, engine.init(bundle.initial_weights, seeds.server), clients, on_round_end, fan_out)

@@ -4,11 +4,17 @@ A `Client` (Flower's word) turns the round's global-model payload into its updat
 same bytes an MQTT device would publish; `run_rounds` hands every cohort member the payload,
 offers each update to the engine's inbox (admission is the engine's, as over MQTT) and applies
 the round. `StudentClient` runs exactly the device code of edge.agent.DeviceAgent.
+
+Who runs the fits is a `FanOut`: here, one after the other in this process (`SEQUENTIAL`); on a Ray cluster,
+simulator.ray_fit.RayFanOut. Either yields the updates in cohort order, so the engine admits and sums them in
+the same order and a seed gives the same result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +35,29 @@ class Client(Protocol):
     def fit(self, model_payload: bytes, round_: int) -> bytes: ...
 
 
+CohortFit = Callable[[bytes, int, Sequence[str]], Iterator[bytes]]  # (model payload, round, cohort) -> updates
+
+
+class FanOut(Protocol):
+    """Where the clients' fits run: `bind(clients)` opens a CohortFit over them for the duration of a run."""
+
+    def bind(self, clients: Mapping[str, Client]) -> AbstractContextManager[CohortFit]: ...
+
+
+class SequentialFanOut:
+    """Every fit in this process, one after the other, in cohort order (the local engine)."""
+
+    @contextlib.contextmanager
+    def bind(self, clients: Mapping[str, Client]) -> Iterator[CohortFit]:
+        def fit_cohort(model_payload: bytes, round_: int, cohort: Sequence[str]) -> Iterator[bytes]:
+            return (clients[device].fit(model_payload, round_) for device in cohort)
+
+        yield fit_cohort
+
+
+SEQUENTIAL = SequentialFanOut()
+
+
 @dataclass
 class InProcessRun:
     """The final state, every round's record, and the payload bytes that crossed the in-memory wire."""
@@ -40,22 +69,24 @@ class InProcessRun:
 
 
 def run_rounds(engine: RoundEngine, state: RoundState, clients: Mapping[str, Client],
-               on_round: Callable[[RoundRecord], None] | None = None) -> InProcessRun:
-    """Drive `engine` from `state` until it stops, every cohort member fitting each round."""
+               on_round: Callable[[RoundRecord], None] | None = None,
+               fan_out: FanOut = SEQUENTIAL) -> InProcessRun:
+    """Drive `engine` from `state` until it stops, every cohort member fitting each round (where fan_out says)."""
     run = InProcessRun(state)
-    while engine.stop_reason(run.state) is None:
-        opened = engine.open_round(run.state)
-        up = 0
-        for device in opened.cohort:
-            blob = clients[device].fit(opened.model_payload, opened.round)
-            up += len(blob)
-            opened.inbox.offer(device, opened.round, blob)
-        run.state, record = engine.apply(run.state, opened)
-        run.records.append(record)
-        run.bytes_up.append(up)
-        run.bytes_down.append(len(opened.model_payload) * len(opened.cohort))
-        if on_round is not None:
-            on_round(record)
+    with fan_out.bind(clients) as fit_cohort:
+        while engine.stop_reason(run.state) is None:
+            opened = engine.open_round(run.state)
+            up = 0
+            for device, blob in zip(opened.cohort, fit_cohort(opened.model_payload, opened.round, opened.cohort),
+                                    strict=True):
+                up += len(blob)
+                opened.inbox.offer(device, opened.round, blob)
+            run.state, record = engine.apply(run.state, opened)
+            run.records.append(record)
+            run.bytes_up.append(up)
+            run.bytes_down.append(len(opened.model_payload) * len(opened.cohort))
+            if on_round is not None:
+                on_round(record)
     return run
 
 

@@ -21,16 +21,21 @@ from cloud.declared_settings import DeclaredSettings
 from cloud.rejections import RejectionReason
 from cloud.round_inbox import MAX_EXAMPLES, RoundInbox
 from cloud.strategy import AcceptedUpdate, DpMode
+from edge.plan import TrainingSettings
 from edge.update_quantization import quantize_update
 from edge.wire import (
+    CHECKSUM_KEY,
     FLOAT32_DELTA,
-    PROTOCOL_VERSION,
+    KIND_KEY,
+    METADATA_KEYS,
+    PROTOCOL_KEY,
     UINT8_AFFINE_DELTA,
     UpdateMeta,
     WeightsMeta,
     encode_update,
     encode_weights,
-    tensor_checksum,
+    training_digest,
+    wire_metadata,
 )
 
 FLEET = "f1"
@@ -41,6 +46,8 @@ PLAN_MAX_EXAMPLES = 100_000  # the example-count cap each device's plan declares
 DEVICES = frozenset({"d0", "d1", "d2", "d3"})
 TEMPLATE = {"dense_0/kernel": (6, 4), "dense_0/bias": (4,)}
 R = RejectionReason
+# An update's metadata keys by the names cases use: the envelope's and UpdateMeta's fields (edge.wire).
+KEYS = {"protocol": PROTOCOL_KEY, "kind": KIND_KEY, "checksum": CHECKSUM_KEY, **METADATA_KEYS[UpdateMeta]}
 
 
 def valid_tensors(seed: int = 0, norm: float = 0.5) -> dict[str, np.ndarray]:
@@ -54,7 +61,7 @@ def valid_tensors(seed: int = 0, norm: float = 0.5) -> dict[str, np.ndarray]:
 def valid_meta(device: str = "d0", **changes) -> UpdateMeta:
     """The metadata of `device`'s honest update for ROUND on BASE_VERSION (no DP), with `changes`."""
     meta = UpdateMeta(fleet=FLEET, device=device, round=ROUND, base_version=BASE_VERSION, num_examples=40,
-                      clip=CLIP, noise_multiplier=0.0, dp_mode="none", update_id=f"{device}-r{ROUND}-a")
+                      clip=CLIP, noise_multiplier=0.0, dp_mode="none")
     return dataclasses.replace(meta, **changes)
 
 
@@ -89,6 +96,13 @@ def unbounded_uint8_inbox() -> RoundInbox:
     return make_inbox(clip=None, encodings=(UINT8_AFFINE_DELTA, FLOAT32_DELTA))
 
 
+def training_inbox() -> RoundInbox:
+    """An inbox whose plans declare the default training settings (edge.plan.TrainingSettings)."""
+    declared = {d: DeclaredSettings("none", CLIP, 0.0, training=TrainingSettings().declaration(),
+                                    max_examples=PLAN_MAX_EXAMPLES) for d in DEVICES}
+    return make_inbox(declared=declared)
+
+
 def local_inbox() -> RoundInbox:
     """A `local`-mode inbox: devices add noise z = 1 themselves, norms are bounded by what clip plus noise allows."""
     return make_inbox(DpMode.LOCAL, noise_multiplier=1.0)
@@ -113,11 +127,12 @@ def with_meta(**changes) -> bytes:
 
 def raw_blob(tensors: dict[str, np.ndarray] | None = None, **metadata_changes: str | None) -> bytes:
     """A blob built by hand (no dtype conversion), so a case can send what encode_update never would;
-    a metadata value None removes the field."""
+    a metadata value None removes the field. Fields are named as UpdateMeta's (KEYS maps them to wire keys; any
+    other name is a raw key)."""
     tensors = valid_tensors() if tensors is None else tensors
-    metadata = {k: str(v) for k, v in dataclasses.asdict(valid_meta()).items()}
-    metadata.update(protocol=PROTOCOL_VERSION, kind="update", checksum=tensor_checksum(tensors))
-    for key, value in metadata_changes.items():
+    metadata = wire_metadata(valid_meta(), tensors)
+    for name, value in metadata_changes.items():
+        key = KEYS.get(name, name)
         if value is None:
             metadata.pop(key)
         else:
@@ -218,11 +233,13 @@ CASES: tuple[MalformedCase, ...] = (
     MalformedCase("tensor-offsets-overlap", lambda: with_header_edit(
         lambda h: h["dense_0/kernel"].__setitem__("data_offsets", [0, 96])), R.MALFORMED_PAYLOAD,
         "not valid safetensors"),
-    MalformedCase("metadata-value-not-a-string", lambda: with_header_edit(_set_metadata("round", 5)),
+    MalformedCase("metadata-value-not-a-string", lambda: with_header_edit(_set_metadata("r", 5)),
                   R.MALFORMED_PAYLOAD, "not valid safetensors"),
     MalformedCase("no-metadata", lambda: st_save(valid_tensors()), R.MALFORMED_PAYLOAD, "protocol version None"),
-    MalformedCase("other-protocol-version", lambda: raw_blob(protocol="2"), R.MALFORMED_PAYLOAD,
-                  "protocol version '2'"),
+    MalformedCase("other-protocol-version", lambda: raw_blob(protocol="3"), R.MALFORMED_PAYLOAD,
+                  "protocol version '3'"),
+    MalformedCase("protocol-1-payload", lambda: st_save(valid_tensors(), metadata={"protocol": "1", "kind": "update"}),
+                  R.MALFORMED_PAYLOAD, "protocol version '1', this build speaks '2'"),
     MalformedCase("weights-offered-as-update", lambda: encode_weights(valid_tensors(), WeightsMeta(FLEET, 4, 5)),
                   R.MALFORMED_PAYLOAD, "kind 'weights' where 'update'"),
     MalformedCase("float64-tensor", lambda: raw_blob({k: v.astype(np.float64) for k, v in valid_tensors().items()}),
@@ -236,14 +253,15 @@ CASES: tuple[MalformedCase, ...] = (
                   R.MALFORMED_PAYLOAD, "NaN or infinity"),
     MalformedCase("checksum-mismatch", tampered, R.MALFORMED_PAYLOAD, "checksum mismatch"),
     MalformedCase("checksum-missing", lambda: raw_blob(checksum=None), R.MALFORMED_PAYLOAD, "checksum mismatch"),
-    *(MalformedCase(f"missing-{name}", without_field(name), R.MALFORMED_PAYLOAD, f"metadata field '{name}' missing")
-      for name in ("fleet", "device", "round", "base_version", "num_examples", "clip", "dp_mode", "update_id")),
+    *(MalformedCase(f"missing-{name}", without_field(name), R.MALFORMED_PAYLOAD,
+                    f"metadata field '{name}' (key '{KEYS[name]}') missing")
+      for name in ("fleet", "device", "round", "base_version", "num_examples", "clip", "noise_multiplier", "dp_mode")),
     MalformedCase("unreadable-round", lambda: raw_blob(round="five"), R.MALFORMED_PAYLOAD,
-                  "metadata field 'round' unreadable"),
+                  "metadata field 'round' (key 'r') unreadable"),
     MalformedCase("unreadable-example-count", lambda: raw_blob(num_examples="1e3"), R.MALFORMED_PAYLOAD,
-                  "metadata field 'num_examples' unreadable"),
+                  "metadata field 'num_examples' (key 'n') unreadable"),
     MalformedCase("huge-integer-round", lambda: raw_blob(round="9" * 5000), R.MALFORMED_PAYLOAD,
-                  "metadata field 'round' unreadable"),
+                  "metadata field 'round' (key 'r') unreadable"),
     MalformedCase("uint8-codes-without-qparams", lambda: encode_update(
         {k: np.zeros(s, np.uint8) for k, s in TEMPLATE.items()}, valid_meta(encoding=UINT8_AFFINE_DELTA)),
         R.MALFORMED_PAYLOAD, "qparams", inbox=uint8_inbox),
@@ -277,6 +295,11 @@ CASES: tuple[MalformedCase, ...] = (
     MalformedCase("declares-nan-clip", lambda: raw_blob(clip="nan"), R.DECLARATION_MISMATCH, "declares clip nan"),
     MalformedCase("declares-noise", lambda: with_meta(noise_multiplier=0.5), R.DECLARATION_MISMATCH,
                   "declares noise multiplier 0.5"),
+    MalformedCase("declares-other-training", lambda: with_meta(training=training_digest(
+        TrainingSettings(lr=0.5).declaration())), R.DECLARATION_MISMATCH,
+        f"its plan says '{training_digest(TrainingSettings().declaration())}'", inbox=training_inbox),
+    MalformedCase("declares-no-training", valid_blob, R.DECLARATION_MISMATCH,
+                  "declares training settings digest 'none'", inbox=training_inbox),
     MalformedCase("declares-float32-where-plan-says-uint8", valid_blob, R.DECLARATION_MISMATCH,
                   "declares encoding 'float32-delta'", inbox=uint8_inbox),
     # tensors and weight
@@ -306,7 +329,7 @@ CASES: tuple[MalformedCase, ...] = (
                   "exceeds the clip norm"),
     MalformedCase("norm-just-over-clip", lambda: encode_update(valid_tensors(norm=1.01), valid_meta()), R.NORM_BOUND,
                   "exceeds the clip norm"),
-    MalformedCase("second-different-update-replay", lambda: with_meta(update_id="d0-r5-b"), R.REPLAY,
+    MalformedCase("second-different-update-replay", lambda: with_meta(num_examples=41), R.REPLAY,
                   "second, different update from d0", before=(("d0", valid_blob),)),
     MalformedCase("second-update-same-id-other-values", lambda: valid_blob(seed=7), R.REPLAY,
                   "second, different update from d0", before=(("d0", valid_blob),)),

@@ -36,9 +36,15 @@ from edge.noise_source import InsecureSeededNoise
 from edge.privacy import DiscreteGaussianMechanism
 from edge.update_quantization import quantize_update
 from edge.wire import (
+    CHECKSUM_KEY,
     FLOAT32_DELTA,
+    KINDS,
+    METADATA_KEYS,
+    PROTOCOL_KEY,
+    PROTOCOL_VERSION,
     UINT8_AFFINE_DELTA,
     PayloadRejected,
+    UpdateMeta,
     decode_update,
     encode_update,
     tensor_checksum,
@@ -126,8 +132,8 @@ class Payload(NamedTuple):
 
 INTERESTING_STRINGS = ("", "0", "-1", "1", "4", "5", "6", "40", "100000", "100001", "10000000", "1e3", "nan", "inf",
                        "-inf", "1e999", "0x10", " 5", "5\n", "9" * 5000, "d0", "d1", "intruder", "f1", "other", "none",
-                       "local", "central", FLOAT32_DELTA, UINT8_AFFINE_DELTA, "update", "weights", mu.LONG_NAME,
-                       "\u0000", "\ud800x")
+                       "local", "central", FLOAT32_DELTA, UINT8_AFFINE_DELTA, "update", "weights", "u", "w", "2",
+                       mu.LONG_NAME, "\u0000", "\ud800x")
 INTERESTING_JSON: tuple[object, ...] = (None, 0, -1, 5, 2**64, 1.5, True, [], {}, [0, 16], "F32", "F64", "U8", "I32",
                                         "BF16", "BOOL", "F16", [6, 4], [4], [], [0], [-1], [2**40])
 
@@ -201,7 +207,7 @@ def edit_metadata(blob: bytes, c: Chooser) -> bytes:
     meta = header.get("__metadata__")
     if not isinstance(meta, dict):
         meta = header["__metadata__"] = {}
-    keys = (*sorted(meta), "protocol", "kind", "checksum", "encoding", "device", "round", "extra")
+    keys = (*sorted(meta), "v", "k", "h", "e", "d", "r", "protocol", "extra")
     key = pick(c, keys)
     action = c.integer(0, 3)
     if action == 0:
@@ -245,7 +251,7 @@ def edit_tensors(blob: bytes, c: Chooser) -> bytes:
         return blob
     with np.errstate(all="ignore"):  # overflowing casts are the point
         _edit_one(tensors, pick(c, sorted(tensors)), c)
-    return st_save(tensors, metadata=dict(meta, checksum=tensor_checksum(tensors)))
+    return st_save(tensors, metadata=dict(meta, **{CHECKSUM_KEY: tensor_checksum(tensors)}))
 
 
 def _edit_one(tensors: dict[str, np.ndarray], name: str, c: Chooser) -> None:
@@ -282,7 +288,7 @@ def fix_checksum(blob: bytes, c: Chooser) -> bytes:
         return blob
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         return blob
-    return st_save(tensors, metadata=dict(meta, checksum=tensor_checksum(tensors)))
+    return st_save(tensors, metadata=dict(meta, **{CHECKSUM_KEY: tensor_checksum(tensors)}))
 
 
 MUTATIONS: dict[str, Callable[[bytes, Chooser], bytes]] = {
@@ -393,11 +399,12 @@ def invalid_reasons(inbox: RoundInbox, payload: Payload, update: AcceptedUpdate,
     if not isinstance(meta, dict):
         return [*problems, "accepted without a readable metadata header"]
     declared = inbox.declared.get(device)
-    expect = {"protocol": "1", "kind": "update", "fleet": inbox.fleet, "device": device}
+    keys = METADATA_KEYS[UpdateMeta]
+    expect = {PROTOCOL_KEY: PROTOCOL_VERSION, "k": KINDS["update"], keys["fleet"]: inbox.fleet, keys["device"]: device}
     problems += [f"metadata {k} is {meta.get(k)!r:.80}" for k, v in expect.items() if meta.get(k) != v]
     try:
-        numbers = (int(meta["round"]), int(meta["base_version"]), int(meta["num_examples"]))
-        clip, noise = float(meta["clip"]), float(meta["noise_multiplier"])
+        numbers = (int(meta[keys["round"]]), int(meta[keys["base_version"]]), int(meta[keys["num_examples"]]))
+        clip, noise = float(meta[keys["clip"]]), float(meta[keys["noise_multiplier"]])
     except (KeyError, ValueError) as exc:
         return [*problems, f"accepted with unreadable metadata: {exc!r:.80}"]
     if numbers[:2] != (inbox.round_, inbox.base_version):
@@ -405,17 +412,17 @@ def invalid_reasons(inbox: RoundInbox, payload: Payload, update: AcceptedUpdate,
     cap = min(MAX_EXAMPLES, declared.max_examples or MAX_EXAMPLES) if declared is not None else MAX_EXAMPLES
     if not 1 <= numbers[2] <= cap or update.num_examples != numbers[2]:
         problems.append(f"example count {numbers[2]} (weighted as {update.num_examples})")
-    encoding = meta.get("encoding", FLOAT32_DELTA)
+    encoding = meta.get(keys["encoding"], FLOAT32_DELTA)
     if encoding not in inbox.encodings:
         problems.append(f"encoding {encoding!r:.40} not accepted")
-    if declared is not None and (meta.get("dp_mode") != declared.dp_mode or encoding != declared.encoding or (
+    if declared is not None and (meta.get(keys["dp_mode"]) != declared.dp_mode or encoding != declared.encoding or (
             declared.clip is not None and clip != declared.clip) or noise != declared.noise_multiplier):
         problems.append("declaration differs from the plan")
     try:
         wire = st_load(payload.blob)
     except Exception as exc:  # safetensors raises several types for corrupt input
         return [*problems, f"accepted bytes that safetensors refuses: {exc}"]
-    if tensor_checksum(wire) != meta.get("checksum"):
+    if tensor_checksum(wire) != meta.get(CHECKSUM_KEY):
         problems.append("checksum does not match the tensors")
     if set(update.delta) != set(inbox.template):
         problems.append(f"tensor names {sorted(update.delta)!r:.120}")

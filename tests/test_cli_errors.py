@@ -330,6 +330,20 @@ CASES = [
     Case("dp-scaling-zero-fleet-size", ("simulator", "dp-scaling", "--out", "{d}/s", "--fleet-sizes", "10,0"), 2,
          ("argument --fleet-sizes: every value must be at least 1",)),
     Case("simulator-unknown-verb", ("simulator", "fly"), 2, ("argument verb: invalid choice: 'fly'",)),
+    Case("run-unknown-engine", (*RUN, "--engine", "spark"), 2, ("argument --engine: invalid choice: 'spark'",)),
+    Case("compare-unknown-engine", ("simulator", "compare", "--out", "{d}/c", "--engine", "dask"), 2,
+         ("argument --engine: invalid choice: 'dask'",)),
+    Case("run-ray-address-closed-port", (*RUN, "--engine", "ray", "--ray-address", "127.0.0.1:{port}"), 1,
+         ("no Ray cluster answers at --ray-address 127.0.0.1:", "ray start --head", "drop --ray-address")),
+    Case("dp-scaling-ray-address-closed-port", ("simulator", "dp-scaling", "--out", "{d}/s", "--engine", "ray",
+                                                "--ray-address", "127.0.0.1:{port}"), 1,
+         ("no Ray cluster answers at --ray-address 127.0.0.1:", "ray start --head")),
+    Case("run-ray-address-not-host-port", (*RUN, "--engine", "ray", "--ray-address", "headnode"), 1,
+         ("--ray-address 'headnode' is not HOST:PORT",)),
+    Case("run-ray-address-without-ray-engine", (*RUN, "--ray-address", "127.0.0.1:6379"), 2,
+         ("--ray-address names the Ray cluster of --engine ray: add --engine ray",)),
+    Case("run-broker-host-without-broker", (*RUN, "--engine", "ray", "--broker-host", "meters.lan"), 2,
+         ("--broker-host needs --broker",)),
 ]
 
 

@@ -113,7 +113,7 @@ def _federate(method: str, student_program: bytes, student: TrainableStudent,
         if on_round:
             on_round(record.round, record.metrics["accuracy"])
 
-    run = run_rounds(engine, state, clients, report)
+    run = run_rounds(engine, state, clients, report, settings.fan_out)
     result.record_run(run)
     result.wall_seconds = time.monotonic() - started
     return result

@@ -27,7 +27,7 @@ from edge.plan import TrainingSettings
 from edge.privacy import clip_update
 from edge.seeding import FleetSeeds, round_generator
 from edge.update_quantization import update_tensors
-from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
+from edge.wire import UpdateMeta, decode_weights, encode_update
 from simulator.baselines.result import MethodResult
 from simulator.baselines.settings import BaselineSettings, NoLabelledDevices
 from simulator.data import Dataset
@@ -76,8 +76,7 @@ class KerasClient:
         if dp:
             delta, _ = clip_update(delta, agg.clip)
         um = UpdateMeta(self.settings.fleet, self.device, round_, meta.version, len(self.data),
-                        agg.clip if dp else 0.0, 0.0, agg.dp_mode.value, update_id(self.device, round_, meta.version),
-                        self.settings.encoding)
+                        agg.clip if dp else 0.0, 0.0, agg.dp_mode.value, encoding=self.settings.encoding)
         return encode_update(update_tensors(delta, um.encoding), um)
 
 

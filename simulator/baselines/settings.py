@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cloud.strategy import DpMode, FedAvgConfig
 from edge.plan import TrainingSettings
 from edge.wire import FLOAT32_DELTA
+from simulator.in_process import SEQUENTIAL, FanOut
 
 
 class NoLabelledDevices(ValueError):
@@ -25,6 +26,7 @@ class BaselineSettings:
     seed: int = 0
     fleet: str = "compare"
     insecure_seeded_noise: bool = False  # DP noise from `seed` (reproducible) instead of OS entropy
+    fan_out: FanOut = field(default=SEQUENTIAL, compare=False, repr=False)  # where the LiteRT students' fits run
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

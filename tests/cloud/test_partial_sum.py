@@ -11,7 +11,7 @@ from cloud.partial_sum import PartialSum, device_rounding_noise
 from cloud.round_engine import EngineConfig, RoundEngine
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, finish
 from edge.noise_source import InsecureSeededNoise
-from edge.wire import UpdateMeta, encode_update, update_id
+from edge.wire import UpdateMeta, encode_update
 
 TEMPLATE = {"dense/kernel": (16, 8), "dense/bias": (8,)}
 SEED = np.random.SeedSequence(5)
@@ -78,7 +78,7 @@ def test_a_round_holds_no_update_tensors_however_many_arrive() -> None:
     state = engine.init({"w": np.zeros(shapes["w"], np.float32)}, np.random.SeedSequence(0))
     opened = engine.open_round(state)
     delta = {"w": np.full(shapes["w"], 0.01, np.float32)}
-    blobs = [encode_update(delta, UpdateMeta("f", d, 0, 0, 1, 1.0, 0.0, "none", update_id(d, 0, 0))) for d in devices]
+    blobs = [encode_update(delta, UpdateMeta("f", d, 0, 0, 1, 1.0, 0.0, "none")) for d in devices]
     tracemalloc.start()
     try:
         for i, (device, blob) in enumerate(zip(devices, blobs, strict=True)):

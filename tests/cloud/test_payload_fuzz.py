@@ -64,8 +64,8 @@ metadata_values = st.one_of(st.text(max_size=20), st.sampled_from(["5", "4", "d0
 
 @fuzz_settings(1_000)
 @given(st.dictionaries(st.sampled_from(["fleet", "device", "round", "base_version", "num_examples", "clip",
-                                        "noise_multiplier", "dp_mode", "update_id", "encoding", "training",
-                                        "protocol", "kind", "checksum"]) | st.text(max_size=8),
+                                        "noise_multiplier", "dp_mode", "encoding", "training", "protocol",
+                                        "kind", "checksum", "update_id"]) | st.text(max_size=8),
                        metadata_values, max_size=14),
        st.floats(allow_nan=True, allow_infinity=True, width=32), st.integers(0, 3))
 def test_arbitrary_metadata_on_honest_tensors_is_judged_by_the_same_properties(metadata: dict[str, str],

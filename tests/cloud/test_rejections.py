@@ -150,7 +150,7 @@ def flood_record():
     inbox = opened.inbox
 
     def blob(device: str, meta_device: str | None = None) -> bytes:
-        meta = UpdateMeta("f", meta_device or device, 0, 0, 10, 1.0, 0.0, "none", f"{device}:0:0")
+        meta = UpdateMeta("f", meta_device or device, 0, 0, 10, 1.0, 0.0, "none")
         return encode_update({k: np.full(v.shape, 0.1, np.float32) for k, v in WEIGHTS.items()}, meta)
 
     impostor = blob("d2", meta_device=long_name(0))

@@ -15,7 +15,7 @@ from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, finish
 from edge.noise_source import InsecureSeededNoise
 from edge.privacy import DiscreteGaussianMechanism
-from edge.wire import UpdateMeta, decode_weights, encode_update, update_id
+from edge.wire import UpdateMeta, decode_weights, encode_update
 
 DEVICES = ("d2", "d0", "d1")
 WEIGHTS = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -26,7 +26,7 @@ def update_blob(device: str, round_: int, version: int, value: float, examples: 
                 dp_mode: str = "none", z: float = 0.0) -> bytes:
     """An update declaring `dp_mode` and own noise `z`: every coordinate `value` (norm sqrt(8) * |value|)."""
     delta = {k: np.full(v.shape, value, np.float32) for k, v in WEIGHTS.items()}
-    meta = UpdateMeta(fleet, device, round_, version, examples, 1.0, z, dp_mode, update_id(device, round_, version))
+    meta = UpdateMeta(fleet, device, round_, version, examples, 1.0, z, dp_mode)
     return encode_update(delta, meta)
 
 

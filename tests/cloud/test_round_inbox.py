@@ -15,7 +15,7 @@ from cloud.strategy import DpMode
 from edge.noise_source import SecureNoise
 from edge.plan import TrainingSettings
 from edge.privacy import DiscreteGaussianMechanism, clip_update, local_release_norm_bound
-from edge.wire import encode_update
+from edge.wire import encode_update, training_digest
 from simulator.malformed_updates import (
     CASES,
     CLIP,
@@ -95,8 +95,9 @@ LYING = [
     ("clip", {"clip": 4.0}, "declares clip 4.0, its plan says 1.0"),
     ("noise", {"noise_multiplier": 0.1}, "declares noise multiplier 0.1, its plan says 1.5"),
     ("encoding", {"encoding": "uint8-affine-delta"}, "encoding"),
-    ("training", {"training": TrainingSettings(lr=0.5).declaration()}, "declares training settings"),
-    ("no training", {"training": ""}, "declares training settings none"),
+    ("training", {"training": training_digest(TrainingSettings(lr=0.5).declaration())},
+     f"its plan says '{training_digest(TrainingSettings().declaration())}'"),
+    ("no training", {"training": ""}, "declares training settings digest 'none'"),
 ]
 
 
@@ -105,7 +106,8 @@ def test_an_update_whose_declaration_differs_from_its_plan_is_rejected_naming_th
                                                                                        reason) -> None:
     inbox = make_inbox(DpMode.LOCAL, 1.5, declared={"d0": PLANNED},
                        encodings=("float32-delta", "uint8-affine-delta"))
-    honest = dataclasses.replace(valid_meta(dp_mode="local", noise_multiplier=1.5), training=PLANNED.training)
+    honest = dataclasses.replace(valid_meta(dp_mode="local", noise_multiplier=1.5),
+                                 training=training_digest(PLANNED.training or ""))
     assert make_inbox(DpMode.LOCAL, 1.5, declared={"d0": PLANNED}).offer(
         "d0", ROUND, encode_update(valid_tensors(), honest)) is not None
     lying = dataclasses.replace(honest, **changes)
@@ -126,8 +128,8 @@ def test_local_mode_admits_an_honest_release_and_rejects_a_norm_beyond_what_clip
     meta = valid_meta(dp_mode="local", noise_multiplier=z)
     honest = [mechanism.privatise(valid_tensors(seed=s, norm=CLIP), SecureNoise()) for s in range(20)]
     inbox = make_inbox(DpMode.LOCAL, z)
-    for i, release in enumerate(honest):
-        inbox.offer("d0", ROUND, encode_update(release, dataclasses.replace(meta, update_id=f"u{i}")))
+    for release in honest:
+        inbox.offer("d0", ROUND, encode_update(release, meta))
         assert "d0" in inbox.accepted, inbox.rejected
         inbox.accepted.clear()
         inbox._accepted_digests.clear()

@@ -21,7 +21,7 @@ from cloud.strategy import DpMode, FedAvgConfig
 from edge.mqtt_session import MqttSession
 from edge.signed_artifact import generate_signing_key
 from edge.topics import FleetTopics
-from edge.wire import UpdateMeta, encode_update, update_id
+from edge.wire import UpdateMeta, encode_update
 
 TEMPLATE = {"dense/kernel": (12, 5), "dense/bias": (5,)}
 DEVICES = tuple(f"m{i}" for i in range(6))
@@ -36,7 +36,7 @@ def update_blob(fleet: str, config: FedAvgConfig, device: str, round_: int) -> b
     rng = np.random.default_rng([int(device[1:]), round_])
     delta = {n: rng.normal(0, 0.05, s).astype(np.float32) for n, s in TEMPLATE.items()}
     meta = UpdateMeta(fleet, device, round_, round_, int(rng.integers(5, 60)), config.clip, 0.0,
-                      config.dp_mode.value, update_id(device, round_, round_))
+                      config.dp_mode.value)
     return encode_update(delta, meta)
 
 

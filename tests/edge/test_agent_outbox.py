@@ -22,7 +22,7 @@ FLEET, DEVICE = "outbox-test", "dev-a"
 
 def _update_blob() -> bytes:
     return encode_update({"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
-                         UpdateMeta(FLEET, DEVICE, 4, 4, 12, 1.0, 0.0, "none", f"{DEVICE}:4:4"))
+                         UpdateMeta(FLEET, DEVICE, 4, 4, 12, 1.0, 0.0, "none"))
 
 
 def _agent(broker, tmp_path, key, resend_interval_s: float = 10.0) -> DeviceAgent:
@@ -45,14 +45,15 @@ class _Listener:
         self.got.set()
 
     def close(self) -> None:
-        self.session.clear_retained(FleetTopics(FLEET).result(4), 1)  # the broker outlives the test
+        self.session.clear_retained(FleetTopics(FLEET).cohort(5, DEVICE), 1)  # the broker outlives the test
         self.session.close()
 
     def publish_result(self, acked: list[bytes]) -> None:
-        topic = FleetTopics(FLEET).result(4)
-        summary = {"round": 4, "accepted": len(acked),
-                   "accepted_updates": [hashlib.sha256(b).hexdigest()[:ACK_DIGEST_CHARS] for b in acked]}
-        self.session.publish(topic, sign(self.key, topic, 4, json.dumps(summary).encode()), retain=True)
+        """The next round's notice to the device, acknowledging the first of `acked` (none: null)."""
+        topic = FleetTopics(FLEET).cohort(5, DEVICE)
+        digest = hashlib.sha256(acked[0]).hexdigest()[:ACK_DIGEST_CHARS] if acked else None
+        notice = {"round": 5, "selected": False, "ack": {"round": 4, "update": digest}}
+        self.session.publish(topic, sign(self.key, topic, 5, json.dumps(notice).encode()), retain=True)
 
 
 def _wait_until(condition, timeout: float = 10.0) -> bool:
@@ -120,6 +121,6 @@ def test_a_result_signed_by_a_stranger_acknowledges_nothing(broker, tmp_path):
     with _device_with_outbox(broker, tmp_path, stranger_results=True) as (agent, listener, blob):
         assert listener.got.wait(10)
         listener.publish_result([blob])
-        assert _wait_until(lambda: any("result" in topic for topic, _ in agent.refused))
+        assert _wait_until(lambda: any("cohort" in topic for topic, _ in agent.refused))
         assert 4 not in agent.acknowledged
         assert _outbox(tmp_path)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 
 import numpy as np
 import pytest
 
-from edge.chunking import MAGIC, ChunkAssembler, ChunkError, parse_chunk, split_message
+from edge.chunking import (
+    FRAMING_VERSION,
+    HEADER,
+    MAGIC,
+    ChunkAssembler,
+    ChunkError,
+    message_key,
+    parse_chunk,
+    split_message,
+)
 
 LIMIT = 1024
 
@@ -88,16 +97,28 @@ def test_bad_magic_is_rejected() -> None:
         parse_chunk(b"XXXXXXXX" + chunk[len(MAGIC):])
 
 
-@pytest.mark.parametrize("cut", [len(MAGIC) + 2, len(MAGIC) + 4 + 10], ids=["inside-length", "inside-header"])
+@pytest.mark.parametrize("cut", [len(MAGIC) + 1, HEADER.size - 1], ids=["after-version", "inside-hash"])
 def test_truncated_header_is_rejected(cut: int) -> None:
     chunk = split_message(b"hello", "m", LIMIT)[0]
     with pytest.raises(ChunkError, match="truncated"):
         ChunkAssembler().add(chunk[:cut])
 
 
-def _forge(message_id: str, index: int, count: int, total: int, sha: str, body: bytes) -> bytes:
-    header = json.dumps({"id": message_id, "i": index, "n": count, "len": total, "sha256": sha}).encode()
-    return MAGIC + len(header).to_bytes(4, "big") + header + body
+def _forge(message_id: str, index: int, count: int, total: int, sha: str, body: bytes,
+           version: int = FRAMING_VERSION) -> bytes:
+    return HEADER.pack(MAGIC, version, message_key(message_id), index, count, total, bytes.fromhex(sha)) + body
+
+
+def test_chunk_header_is_the_documented_37_byte_struct() -> None:
+    """docs/wire-protocol.md: magic, version, id, index, count, length big-endian, sha256[:16] of the message."""
+    payload = _payload(2500, seed=3)
+    first = split_message(payload, "abc", LIMIT)[0]
+    assert HEADER.size == 37
+    assert first[:5] == b"DMCK\x02"
+    assert first[5:13] == hashlib.sha256(b"abc").digest()[:8]
+    assert first[13:21] == (0).to_bytes(2, "big") + (3).to_bytes(2, "big") + (2500).to_bytes(4, "big")
+    assert first[21:37] == hashlib.sha256(payload).digest()[:16]
+    assert first[37:] == payload[:LIMIT - 37]
 
 
 def test_chunk_disagreeing_with_earlier_chunks_on_count_is_rejected() -> None:
@@ -112,13 +133,23 @@ def test_chunk_disagreeing_with_earlier_chunks_on_count_is_rejected() -> None:
 
 def test_chunk_index_outside_its_count_is_rejected() -> None:
     with pytest.raises(ChunkError, match="outside"):
-        parse_chunk(_forge("m", 3, 3, 10, "0" * 64, b"x"))
+        parse_chunk(_forge("m", 3, 3, 10, "0" * 32, b"x"))
 
 
-def test_unreadable_header_json_is_rejected() -> None:
-    header = b"{not json"
-    with pytest.raises(ChunkError, match="unreadable"):
-        parse_chunk(MAGIC + len(header).to_bytes(4, "big") + header)
+def test_zero_count_is_rejected() -> None:
+    with pytest.raises(ChunkError, match="outside"):
+        parse_chunk(_forge("m", 0, 0, 10, "0" * 32, b"x"))
+
+
+def test_chunk_of_another_framing_version_is_rejected_naming_it() -> None:
+    with pytest.raises(ChunkError, match="framing version 1, this build speaks 2"):
+        parse_chunk(_forge("m", 0, 1, 1, "0" * 32, b"x", version=1))
+
+
+def test_protocol_1_json_chunk_is_rejected() -> None:
+    header = b'{"id":"m","i":0,"n":1,"len":1,"sha256":"00"}'
+    with pytest.raises(ChunkError, match="protocol 1's JSON framing"):
+        parse_chunk(b"DMSKDCH1" + len(header).to_bytes(4, "big") + header + b"x")
 
 
 def test_message_larger_than_the_assembler_allows_is_rejected() -> None:
@@ -166,8 +197,7 @@ def test_one_stream_over_its_limits_evicts_its_own_partial_messages_not_anothers
 
 def test_chunks_that_carry_more_bytes_than_their_message_declares_are_refused() -> None:
     body = b"x" * 4096
-    header = json.dumps({"id": "liar", "i": 0, "n": 2, "len": 10, "sha256": "0" * 64}).encode()
-    forged = MAGIC + len(header).to_bytes(4, "big") + header + body
+    forged = _forge("liar", 0, 2, 10, "0" * 32, body)
     assembler = ChunkAssembler()
     with pytest.raises(ChunkError, match="carry more bytes than the 10 it declares"):
         assembler.add(forged, stream="update/a")

@@ -19,7 +19,7 @@ from edge.wire import FLOAT32_DELTA, UINT8_AFFINE_DELTA, PayloadRejected, Update
 
 def update_payload(delta: dict[str, np.ndarray], encoding: str) -> bytes:
     """A device's update blob for round 0 in `encoding`."""
-    meta = UpdateMeta("f", "dev000", 0, 0, 10, 0.0, 0.0, "none", "dev000:0:0", encoding)
+    meta = UpdateMeta("f", "dev000", 0, 0, 10, 0.0, 0.0, "none", encoding=encoding)
     return encode_update(update_tensors(delta, encoding), meta)
 
 

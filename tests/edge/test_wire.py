@@ -6,7 +6,6 @@ test_hand_built_blob_is_accepted_so_rejections_below_are_meaningful shows is oth
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from safetensors.numpy import save as st_save
 
 from edge.chunking import ChunkAssembler, split_message
 from edge.wire import (
-    PROTOCOL_VERSION,
+    METADATA_KEYS,
     PayloadRejected,
     UpdateMeta,
     WeightsMeta,
@@ -27,10 +26,12 @@ from edge.wire import (
     encode_update,
     encode_weights,
     tensor_checksum,
+    wire_metadata,
 )
 
 META = UpdateMeta(fleet="f1", device="dev-3", round=4, base_version=3, num_examples=57, clip=1.5,
-                  noise_multiplier=0.8, dp_mode="local", update_id="dev-3-r4-abc")
+                  noise_multiplier=0.8, dp_mode="local")
+KEYS = {"protocol": "v", "kind": "k", "checksum": "h", **METADATA_KEYS[UpdateMeta]}
 
 
 def _tensors(seed: int = 0) -> dict[str, np.ndarray]:
@@ -81,9 +82,9 @@ def test_weights_round_trip_through_chunks_is_bit_exact() -> None:
 
 def _raw_blob(tensors: dict[str, np.ndarray], **metadata_changes: str | None) -> bytes:
     """A blob built by hand, so tests can send what encode_update never would."""
-    metadata = {k: str(v) for k, v in dataclasses.asdict(META).items()}
-    metadata.update(protocol=PROTOCOL_VERSION, kind="update", checksum=tensor_checksum(tensors))
-    for key, value in metadata_changes.items():
+    metadata = wire_metadata(META, tensors)
+    for name, value in metadata_changes.items():
+        key = KEYS[name]
         if value is None:
             metadata.pop(key)
         else:
@@ -141,13 +142,16 @@ CASES = [
     Case("-inf", lambda: _update_blob({"w": np.array([1.0, -np.inf, 2.0], np.float32)}), "NaN or infinity"),
     Case("float64-tensor", lambda: _raw_blob({"w": np.ones(4, np.float64)}), "dtype float64, expected float32"),
     Case("tampered-tensor-bytes", _tampered_blob, "checksum mismatch"),
-    Case("other-protocol-version", lambda: _raw_blob(_two_floats(), protocol="2"), "protocol version '2'"),
+    Case("other-protocol-version", lambda: _raw_blob(_two_floats(), protocol="3"), "protocol version '3'"),
+    Case("protocol-1-payload", lambda: st_save(_two_floats(), metadata={"protocol": "1", "kind": "update"}),
+         "protocol version '1', this build speaks '2'"),
     Case("weights-offered-as-update", _weights_blob, "kind 'weights' where 'update'"),
     Case("update-offered-as-weights", lambda: _update_blob(_two_floats()), "kind 'update' where 'weights'",
          decoder=decode_weights),
-    *(Case(f"missing-{field}", _without_field(field), f"metadata field '{field}' missing")
-      for field in ("device", "round", "num_examples", "update_id")),
-    Case("unreadable-round", lambda: _raw_blob(_two_floats(), round="four"), "metadata field 'round' unreadable"),
+    *(Case(f"missing-{field}", _without_field(field), f"metadata field '{field}' (key '{KEYS[field]}') missing")
+      for field in ("device", "round", "base_version", "num_examples")),
+    Case("unreadable-round", lambda: _raw_blob(_two_floats(), round="four"), "metadata field 'round' (key 'r') "
+         "unreadable"),
 ]
 
 
@@ -165,15 +169,31 @@ def test_case_names_are_unique() -> None:
 def test_metadata_is_plain_strings_in_the_safetensors_header() -> None:
     blob = encode_update({"w": np.ones(2, np.float32)}, META)
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-    assert header["__metadata__"]["device"] == "dev-3"
-    assert header["__metadata__"]["kind"] == "update"
+    assert header["__metadata__"]["d"] == "dev-3"
+    assert header["__metadata__"]["k"] == "u"
+    assert header["__metadata__"]["v"] == "2"
     assert all(isinstance(v, str) for v in header["__metadata__"].values())
 
 
-def test_zero_dim_tensor_keeps_its_shape_and_checksum_tells_it_from_shape_one() -> None:
+def test_update_id_is_derived_not_sent() -> None:
+    blob = encode_update({"w": np.ones(2, np.float32)}, META)
+    assert b"dev-3:4:3" not in blob
+    assert decode_update(blob)[1].update_id == "dev-3:4:3"
+
+
+def test_checksum_is_truncated_sha256_of_the_data_section() -> None:
+    """What a C encoder computes: sha256 over the bytes after the header, first 16 bytes as hex."""
+    import hashlib
+
+    blob = encode_update(_tensors(), META)
+    data = blob[8 + int.from_bytes(blob[:8], "little"):]
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    assert header["__metadata__"]["h"] == hashlib.sha256(data).hexdigest()[:32] == tensor_checksum(_tensors())
+
+
+def test_zero_dim_tensor_keeps_its_shape() -> None:
     got, _ = decode_update(encode_update({"t": np.float32(0.5), "w": np.ones(2, np.float32)}, META))
     assert got["t"].shape == ()
-    assert tensor_checksum({"t": np.array(0.5, np.float32)}) != tensor_checksum({"t": np.array([0.5], np.float32)})
 
 
 def test_one_content_encodes_to_one_byte_string_whatever_the_order_it_was_built_in() -> None:

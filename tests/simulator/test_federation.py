@@ -13,7 +13,7 @@ from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.signed_artifact import generate_signing_key, sign
 from edge.topics import FleetTopics
-from edge.wire import UpdateMeta, WeightsMeta, encode_update, encode_weights
+from edge.wire import UpdateMeta, WeightsMeta, encode_update, encode_weights, training_digest
 from simulator.federation import run_federation
 
 
@@ -39,8 +39,9 @@ def test_malformed_updates_are_rejected_while_round_completes(broker, tiny_confi
     good = {k: np.zeros_like(v) for k, v in template.items()}
     nan = {k: np.full_like(v, np.nan) for k, v in template.items()}
     wrong_shape = dict(good, **{next(iter(good)): np.zeros((2, 2), np.float32)})
-    meta = UpdateMeta(fleet, "intruder", 0, 0, 10, 1.0, 0.0, "none", "intruder:0:0",
-                      training=tiny_config.training.declaration())  # declared as planned: each case breaks one thing
+    # declared as planned: each case breaks one thing
+    meta = UpdateMeta(fleet, "intruder", 0, 0, 10, 1.0, 0.0, "none",
+                      training=training_digest(tiny_config.training.declaration()))
     rogue = MqttSession("rogue-client", broker.host, broker.port)
     sent = threading.Event()
 

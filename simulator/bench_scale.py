@@ -1,0 +1,239 @@
+"""bench-scale's figures: one row per system and fleet size, from what a run left behind, and their report.
+
+A DMSKD row comes from the run's metrics.json when it finished, else from the aggregator's checkpoint
+(state.json: the rounds that closed before it stopped); a Flower row from the JSON simulator/flower_side.py
+writes. Every row says whether it completed (all rounds, every device accepted in each) and, when not, why
+("did not complete: ..."), with the figures it has. Pure functions: the command (bench_scale_command.py)
+does the I/O.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from simulator.watched_process import ProcessPeak, Watched
+
+DMSKD = "DMSKD (MQTT, mosquitto)"
+FLOWER = "Flower (simulation, Ray)"
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    """One system at one fleet size: its rounds' times, traffic, memory and whether it completed."""
+
+    system: str
+    devices: int
+    rounds_requested: int
+    round_seconds: tuple[float, ...]
+    accepted: tuple[int, ...]  # updates accepted (aggregated) per round
+    failure: str | None  # None: completed
+    peaks: tuple[ProcessPeak, ...] = ()
+    peak_total_rss_bytes: int = 0
+    wall_seconds: float = 0.0
+    bytes_per_round: float | None = None  # payload bytes up + down, mean over rounds (None: not measured)
+    update_bytes_per_device_round: float | None = None  # one device's update on the wire, MQTT framing included
+    accuracy: float | None = None  # the global student's test accuracy after the last round
+
+    @property
+    def completed(self) -> bool:
+        return self.failure is None
+
+    @property
+    def seconds_per_round(self) -> float | None:
+        """Mean over the rounds that closed."""
+        return statistics.fmean(self.round_seconds) if self.round_seconds else None
+
+    @property
+    def steady_seconds_per_round(self) -> float | None:
+        """Mean over the rounds after the first (which also pays for start-up: artefacts, workers)."""
+        return statistics.fmean(self.round_seconds[1:]) if len(self.round_seconds) > 1 else None
+
+    @property
+    def ms_per_device_round(self) -> float | None:
+        s = self.seconds_per_round
+        return None if s is None else 1000 * s / self.devices
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.update(completed=self.completed, seconds_per_round=self.seconds_per_round,
+                   steady_seconds_per_round=self.steady_seconds_per_round,
+                   ms_per_device_round=self.ms_per_device_round)
+        return out
+
+
+def run_failure(watched: Watched, what: str) -> str | None:
+    """Why a watched command failed (timed out, or its exit code and last line), or None if it exited 0."""
+    if watched.timed_out:
+        return f"{what} timed out after {watched.timeout_s:.0f} s"
+    if watched.returncode != 0:
+        line = watched.last_line()
+        return f"{what} exited {watched.returncode}" + (f": {line.strip()[:300]}" if line else "")
+    return None
+
+
+def rounds_failure(rounds: int, devices: int, accepted: Sequence[int]) -> str | None:
+    """Why the rounds that closed fall short of `rounds` rounds with every device accepted, or None."""
+    if len(accepted) < rounds:
+        return f"{len(accepted)} of {rounds} rounds closed"
+    short = [(r, n) for r, n in enumerate(accepted) if n < devices]
+    if short:
+        r, n = short[0]
+        return f"round {r} accepted {n} of {devices} devices" + (f" ({len(short)} rounds short)" if len(short) > 1
+                                                                  else "")
+    return None
+
+
+def dmskd_row(devices: int, rounds: int, watched: Watched, metrics: dict | None,
+              checkpoint: dict | None) -> ScaleRow:
+    """The DMSKD row of one `python -m simulator run`: metrics.json if it wrote one, else its checkpoint."""
+    history = (metrics or {}).get("history") or (checkpoint or {}).get("history") or []
+    accepted = tuple(len(h.get("accepted", ())) for h in history)
+    failure = run_failure(watched, "the run") or rounds_failure(rounds, devices, accepted)
+    up, down = (metrics or {}).get("bytes_up_per_round"), (metrics or {}).get("bytes_down_per_round")
+    per_round = statistics.fmean(u + d for u, d in zip(up, down)) if up and down else None
+    return ScaleRow(DMSKD, devices, rounds, tuple(float(h["seconds"]) for h in history), accepted, failure,
+                    watched.peaks, watched.peak_total_rss_bytes, watched.seconds, per_round,
+                    (metrics or {}).get("update_bytes_per_device_round"),
+                    float(history[-1]["accuracy"]) if history and "accuracy" in history[-1] else None)
+
+
+def flower_row(devices: int, rounds: int, watched: Watched | None, figures: dict | None,
+               setup_failure: str | None = None) -> ScaleRow:
+    """The Flower row of one simulator/flower_side.py run (figures: the JSON it wrote, None if it wrote none;
+    watched None: it never ran, setup_failure says why)."""
+    f = figures or {}
+    accepted = tuple(int(n) for n in f.get("accepted_per_round", ()))
+    failure = (setup_failure or (run_failure(watched, "the Flower simulation") if watched else None)
+               or rounds_failure(rounds, devices, accepted))
+    accuracy = f.get("accuracy_after_round") or [None]
+    return ScaleRow(FLOWER, devices, rounds, tuple(float(s) for s in f.get("round_seconds", ())), accepted, failure,
+                    watched.peaks if watched else (), watched.peak_total_rss_bytes if watched else 0,
+                    watched.seconds if watched else 0.0, None, None, accuracy[-1])
+
+
+def peak_summary(peaks: Sequence[ProcessPeak], limit: int = 4) -> str:
+    """Peak RSS by kind of process, largest first: `python -m simulator run 812 MB; mosquitto 9 MB`."""
+    groups: dict[str, list[int]] = {}
+    for p in peaks:
+        groups.setdefault(p.label, []).append(p.peak_rss_bytes)
+    ordered = sorted(groups.items(), key=lambda kv: -max(kv[1]))
+    parts = [f"{label} {max(v) / MB:,.0f} MB" if len(v) == 1 else f"{label} x{len(v)} max {max(v) / MB:,.0f} MB"
+             for label, v in ordered[:limit]]
+    if len(ordered) > limit:
+        rest = sum(len(v) for _, v in ordered[limit:])
+        parts.append(f"{rest} more, max {max(max(v) for _, v in ordered[limit:]) / MB:,.0f} MB")
+    return "; ".join(parts) or "-"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _status(row: ScaleRow) -> str:
+    return "yes" if row.completed else f"did not complete: {row.failure}"
+
+
+TABLE_HEADER = ("| system | devices | completed | s / round | ms / device-round | s / round after the first | "
+                "bytes / round (payload up + down) | update bytes / device-round (MQTT) | peak RSS per process | "
+                "peak RSS, whole tree | wall s | test accuracy |")
+
+
+def scale_table(rows: Sequence[ScaleRow]) -> str:
+    """The Markdown table of every row."""
+    lines = [TABLE_HEADER, "|" + "---|" * TABLE_HEADER.count(" | ") + "---|"]
+    for r in rows:
+        lines.append(f"| {r.system} | {r.devices:,} | {_status(r)} | {_num(r.seconds_per_round, '.3f')} | "
+                     f"{_num(r.ms_per_device_round, '.2f')} | {_num(r.steady_seconds_per_round, '.3f')} | "
+                     f"{_num(r.bytes_per_round, ',.0f')} | {_num(r.update_bytes_per_device_round, ',.0f')} | "
+                     f"{peak_summary(r.peaks)} | {r.peak_total_rss_bytes / MB:,.0f} MB | {r.wall_seconds:.0f} | "
+                     f"{_num(r.accuracy, '.4f')} |")
+    return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.1f}x"
+
+
+def ratio_table(rows: Sequence[ScaleRow]) -> str:
+    """Flower's per-round time over DMSKD's at every fleet size both ran: all rounds, and after the first."""
+    dmskd = {r.devices: r for r in rows if r.system == DMSKD}
+    flower = {r.devices: r for r in rows if r.system == FLOWER}
+    lines = ["| devices | DMSKD s / round | Flower s / round | Flower / DMSKD | Flower / DMSKD after the first round | "
+             "both completed |", "|---|---|---|---|---|---|"]
+    for n in sorted(set(dmskd) & set(flower)):
+        d, f = dmskd[n], flower[n]
+        lines.append(f"| {n:,} | {_num(d.seconds_per_round, '.3f')} | {_num(f.seconds_per_round, '.3f')} | "
+                     f"{_ratio(f.seconds_per_round, d.seconds_per_round)} | "
+                     f"{_ratio(f.steady_seconds_per_round, d.steady_seconds_per_round)} | "
+                     f"{'yes' if d.completed and f.completed else 'no'} |")
+    return "\n".join(lines)
+
+
+def report_markdown(rows: Sequence[ScaleRow], machine: dict, command: str, notes: Sequence[str] = ()) -> str:
+    """bench_scale.md: what was measured, on what, by which command; the tables; the notes."""
+    text = [
+        "# bench-scale: DMSKD over MQTT against fleet size, beside Flower's simulation engine",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine.get('cpus')} cores, {machine.get('memory_gb')} GB, no GPU; {machine.get('platform')}; "
+        f"Python {machine.get('python')}; {machine.get('mosquitto', 'mosquitto ?')}"
+        + (f"; flwr {machine['flwr']}, ray {machine['ray']}" if machine.get("flwr") else "") + ".",
+        "",
+        "A round's seconds: DMSKD's aggregator from opening the round to closing it (metrics.json `history`); "
+        "Flower's from the end of one centralised evaluation to the start of the next (flower_side.py). Both "
+        "train the same student program in LiteRT with the same local training (edge/local_training.py) on the "
+        "same split (`--device-sampling pool`, same seed). The first round of either also pays for start-up "
+        "(artefacts and shard logits on DMSKD's devices; Ray actors and their imports on Flower's). Peak RSS is "
+        "sampled every 0.2 s over each run's process tree (psutil). Bytes: payload bytes every device sent and "
+        "received per round (simulator/traffic.py); Flower moves its arrays in memory (no wire).",
+        "",
+        "## Per fleet size",
+        "",
+        scale_table(rows),
+        "",
+        "## Flower / DMSKD, same student, split and rounds",
+        "",
+        ratio_table(rows),
+        "",
+    ]
+    if notes:
+        text += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(text)
+
+
+def plot_scale(rows: Sequence[ScaleRow], path) -> None:
+    """PNG: ms per device-round against fleet size (log x), one line per system; open markers: did not complete."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    plotted = False
+    for system, marker in ((DMSKD, "o"), (FLOWER, "s")):
+        mine = sorted((r.devices, r.ms_per_device_round, r.completed) for r in rows
+                       if r.system == system and r.ms_per_device_round is not None)
+        if not mine:
+            continue
+        line, = ax.plot([n for n, _, _ in mine], [ms for _, ms, _ in mine], marker=marker, label=system)
+        plotted = True
+        failed = [(n, ms) for n, ms, done in mine if not done]
+        if failed:
+            ax.plot([n for n, _ in failed], [ms for _, ms in failed], linestyle="none",
+                    marker=marker, markersize=11, markerfacecolor="none", color=line.get_color(),
+                    label=f"{system}: did not complete")
+    ax.set_xscale("log")
+    ax.set_xlabel("devices (log scale)")
+    ax.set_ylabel("ms per device-round (mean over rounds)")
+    ax.grid(alpha=0.3, which="both")
+    if plotted:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no run closed a round", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,220 @@
+"""`python -m simulator bench-scale`: DMSKD's MQTT federation at growing fleet sizes, and Flower beside it.
+
+For each fleet size N (every size of --sizes and --flower-sizes, smallest first) it runs
+`python -m simulator run --devices N --broker mosquitto --device-sampling pool` as a child process (memory
+per run), sampling the peak RSS of it and the broker it starts, and reads the run's metrics.json (or, for a
+run that failed, its checkpoint). At the --flower-sizes it also writes the same fleet with
+`python -m simulator prepare` and runs Flower's simulation engine on it in a separate venv
+(simulator/flower_env.py sets it up; simulator/flower_side.py runs it). A run that fails or overstays its
+timeout is a row "did not complete: <reason>" with the figures it has, never the end of the benchmark.
+Writes OUT/bench_scale.md, .json and .png (rewritten after every row); each run's log and files go to --work.
+Exits 1 when a row did not complete, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.cli import EXIT_FAILURE, EXIT_OK, positive_float, positive_int, positive_int_list, seed_int
+from simulator.bench_scale import (
+    DMSKD,
+    FLOWER,
+    ScaleRow,
+    dmskd_row,
+    flower_row,
+    plot_scale,
+    ratio_table,
+    report_markdown,
+    run_failure,
+    scale_table,
+)
+from simulator.watched_process import watch
+
+REPO = Path(__file__).resolve().parents[1]
+ROUND_CLOSED = re.compile(r"round (\d+) closes")
+FLOWER_ROUND = re.compile(r"\[ROUND (\d+)/(\d+)\]")
+
+
+def sizes_or_none(text: str) -> list[int]:
+    """argparse type: comma-separated fleet sizes, or `none` for no Flower runs."""
+    return [] if text.strip().lower() in ("none", "") else positive_int_list(text)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The `bench-scale` verb and its flags."""
+    p = sub.add_parser("bench-scale", help="seconds per round, ms per device-round, peak RSS and bytes against "
+                                           "fleet size over MQTT, beside Flower's simulation engine",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=positive_int_list, default="10,100,1000,10000",
+                   help="comma-separated fleet sizes of the DMSKD runs")
+    p.add_argument("--rounds", type=positive_int, default=3, help="federated rounds of every run")
+    p.add_argument("--flower-sizes", type=sizes_or_none, default="10,1000",
+                   help="fleet sizes Flower also runs (and DMSKD, if not in --sizes); none: no Flower")
+    p.add_argument("--out", type=Path, default=Path("docs/results/bench-scale"),
+                   help="directory for bench_scale.md, .json, .png")
+    p.add_argument("--work", type=Path, default=Path("runs/bench-scale"),
+                   help="directory for each run's files and log (replaced run by run)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the split, the teacher and the devices")
+    p.add_argument("--samples-per-device", type=positive_int, default=32,
+                   help="training examples every device draws from the pool (--device-sampling pool)")
+    p.add_argument("--teacher-epochs", type=positive_int, default=30, help="epochs of the cloud's teacher")
+    p.add_argument("--timeout", type=positive_float,
+                   help="seconds one run may take before it is stopped (default: 600 + 0.3 per device)")
+    p.add_argument("--flower-venv", type=Path, default=Path(".venv-flower"),
+                   help="the Flower venv; created with python3.11 and requirements-flower.txt when it lacks flwr")
+    p.add_argument("--cpus-per-client", type=positive_float, default=1.0,
+                   help="Ray CPUs per Flower virtual client (2 cores / 1.0 = two clients train at once, as DMSKD's "
+                        "two device worker threads do)")
+    p.set_defaults(run=run)
+
+
+def timeout_for(args: argparse.Namespace, devices: int) -> float:
+    return args.timeout if args.timeout is not None else 600.0 + 0.3 * devices
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fleet_flags(args: argparse.Namespace, devices: int) -> list[str]:
+    """The flags `run` and `prepare` share, so both sides get the same split, teacher and student."""
+    return ["--devices", str(devices), "--rounds", str(args.rounds), "--seed", str(args.seed),
+            "--device-sampling", "pool", "--samples-per-device", str(args.samples_per_device),
+            "--teacher-epochs", str(args.teacher_epochs), "--log-level", "INFO"]
+
+
+def run_dmskd(args: argparse.Namespace, devices: int, progress: Callable[[str], None]) -> ScaleRow:
+    """One `python -m simulator run` over a mosquitto it starts; its row."""
+    run_dir = args.work / f"dmskd-{devices}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a previous run's metrics must not be read as this one's
+
+    def on_line(line: str) -> None:
+        closed = ROUND_CLOSED.search(line)
+        if closed:
+            progress(f"DMSKD N={devices:,}: round {int(closed.group(1)) + 1}/{args.rounds} closed")
+        elif line.startswith("· "):
+            progress(f"DMSKD N={devices:,}: {line[2:60]}")
+
+    command = [sys.executable, "-m", "simulator", "run", *fleet_flags(args, devices), "--broker", "mosquitto",
+               "--run-dir", str(run_dir)]
+    watched = watch(command, timeout_for(args, devices), args.work / f"dmskd-{devices}.log", on_line=on_line)
+    return dmskd_row(devices, args.rounds, watched, _json(run_dir / "metrics.json"),
+                     _json(run_dir / "checkpoint" / "state.json"))
+
+
+def run_flower_side(args: argparse.Namespace, devices: int, python: Path | str,
+                    progress: Callable[[str], None]) -> ScaleRow:
+    """Prepare the same fleet, then Flower's simulation on it in the Flower venv; its row."""
+    fleet_dir, figures_path = args.work / f"fleet-{devices}", args.work / f"flower-{devices}.json"
+    shutil.rmtree(fleet_dir, ignore_errors=True)
+    figures_path.unlink(missing_ok=True)
+    progress(f"Flower N={devices:,}: preparing the fleet (python -m simulator prepare)")
+    prepare = [sys.executable, "-m", "simulator", "prepare", "--out", str(fleet_dir), *fleet_flags(args, devices)]
+    prepared = watch(prepare, timeout_for(args, devices), args.work / f"fleet-{devices}.log")
+    problem = run_failure(prepared, "preparing the fleet")
+    if problem is not None:
+        return flower_row(devices, args.rounds, prepared, None, problem)
+
+    def on_line(line: str) -> None:
+        started = FLOWER_ROUND.search(line)
+        if started:
+            progress(f"Flower N={devices:,}: round {started.group(1)}/{started.group(2)} started")
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    command = [str(python), "-m", "simulator.flower_side", "--fleet", str(fleet_dir), "--rounds", str(args.rounds),
+               "--seed", str(args.seed), "--cpus-per-client", str(args.cpus_per_client), "--out", str(figures_path)]
+    watched = watch(command, timeout_for(args, devices), args.work / f"flower-{devices}.log", env=env,
+                    on_line=on_line, cwd=REPO)
+    return flower_row(devices, args.rounds, watched, _json(figures_path))
+
+
+def flower_python(args: argparse.Namespace, progress: Callable[[str], None]) -> tuple[Path | None, str | None]:
+    """The Flower venv's python (set up if needed), or None and why it could not be."""
+    from simulator.flower_env import FlowerSetupError, ensure_flower_env
+
+    try:
+        return ensure_flower_env(args.flower_venv, REPO, args.work / "flower-setup.log", progress), None
+    except FlowerSetupError as exc:
+        return None, f"Flower setup failed: {exc}"
+
+
+def machine_facts(flower: Path | None) -> dict:
+    """Cores, memory, platform, mosquitto, the load when the benchmark started, and Flower's versions."""
+    import subprocess
+
+    from simulator.chaos_command import machine
+
+    facts = machine()
+    facts["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    if flower is not None:
+        probe = subprocess.run([str(flower), "-c", "import flwr, ray; print(flwr.__version__, ray.__version__)"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and len(probe.stdout.split()) == 2:
+            facts["flwr"], facts["ray"] = probe.stdout.split()
+    return facts
+
+
+def write_outputs(out: Path, rows: list[ScaleRow], facts: dict, command: str) -> None:
+    """bench_scale.md, .json and .png in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    notes = [f"load average (1, 5, 15 min) when the benchmark started: {facts.get('load_average_at_start')}; the "
+             f"figures are wall-clock times on a machine that may have been shared"]
+    (out / "bench_scale.md").write_text(report_markdown(rows, facts, command, notes))
+    (out / "bench_scale.json").write_text(json.dumps({"command": command, "machine": facts,
+                                                      "rows": [r.to_json() for r in rows]}, indent=2, default=str))
+    plot_scale(rows, out / "bench_scale.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every DMSKD and Flower run in turn; the report after each; exit 1 if a row did not complete."""
+    from tqdm import tqdm
+
+    sizes = sorted(set(args.sizes) | set(args.flower_sizes))
+    steps = [(DMSKD, n) for n in sizes] + [(FLOWER, n) for n in sorted(set(args.flower_sizes))]
+    steps.sort(key=lambda s: (s[1], s[0] == FLOWER))
+    args.work.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(steps), desc="bench-scale", unit="run", file=sys.stdout)
+    progress = bar.set_postfix_str
+    python, setup_problem = flower_python(args, bar.write) if args.flower_sizes else (None, None)
+    facts = machine_facts(python)
+    rows: list[ScaleRow] = []
+    try:
+        for system, n in steps:
+            if system == DMSKD:
+                row = run_dmskd(args, n, progress)
+            elif python is None:
+                row = flower_row(n, args.rounds, None, None, setup_problem)
+            else:
+                row = run_flower_side(args, n, python, progress)
+            rows.append(row)
+            bar.update(1)
+            bar.write(one_line(row))
+            write_outputs(args.out, rows, facts, args.command_line)
+    finally:
+        bar.close()
+    print()
+    print(scale_table(rows))
+    if any(r.system == FLOWER for r in rows):
+        print()
+        print(ratio_table(rows))
+    print(f"\n  wrote {args.out}/bench_scale.md, bench_scale.json, bench_scale.png; run logs in {args.work}")
+    return EXIT_OK if all(r.completed for r in rows) else EXIT_FAILURE
+
+
+def one_line(row: ScaleRow) -> str:
+    """A row as it finishes, for the console."""
+    s, ms = row.seconds_per_round, row.ms_per_device_round
+    figures = "no round closed" if s is None else f"{s:.3f} s/round, {ms:.2f} ms/device-round"
+    status = "completed" if row.completed else f"did not complete: {row.failure}"
+    return f"  {row.system:26s} N={row.devices:<7,d} {figures}; {status} ({time.strftime('%H:%M:%S')})"

@@ -1,0 +1,104 @@
+"""A Ray actor hosting a group of simulated devices, each a real edge.agent.DeviceAgent over its own MQTT session.
+
+The group shares one edge.mqtt_loop.MqttLoop (one epoll thread), as run_federation's devices do on one machine;
+the actor only builds the agents, starts them and, once the run is over, stops them and hands back what each
+device saw (traffic, refusals). Everything a device acts on still comes over MQTT from the aggregator on the
+driver: plan, shard, student program, models, cohort notices, results, all signed by the fleet key, whose
+public half travels here as raw bytes. Imports edge only (no TensorFlow, no cloud/): the worker loads nothing
+a device would not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.agent import DeviceAgent
+from edge.broker_credentials import BrokerCredentials
+from edge.mqtt_loop import MqttLoop
+from edge.mqtt_session import MqttSession, TrafficRecord
+from edge.topics import FleetTopics
+
+log = logging.getLogger("dmskd.simulator")
+
+
+@dataclass(frozen=True)
+class HostedDevice:
+    """One device as shipped to its host: id, local data (labels as the device sees them), seed, broker login."""
+
+    device_id: str
+    x: np.ndarray
+    y: np.ndarray | None
+    seed: np.random.SeedSequence
+    credentials: BrokerCredentials = BrokerCredentials()
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What every device of a host shares: the fleet, where the broker is, the fleet's public key, seeded noise."""
+
+    fleet: str
+    broker_host: str
+    broker_port: int
+    chunk_limit: int
+    fleet_public_key: bytes  # raw Ed25519
+    outbox_dir: str | None
+    noise_seeded: bool
+
+
+@dataclass
+class DeviceReport:
+    """What one device saw during the run, handed back to the driver."""
+
+    traffic: list[TrafficRecord]
+    refused: list[tuple[str, str]]
+    finished: bool
+
+
+class DeviceHost:
+    """The actor: `start(devices)` connects and starts their agents, `wait` until they end, `stop` reports."""
+
+    def __init__(self, settings: HostSettings) -> None:
+        self.settings = settings
+        self.agents: list[DeviceAgent] = []
+
+    def start(self, devices: list[HostedDevice]) -> int:
+        """Connect every device's session (on one shared loop) and start its agent; return how many started."""
+        s = self.settings
+        key = Ed25519PublicKey.from_public_bytes(s.fleet_public_key)
+        loop = MqttLoop(name=f"{s.fleet}-ray-devices-mqtt")
+        topics = FleetTopics(s.fleet)
+        outbox = Path(s.outbox_dir) if s.outbox_dir else None
+        for device in devices:
+            creds = device.credentials
+            session = MqttSession(f"{s.fleet}-{device.device_id}", s.broker_host, s.broker_port, s.chunk_limit,
+                                  will=(topics.status(device.device_id), b"offline"), tls=creds.tls,
+                                  username=creds.username, password=creds.password, loop=loop)
+            agent = DeviceAgent(device.device_id, s.fleet, session, device.x, device.y, key, seed=device.seed,
+                                outbox_dir=outbox, noise_seeded=s.noise_seeded)
+            self.agents.append(agent)
+            agent.start()
+        return len(self.agents)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s in all for every agent to have seen the final model; whether all did."""
+        deadline = time.monotonic() + timeout_s
+        return all(a.finished.wait(timeout=max(0.0, deadline - time.monotonic())) for a in self.agents)
+
+    def stop(self) -> dict[str, DeviceReport]:
+        """Stop every agent (a broken one does not hide the others) and report what each saw."""
+        reports = {}
+        for agent in self.agents:
+            try:
+                agent.stop()
+            except Exception:  # a broken agent must not hide the other devices' reports
+                log.exception("stopping %s failed", agent.device_id)
+            reports[agent.device_id] = DeviceReport(list(agent.session.traffic), list(agent.refused),
+                                                    agent.finished.is_set())
+        self.agents = []
+        return reports

@@ -1,0 +1,142 @@
+"""bench-scale: its rows, tables and report, and a run that does not complete reported as such, for real.
+
+Flower is not installed or run here: its venv setup (simulator/flower_env.py, a pip install of about 600 MB)
+and simulator/flower_side.py need the Flower environment, so these tests cover the DMSKD side, the report
+and the pinning of Flower outside requirements.txt; `python -m simulator bench-scale` runs the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from simulator.__main__ import main
+from simulator.bench_scale import (
+    DMSKD,
+    FLOWER,
+    ScaleRow,
+    dmskd_row,
+    flower_row,
+    peak_summary,
+    ratio_table,
+    report_markdown,
+    rounds_failure,
+    scale_table,
+)
+from simulator.flower_env import REQUIREMENTS, pinned_flwr
+from simulator.watched_process import ProcessPeak, Watched, process_label, watch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _watched(returncode: int | None = 0, tail: tuple[str, ...] = ()) -> Watched:
+    peaks = (ProcessPeak("python -m simulator run", 10, 800_000_000), ProcessPeak("mosquitto", 11, 9_000_000))
+    return Watched(("python", "-m", "simulator", "run"), returncode, 42.0, 600.0, peaks, 809_000_000, tail)
+
+
+def _history(accepted: list[int], seconds: float = 0.5) -> list[dict]:
+    return [{"round": r, "accepted": [f"dev{i:03d}" for i in range(n)], "seconds": seconds, "accuracy": 0.9}
+            for r, n in enumerate(accepted)]
+
+
+def test_a_complete_run_reports_seconds_per_round_ms_per_device_round_and_bytes():
+    metrics = {"history": _history([10, 10, 10]), "bytes_up_per_round": [200_000] * 3,
+               "bytes_down_per_round": [100_000] * 3, "update_bytes_per_device_round": 20_159.0}
+    row = dmskd_row(10, 3, _watched(), metrics, None)
+    assert row.completed and row.seconds_per_round == 0.5 and row.ms_per_device_round == 50.0
+    assert row.bytes_per_round == 300_000
+    table = scale_table([row])
+    assert "| DMSKD (MQTT, mosquitto) | 10 | yes | 0.500 | 50.00 |" in table
+    assert "300,000" in table and "20,159" in table and "python -m simulator run 800 MB; mosquitto 9 MB" in table
+
+
+def test_a_failed_run_keeps_the_rounds_its_checkpoint_recorded_and_says_why():
+    row = dmskd_row(1000, 3, _watched(1, ("· federating", "error: broker went away")), None,
+                    {"history": _history([1000], seconds=2.0)})
+    assert not row.completed
+    assert row.failure == "the run exited 1: error: broker went away"
+    assert row.round_seconds == (2.0,) and row.ms_per_device_round == 2.0
+    assert "did not complete: the run exited 1: error: broker went away | 2.000 | 2.00 |" in scale_table([row])
+
+
+def test_a_timed_out_run_and_a_short_round_are_named():
+    assert dmskd_row(10, 3, _watched(None), None, None).failure == "the run timed out after 600 s"
+    assert rounds_failure(3, 10, [10, 10]) == "2 of 3 rounds closed"
+    assert rounds_failure(3, 10, [10, 9, 8]) == "round 1 accepted 9 of 10 devices (2 rounds short)"
+    assert rounds_failure(3, 10, [10, 10, 10]) is None
+
+
+def test_flower_row_reads_the_figures_flower_side_writes_and_a_setup_failure():
+    figures = {"round_seconds": [7.0, 0.2, 0.2], "accepted_per_round": [10, 10, 10],
+               "accuracy_after_round": [0.95, 0.96, 0.961]}
+    row = flower_row(10, 3, _watched(), figures)
+    assert row.completed and row.accuracy == 0.961 and abs(row.steady_seconds_per_round - 0.2) < 1e-12
+    unset = flower_row(10, 3, None, None, "Flower setup failed: no python3.11")
+    assert unset.failure == "Flower setup failed: no python3.11" and unset.seconds_per_round is None
+
+
+def test_ratio_table_divides_flower_by_dmskd_per_round_overall_and_after_the_first_round():
+    dmskd = ScaleRow(DMSKD, 10, 3, (0.2, 0.1, 0.1), (10, 10, 10), None)
+    flower = ScaleRow(FLOWER, 10, 3, (7.0, 0.2, 0.2), (10, 10, 10), None)
+    alone = ScaleRow(DMSKD, 100, 3, (0.5, 0.5, 0.5), (100, 100, 100), None)
+    table = ratio_table([dmskd, flower, alone])
+    assert "| 10 | 0.133 | 2.467 | 18.5x | 2.0x | yes |" in table
+    assert "| 100 |" not in table  # Flower did not run at 100
+
+
+def test_peak_summary_groups_processes_of_one_kind():
+    peaks = [ProcessPeak("ray::ClientAppActor", 1, 300_000_000), ProcessPeak("ray::ClientAppActor", 2, 250_000_000),
+             ProcessPeak("raylet", 3, 30_000_000)]
+    assert peak_summary(peaks) == "ray::ClientAppActor x2 max 300 MB; raylet 30 MB"
+    assert peak_summary([]) == "-"
+
+
+def test_report_states_the_machine_and_the_command():
+    row = ScaleRow(DMSKD, 10, 3, (0.1,) * 3, (10,) * 3, None)
+    text = report_markdown([row], {"cpus": 2, "memory_gb": 25.3, "platform": "Linux", "python": "3.11.7"},
+                           "python -m simulator bench-scale --sizes 10", ["shared machine"])
+    assert "Command: `python -m simulator bench-scale --sizes 10`" in text
+    assert "2 cores, 25.3 GB, no GPU" in text and "- shared machine" in text
+
+
+def test_process_label_names_python_modules_scripts_and_ray_workers():
+    assert process_label("python", ["/v/bin/python", "-m", "simulator", "run", "--devices", "2"]) == \
+        "python -m simulator run"
+    assert process_label("python", ["python", "-m", "simulator.flower_side", "--fleet", "F"]) == \
+        "python -m simulator.flower_side"
+    assert process_label("ray::ClientAppA", ["ray::ClientAppActor", ""]) == "ray::ClientAppActor"
+    assert process_label("python", ["/v/bin/python", "-u", "/x/dashboard/agent.py", "--x"]) == "python agent.py"
+    assert process_label("mosquitto", ["/usr/sbin/mosquitto", "-c", "m.conf"]) == "mosquitto"
+
+
+def test_watch_reports_the_exit_code_the_last_line_and_the_peak_rss(tmp_path):
+    # alive for a few samples: sampled just after its fork, a process holds a few kB, not its interpreter
+    code = "import sys, time; print('working', flush=True); time.sleep(1); print('error: no data', file=sys.stderr); " \
+           "sys.exit(3)"
+    watched = watch([sys.executable, "-c", code], 30, tmp_path / "log.txt")
+    assert watched.returncode == 3 and watched.last_line() == "error: no data"
+    assert "working" in (tmp_path / "log.txt").read_text()
+    assert watched.peaks and watched.peaks[0].peak_rss_bytes > 1_000_000
+
+
+def test_bench_scale_reports_a_run_stopped_at_its_timeout_instead_of_crashing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["bench-scale", "--sizes", "2", "--rounds", "1", "--flower-sizes", "none", "--timeout", "3",
+                 "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert "did not complete: the run timed out after 3 s" in printed
+    report = json.loads((out / "bench_scale.json").read_text())
+    (row,) = report["rows"]
+    assert row["devices"] == 2 and not row["completed"] and row["round_seconds"] == []
+    assert any(p["label"] == "python -m simulator run" and p["peak_rss_bytes"] > 10_000_000 for p in row["peaks"])
+    assert (out / "bench_scale.png").stat().st_size > 1000
+    assert "did not complete: the run timed out after 3 s" in (out / "bench_scale.md").read_text()
+
+
+def test_flower_is_pinned_in_its_own_requirements_and_never_in_the_project_ones():
+    assert pinned_flwr(REPO / REQUIREMENTS).count(".") == 2
+    assert "requirements-edge.txt" in (REPO / REQUIREMENTS).read_text()
+    for name in ("requirements.txt", "requirements-edge.txt"):
+        assert "flwr" not in (REPO / name).read_text()
