@@ -3,6 +3,7 @@
   plan      plan a teacher shard for every device of a fleet file, print the plan, write plan.json
   profile   per-prefix FLOPs, params, bytes and TFLite-Micro arena (estimate vs measured)
   aggregate run the aggregator service for a fleet bundle over a broker
+  aggregate-worker  one worker or gateway of a sharded aggregator (aggregate --coordinator-only)
   provision write a fleet's CA, device certificates, signing key, mosquitto config and ACL
 
 Each verb lives in its own module: `add_parser(sub)` registers it with `set_defaults(run=run)`;
@@ -20,7 +21,8 @@ from edge.cli import CliParser, add_log_level, configure_logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-VERBS = ("cloud.plan_command", "cloud.profile_command", "cloud.aggregate_command", "cloud.provision_command")
+VERBS = ("cloud.plan_command", "cloud.profile_command", "cloud.aggregate_command", "cloud.worker_command",
+         "cloud.provision_command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edge.broker_credentials import add_credential_arguments, credentials_or_exit_code
-from edge.cli import EXIT_OK, broker_address, fail, float_between, positive_float
+from edge.cli import EXIT_OK, broker_address, fail, float_between, positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "1 = all; a round also closes when every cohort device still online has answered)")
     p.add_argument("--deadline", type=positive_float,
                    help="seconds a round waits at most for devices that look online (default: the bundle's)")
+    shard = p.add_mutually_exclusive_group()
+    shard.add_argument("--workers", type=positive_int,
+                       help="shard admission over K worker clients in this process (MQTT shared subscription, "
+                            "needs mosquitto) (default: none, the single aggregator)")
+    shard.add_argument("--coordinator-only", action="store_true",
+                       help="coordinate workers and gateways started with `python -m cloud aggregate-worker`")
     add_credential_arguments(p)
     p.set_defaults(run=run)
 
@@ -43,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         return credentials
     try:
         history = serve(args.bundle, args.broker, args.checkpoint, args.holdout, credentials=credentials,
-                        signing_key=args.signing_key, quorum=args.quorum, deadline_s=args.deadline)
+                        signing_key=args.signing_key, quorum=args.quorum, deadline_s=args.deadline,
+                        workers=args.workers or 0, sharded=args.coordinator_only or bool(args.workers))
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
         return fail(str(exc))
     print(f"{len(history)} rounds done; checkpoint in {args.checkpoint}")

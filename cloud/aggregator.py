@@ -80,10 +80,14 @@ class AggregatorService:
         self.late_updates = 0  # updates that arrived for a round already closed (resends, mostly)
         self.duplicate_updates = 0  # resends of an update the open round had already accepted
         session.stream_of = update_sender_stream  # a sender's partial updates share one bound, whatever round
-        session.subscribe(self.topics.all_updates, self._on_update)
+        self._subscribe_updates()
         session.subscribe(self.topics.all_status, self._on_status)
         session.on_error(self._on_chunk_error)
         session.on_connect(self._on_connect)
+
+    def _subscribe_updates(self) -> None:
+        """Where admitted updates come from: the devices' update topics (a sharded coordinator: its workers)."""
+        self.session.subscribe(self.topics.all_updates, self._on_update)
 
     @classmethod
     def from_bundle(cls, bundle: FleetBundle, session: MqttSession, seed: np.random.SeedSequence,

@@ -154,11 +154,13 @@ def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
 
 
 def aggregator_rules(fleet: str) -> list[tuple[str, str]]:
-    """(access, topic filter) of the aggregator: write everything devices act on, read updates and status."""
+    """(access, topic filter) of the aggregator: write everything devices act on, read updates and status; and the
+    aggregator-only subtree its sharded workers and gateways share (cloud/shard_protocol.py: the secret cohort)."""
     root = f"dmskd/{fleet}"
     writes = [f"{root}/{leaf}/#" for leaf in ("plan", "fleet", "shard", "student", "model", "round/+/result",
                                                  "round/+/cohort")]
-    return [("write", t) for t in writes] + [("read", f"{root}/round/+/update/+/#"), ("read", f"{root}/status/+/#")]
+    return [("write", t) for t in writes] + [("read", f"{root}/round/+/update/+/#"), ("read", f"{root}/status/+/#"),
+                                             ("readwrite", f"{root}/aggregators/#")]
 
 
 def acl_text(identities: FleetIdentities) -> str:

@@ -163,8 +163,15 @@ class RoundEngine:
         reason = self.stop_reason(state)
         if reason is not None:
             raise RuntimeError(f"cannot open round {state.round}: {reason}")
-        c = self.config
         cohort = self._cohort(state)
+        inbox, partial = self.open_inbox(state, cohort)
+        return OpenRound(state.round, state.version, cohort, inbox, partial, self.model_payload(state))
+
+    def open_inbox(self, state: RoundState, cohort: tuple[str, ...]) -> tuple[RoundInbox, PartialSum]:
+        """The inbox admitting round `state.round`'s updates from `cohort`, folding them into the returned sum:
+        what `open_round` opens, and what an aggregator worker (cloud/aggregator_worker.py) opens for the cohort
+        its coordinator announced."""
+        c = self.config
         declared = {d: c.declared.get(d) or self._default_declaration() for d in cohort}
         dimension = int(sum(w.size for w in state.weights.values()))
         template = {k: tuple(v.shape) for k, v in state.weights.items()}
@@ -178,7 +185,7 @@ class RoundEngine:
         inbox = RoundInbox(state.round, state.version, c.fleet, frozenset(cohort), template, c.aggregation.dp_mode,
                            c.aggregation.clip if c.bound_updates else None, c.encodings, declared,
                            c.aggregation.noise_multiplier, dimension, sink=fold_in)
-        return OpenRound(state.round, state.version, cohort, inbox, partial, self.model_payload(state))
+        return inbox, partial
 
     @property
     def sampled(self) -> bool:

@@ -69,6 +69,16 @@ class RoundInbox:
         self.accepted[update.device] = update.num_examples
         return update
 
+    def credit(self, device: str, num_examples: int, digest: str) -> None:
+        """Count an update admitted and summed elsewhere (a sharded aggregator's worker) as accepted here."""
+        self.accepted[device] = num_examples
+        self._accepted_digests[device] = digest
+
+    def withdraw(self, device: str) -> None:
+        """Forget a credited update whose sum was lost (its worker died): the device's resend may count again."""
+        self.accepted.pop(device, None)
+        self._accepted_digests.pop(device, None)
+
     def reject(self, device: str, reason: RejectionReason, detail: str = "") -> Rejection:
         """Record a rejection found before decoding (e.g. a chunk that failed its hash); returns its record."""
         return self.rejected.record(device, reason, detail)

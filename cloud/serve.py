@@ -11,6 +11,7 @@ import numpy as np
 from cloud.aggregator import AggregatorService
 from cloud.evaluation import holdout_evaluator
 from cloud.fleet_bundle import load_bundle
+from cloud.reducer import ShardedAggregatorService, start_local_workers
 from cloud.round_closing import RoundPolicy
 from cloud.round_engine import RoundRecord
 from edge.broker_address import parse_broker_url
@@ -32,14 +33,17 @@ def log_round(record: RoundRecord) -> None:
 def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | None = None,
           seed: int | None = None, credentials: BrokerCredentials | None = None,
           signing_key: Path | None = None, quorum: float | None = None, deadline_s: float | None = None,
-          on_round_end: Callable[[RoundRecord], None] = log_round) -> list[dict]:
+          on_round_end: Callable[[RoundRecord], None] = log_round, workers: int = 0,
+          sharded: bool = False) -> list[dict]:
     """Publish the bundle's fleet and run all rounds; resumes from checkpoint_dir if it holds one.
 
     seed: None draws the server's randomness and DP noise from OS entropy; an int (INSECURE, tests and
     simulations only) seeds both. credentials: the aggregator's TLS files or login (python -m cloud provision).
     signing_key: the fleet's private signing key (default: fleet-signing.key beside the bundle directory).
     quorum, deadline_s: when rounds close (cloud.round_closing), instead of the bundle's settings.
-    on_round_end: called with each closed round's record (default: one INFO line)."""
+    on_round_end: called with each closed round's record (default: one INFO line).
+    sharded: coordinate workers (cloud/reducer.py) instead of admitting updates; workers: start that many in
+    this process (others may join: `python -m cloud aggregate-worker`)."""
     bundle = load_bundle(bundle_dir)
     st = bundle.settings
     policy = RoundPolicy(st.quorum_fraction if quorum is None else quorum,
@@ -50,7 +54,9 @@ def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | N
     creds = credentials or BrokerCredentials()
     session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port, tls=creds.tls,
                           username=creds.username, password=creds.password)
-    service = AggregatorService.from_bundle(bundle, session, np.random.SeedSequence(seed), key, checkpoint_dir,
+    kind = ShardedAggregatorService if sharded or workers else AggregatorService
+    local_workers = start_local_workers(bundle, host, port, creds, workers, seed)
+    service = kind.from_bundle(bundle, session, np.random.SeedSequence(seed), key, checkpoint_dir,
                                             evaluate, on_round_end=on_round_end, insecure_seeded_noise=seed is not None,
                                             policy=policy)
     session.connect()
@@ -58,4 +64,6 @@ def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | N
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
         return service.run()
     finally:
+        for worker in local_workers:
+            worker.session.close()
         session.close()

@@ -2,7 +2,9 @@
 
 Every logical message on topic T travels as chunks on T/<index> (edge/chunking.py), so the
 same code carries a 200-byte plan and a 200-KB shard. Handlers receive whole messages on
-their logical topic; they run on the network thread and must be quick (hand work off).
+their logical topic; they run on the network thread and must be quick (hand work off). A handler
+subscribed with an MQTT shared subscription, `$share/<group>/<filter>`, gets the messages of <filter>
+the broker hands this client (they arrive on their real topic).
 
 The network thread is paho's own (`loop_start`, one per session) unless the session is given a shared
 `edge.mqtt_loop.MqttLoop`: then one thread serves every session on that loop through epoll (a simulated fleet of
@@ -338,8 +340,16 @@ class MqttSession:
         if whole is None:
             return
         for topic_filter, handler in self._handlers:
-            if mqtt.topic_matches_sub(topic_filter, topic):
+            if mqtt.topic_matches_sub(shared_subscription_filter(topic_filter), topic):
                 try:
                     handler(topic, whole)
                 except Exception:  # a handler bug must not kill the network thread
                     log.exception("%s: handler for %s failed", self.client_id, topic)
+
+
+def shared_subscription_filter(topic_filter: str) -> str:
+    """The filter a message's real topic matches: `$share/<group>/<filter>` delivers on topics of <filter>."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter

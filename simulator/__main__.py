@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'mosquitto' (start one: C, epoll; for large fleets), 'amqtt' (start the embedded "
                           "Python broker), 'auto' (amqtt up to 200 devices, mosquitto beyond; the default), "
                           "or host:port of a running broker")
+    run.add_argument("--aggregators", type=positive_int, default=1,
+                     help="aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (each its own "
+                          "MQTT client) that share the updates through an MQTT shared subscription (needs mosquitto)")
+    run.add_argument("--aggregator-processes", action="store_true",
+                     help="run the --aggregators workers as `python -m cloud aggregate-worker` processes (cores of "
+                          "their own; unseeded rounding) instead of threads of this process")
     run.add_argument("--run-dir", type=Path, help="where outputs go (default: runs/<YYYYmmdd-HHMMSS>-<dp>)")
     add_engine_flags(run, over_mqtt=True)
     teacher = sub.add_parser("teacher", help="train the multi-exit teacher on the cloud split and save it")
@@ -502,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
-                           on_round_end=on_round, broker_host=args.broker_host)
+                           on_round_end=on_round, broker_host=args.broker_host, aggregators=args.aggregators,
+                           aggregator_processes=args.aggregator_processes)
     except (ConnectionError, ValueError, FileNotFoundError, BrokerError) as exc:
         return fail(str(exc))
     finally:

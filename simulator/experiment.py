@@ -37,13 +37,21 @@ def resolve_noise_multiplier(config: ExperimentConfig) -> float:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto",
-                   status=print, on_round_end=None, broker_host: str | None = None) -> dict:
+                   status=print, on_round_end=None, broker_host: str | None = None, aggregators: int = 1,
+                   aggregator_processes: bool = False) -> dict:
     """Run and write metrics.json, report.md and accuracy.png into run_dir; return the metrics.
 
     broker: host:port of a running broker, or one to start: "mosquitto", "amqtt", "auto" (simulator_broker_kind).
-    broker_host (--engine ray): the broker's address as the Ray workers dial it (None: the one the driver uses)."""
+    broker_host (--engine ray): the broker's address as the Ray workers dial it (None: the one the driver uses).
+    aggregators: 1, the single aggregator; K > 1, a coordinator and K workers (needs mosquitto's $share), threads
+    of this process or, with aggregator_processes, `python -m cloud aggregate-worker` processes."""
     started = time.monotonic()
     kind = broker if broker in ("auto", "mosquitto", "amqtt") else None
+    if aggregators > 1 and kind == "amqtt":
+        raise ValueError(f"--aggregators {aggregators} shares updates among workers with MQTT shared subscriptions, "
+                         f"which the embedded amqtt broker does not serve; pass --broker mosquitto")
+    if aggregators > 1 and kind == "auto":
+        kind = "mosquitto"
     if kind is None:
         host, port = parse_broker_url(broker)
         _probe_broker(host, port)  # fail before minutes of training, not after
@@ -62,8 +70,12 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
             broker_name = f"{'embedded amqtt' if kind == 'amqtt' else kind} {host}:{port}"
         status(regime_line(config))
         status(f"federating over MQTT at {broker_name}")
+        if aggregators > 1:
+            status(f"{aggregators} aggregator workers ({'processes' if aggregator_processes else 'threads'}) share "
+                   f"the updates (an MQTT shared subscription)")
         if ray_cpus is None:
-            outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end)
+            outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end,
+                                     aggregators=aggregators, aggregator_processes=aggregator_processes)
         else:
             from simulator.ray_federation import run_federation_on_ray
 

@@ -4,6 +4,8 @@ same fleet in memory (run_in_process): one bundle, one round engine, one set of 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,8 +14,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.aggregator import AggregatorService
+from cloud.aggregator_worker import AggregatorWorker, worker_will
 from cloud.evaluation import student_evaluator
-from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config
+from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config, save_bundle
+from cloud.reducer import ShardedAggregatorService
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
 from edge.agent import DeviceAgent
 from edge.artifact_cache import ArtifactCache
@@ -78,13 +82,18 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                    noise_multiplier: float, fleet: str = "demo",
                    on_round_end: Callable[[RoundRecord], None] | None = None,
                    credentials: Callable[[str], BrokerCredentials] | None = None,
-                   signing_key: Ed25519PrivateKey | None = None) -> FederationOutcome:
+                   signing_key: Ed25519PrivateKey | None = None, aggregators: int = 1,
+                   aggregator_processes: bool = False) -> FederationOutcome:
     """Start agents and the aggregator, run all rounds, stop everything, return the outcome.
 
     signing_key: the fleet's key, whose public half every device pins (None: a fresh one for this run).
 
     credentials: what each client presents to the broker, by identity (a device id, or `<fleet>-aggregator`),
-    e.g. from a `python -m cloud provision` directory; None connects every client anonymously."""
+    e.g. from a `python -m cloud provision` directory; None connects every client anonymously.
+
+    aggregators: 1 runs the single aggregator; K > 1 a coordinator and K workers sharing the updates
+    (cloud/reducer.py, cloud/aggregator_worker.py), each worker a client of its own: a thread here, or with
+    aggregator_processes a `python -m cloud aggregate-worker` process (unseeded rounding, anonymous clients)."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
     topics = FleetTopics(fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
@@ -112,13 +121,27 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
                                   noise_seeded=config.insecure_seeded_noise, workers=workers, artifacts=artifacts,
                                   resend_interval_s=resend_interval_for(len(bundle.plans))))
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
-    service = AggregatorService.from_bundle(
+    service_type = AggregatorService if aggregators == 1 else ShardedAggregatorService
+    shard_workers = []
+    worker_procs = start_worker_processes(bundle, run_dir, host, port, aggregators, config, credentials) \
+        if aggregator_processes and aggregators > 1 else []
+    for i in range(aggregators if aggregators > 1 and not worker_procs else 0):
+        worker_id = f"w{i}"
+        worker_session = session(f"{fleet}-aggregator-{worker_id}", f"{fleet}-aggregator",
+                                 will=worker_will(fleet, worker_id))
+        shard_workers.append(AggregatorWorker.from_bundle(bundle, worker_session, seeds.server, worker_id,
+                                                          insecure_seeded_noise=config.insecure_seeded_noise))
+    service = service_type.from_bundle(
         bundle, agg_session, seeds.server, key, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
         on_round_end=on_round_end, insecure_seeded_noise=config.insecure_seeded_noise)
+    for shard_worker in shard_workers:
+        shard_worker.session.connect()
     agg_session.connect()
     workers.start()
     try:
+        if isinstance(service, ShardedAggregatorService):
+            service.wait_for_workers(aggregators)
         for agent in agents:
             agent.start()
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
@@ -132,9 +155,39 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
             except Exception:  # a broken agent must not hide the run's result
                 log.exception("stopping %s failed", agent.device_id)
         workers.stop()
+        for shard_worker in shard_workers:
+            shard_worker.session.close()
+        stop_worker_processes(worker_procs)
         agg_session.close()
     return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
                              service.epsilon, {a.device_id: list(a.refused) for a in agents})
+
+
+def start_worker_processes(bundle: FleetBundle, run_dir: Path, host: str, port: int, count: int,
+                           config: ExperimentConfig, credentials: object) -> list[subprocess.Popen]:
+    """`count` `python -m cloud aggregate-worker` processes for the bundle (saved under run_dir), logging there."""
+    if config.insecure_seeded_noise or credentials is not None:
+        raise ValueError("aggregator worker processes draw secure rounding and connect anonymously: drop "
+                         "--insecure-seeded-noise and broker credentials, or run the workers as threads")
+    bundle_dir = save_bundle(run_dir / "bundle", bundle)
+    procs = []
+    for i in range(count):
+        with open(run_dir / f"aggregator-w{i}.log", "w") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "cloud", "aggregate-worker", "--bundle",
+                                           str(bundle_dir), "--broker", f"{host}:{port}", "--id", f"w{i}"],
+                                          stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def stop_worker_processes(procs: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
+    """Wait for workers told the schedule is done; kill any still running after timeout_s."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("aggregator worker process %d did not stop; killing it", proc.pid)
+            proc.kill()
+            proc.wait()
 
 
 def run_in_process(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier: float, fleet: str = "demo",

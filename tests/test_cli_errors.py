@@ -88,6 +88,7 @@ PLAN = ("cloud", "plan", "--fleet", "{d}/fleet.toml", "--teacher", "{d}/teacher"
 EXPORT = ("export", "--plan", "{d}/plan.json", "--out", "{d}/exported", "--quiet")
 PREPARE = ("simulator", "prepare", "--out", "{d}/prepared")
 RUN = ("simulator", "run", "--run-dir", "{d}/run")
+WORKER = ("cloud", "aggregate-worker", "--bundle", "{d}/bundle", "--broker", "127.0.0.1:{port}", "--id")
 REBUNDLE = "python -m simulator prepare --out DIR"
 
 CASES = [
@@ -170,6 +171,20 @@ CASES = [
     Case("aggregate-tls-cert-without-key", (*AGG, "--tls-cert", "{d}/c.crt"), 2, ("go together",)),
     Case("aggregate-broker-closed-port", AGG, 1, ("cannot reach MQTT broker at 127.0.0.1:", "pass --broker host:port")),
     Case("aggregate-broker-port-zero", (*AGG[:-1], "127.0.0.1:0"), 2, ("port 0 is out of range 1..65535",)),
+    Case("aggregate-workers-with-coordinator-only", (*AGG, "--workers", "2", "--coordinator-only"), 2,
+         ("argument --coordinator-only: not allowed with argument --workers",)),
+    Case("aggregate-zero-workers", (*AGG, "--workers", "0"), 2, ("argument --workers: must be at least 1",)),
+    Case("aggregate-workers-broker-closed-port", (*AGG, "--workers", "2"), 1,
+         ("cannot reach MQTT broker at 127.0.0.1:", "pass --broker host:port")),
+    # python -m cloud aggregate-worker: its id, its meters, the bundle, the broker
+    Case("worker-id-with-slash", (*WORKER, "a/b"), 2, ("worker id 'a/b': use 1 to 64 letters, digits",)),
+    Case("worker-gateway-of-nobody", (*WORKER, "g1", "--gateway-for", " , "), 2,
+         ("--gateway-for needs at least one device id",)),
+    Case("worker-gateway-unknown-meter", (*WORKER, "g1", "--gateway-for", "d0,ghost"), 1,
+         ("--gateway-for names devices not in the bundle's plan: ['ghost']",)),
+    Case("worker-bundle-missing", ("cloud", "aggregate-worker", "--bundle", "{d}/nowhere", "--id", "w1"), 1,
+         ("nowhere",)),
+    Case("worker-broker-closed-port", (*WORKER, "w1"), 1, ("cannot reach MQTT broker at 127.0.0.1:",)),
     # python -m cloud plan / profile: the fleet file, the teacher directory, --out, the flags
     Case("plan-fleet-missing", (*PLAN[:3], "{d}/none.toml", *PLAN[4:]), 1, ("none.toml: no such file; pass the path",)),
     Case("plan-fleet-is-a-directory", (*PLAN[:3], "{d}/f.toml", *PLAN[4:]), 1,
@@ -290,6 +305,9 @@ CASES = [
          ("--run-dir", "fleet.toml is a file; pass a directory")),
     Case("run-broker-closed-port", (*RUN, "--broker", "127.0.0.1:{port}"), 1,
          ("no MQTT broker answers at 127.0.0.1:", "omit --broker")),
+    Case("run-aggregators-on-amqtt", (*RUN, "--aggregators", "2", "--broker", "amqtt"), 1,
+         ("--aggregators 2 shares updates", "pass --broker mosquitto")),
+    Case("run-zero-aggregators", (*RUN, "--aggregators", "0"), 2, ("argument --aggregators: must be at least 1",)),
     Case("teacher-out-is-a-file", ("simulator", "teacher", "--out", "{d}/fleet.toml"), 1, ("is a file",)),
     Case("teacher-data-missing", ("simulator", "teacher", "--out", "{d}/t", "--data", "{d}/none"), 1,
          ("--data", "no such file or directory",)),
