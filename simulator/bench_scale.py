@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from simulator.watched_process import ProcessPeak, Watched
 
@@ -36,6 +36,8 @@ class ScaleRow:
     bytes_per_round: float | None = None  # payload bytes up + down, mean over rounds (None: not measured)
     update_bytes_per_device_round: float | None = None  # one device's update on the wire, MQTT framing included
     accuracy: float | None = None  # the global student's test accuracy after the last round
+    command: str = ""  # the bench-scale command that measured it
+    load_average: tuple[float, ...] = ()  # the machine's 1, 5 and 15 minute load when the run started
 
     @property
     def completed(self) -> bool:
@@ -62,6 +64,23 @@ class ScaleRow:
                    steady_seconds_per_round=self.steady_seconds_per_round,
                    ms_per_device_round=self.ms_per_device_round)
         return out
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ScaleRow:
+        """A row as to_json wrote it (bench_scale.json), for a report that keeps earlier rows."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["peaks"] = tuple(ProcessPeak(**p) for p in raw.get("peaks", ()))
+        for name in ("round_seconds", "accepted", "load_average"):
+            values[name] = tuple(raw.get(name, ()))
+        return cls(**values)
+
+
+def merged_rows(kept: Sequence[ScaleRow], measured: Sequence[ScaleRow]) -> list[ScaleRow]:
+    """The rows just measured, plus the kept ones of a system and size not measured again; by size, then system."""
+    fresh = {(r.system, r.devices) for r in measured}
+    rows = [*measured, *(r for r in kept if (r.system, r.devices) not in fresh)]
+    return sorted(rows, key=lambda r: (r.devices, r.system != DMSKD))
 
 
 def run_failure(watched: Watched, what: str) -> str | None:
@@ -138,7 +157,7 @@ def _status(row: ScaleRow) -> str:
 
 TABLE_HEADER = ("| system | devices | completed | s / round | ms / device-round | s / round after the first | "
                 "bytes / round (payload up + down) | update bytes / device-round (MQTT) | peak RSS per process | "
-                "peak RSS, whole tree | wall s | test accuracy |")
+                "peak RSS, whole tree | wall s | test accuracy | load at start |")
 
 
 def scale_table(rows: Sequence[ScaleRow]) -> str:
@@ -149,7 +168,7 @@ def scale_table(rows: Sequence[ScaleRow]) -> str:
                      f"{_num(r.ms_per_device_round, '.2f')} | {_num(r.steady_seconds_per_round, '.3f')} | "
                      f"{_num(r.bytes_per_round, ',.0f')} | {_num(r.update_bytes_per_device_round, ',.0f')} | "
                      f"{peak_summary(r.peaks)} | {r.peak_total_rss_bytes / MB:,.0f} MB | {r.wall_seconds:.0f} | "
-                     f"{_num(r.accuracy, '.4f')} |")
+                     f"{_num(r.accuracy, '.4f')} | {' '.join(f'{x:.1f}' for x in r.load_average) or '-'} |")
     return "\n".join(lines)
 
 
@@ -172,12 +191,20 @@ def ratio_table(rows: Sequence[ScaleRow]) -> str:
     return "\n".join(lines)
 
 
+def commands_of(rows: Sequence[ScaleRow], command: str) -> list[str]:
+    """One line per command that measured rows, with the sizes it measured (the current one if none)."""
+    by_command: dict[str, list[str]] = {}
+    for r in rows:
+        by_command.setdefault(r.command or command, []).append(f"{r.system.split()[0]} {r.devices:,}")
+    return [f"`{c}` ({', '.join(sizes)})" for c, sizes in by_command.items()] or [f"`{command}`"]
+
+
 def report_markdown(rows: Sequence[ScaleRow], machine: dict, command: str, notes: Sequence[str] = ()) -> str:
     """bench_scale.md: what was measured, on what, by which command; the tables; the notes."""
     text = [
         "# bench-scale: DMSKD over MQTT against fleet size, beside Flower's simulation engine",
         "",
-        f"Command: `{command}`",
+        *[f"Command: {line}" for line in commands_of(rows, command)],
         "",
         f"Machine: {machine.get('cpus')} cores, {machine.get('memory_gb')} GB, no GPU; {machine.get('platform')}; "
         f"Python {machine.get('python')}; {machine.get('mosquitto', 'mosquitto ?')}"
@@ -188,8 +215,10 @@ def report_markdown(rows: Sequence[ScaleRow], machine: dict, command: str, notes
         "train the same student program in LiteRT with the same local training (edge/local_training.py) on the "
         "same split (`--device-sampling pool`, same seed). The first round of either also pays for start-up "
         "(artefacts and shard logits on DMSKD's devices; Ray actors and their imports on Flower's). Peak RSS is "
-        "sampled every 0.2 s over each run's process tree (psutil). Bytes: payload bytes every device sent and "
-        "received per round (simulator/traffic.py); Flower moves its arrays in memory (no wire).",
+        "sampled every 0.2 s over each run's process tree (psutil); DMSKD's `simulator run` process holds the "
+        "cloud side (TensorFlow), the aggregator and every simulated device. Bytes: payload bytes every device "
+        "sent and received per round (simulator/traffic.py); Flower moves its arrays in memory (no wire). The load "
+        "average (of the whole machine, 2 cores) when each run started says how shared the machine was.",
         "",
         "## Per fleet size",
         "",

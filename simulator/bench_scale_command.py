@@ -18,9 +18,11 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from edge.cli import EXIT_FAILURE, EXIT_OK, positive_float, positive_int, positive_int_list, seed_int
@@ -30,6 +32,7 @@ from simulator.bench_scale import (
     ScaleRow,
     dmskd_row,
     flower_row,
+    merged_rows,
     plot_scale,
     ratio_table,
     report_markdown,
@@ -73,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-client", type=positive_float, default=1.0,
                    help="Ray CPUs per Flower virtual client (2 cores / 1.0 = two clients train at once, as DMSKD's "
                         "two device worker threads do)")
+    p.add_argument("--keep-rows", action="store_true",
+                   help="keep the rows of OUT/bench_scale.json whose system and size this run does not measure "
+                        "(add N = 10,000 to an earlier report: --sizes 10000 --flower-sizes none --keep-rows)")
     p.set_defaults(run=run)
 
 
@@ -150,13 +156,10 @@ def flower_python(args: argparse.Namespace, progress: Callable[[str], None]) -> 
 
 
 def machine_facts(flower: Path | None) -> dict:
-    """Cores, memory, platform, mosquitto, the load when the benchmark started, and Flower's versions."""
-    import subprocess
-
+    """Cores, memory, platform, mosquitto and Flower's versions."""
     from simulator.chaos_command import machine
 
     facts = machine()
-    facts["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     if flower is not None:
         probe = subprocess.run([str(flower), "-c", "import flwr, ray; print(flwr.__version__, ray.__version__)"],
                                capture_output=True, text=True)
@@ -168,12 +171,21 @@ def machine_facts(flower: Path | None) -> dict:
 def write_outputs(out: Path, rows: list[ScaleRow], facts: dict, command: str) -> None:
     """bench_scale.md, .json and .png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    notes = [f"load average (1, 5, 15 min) when the benchmark started: {facts.get('load_average_at_start')}; the "
-             f"figures are wall-clock times on a machine that may have been shared"]
+    notes = ["figures are wall-clock times; a load average above the 2 cores means other work shared the machine"]
     (out / "bench_scale.md").write_text(report_markdown(rows, facts, command, notes))
     (out / "bench_scale.json").write_text(json.dumps({"command": command, "machine": facts,
                                                       "rows": [r.to_json() for r in rows]}, indent=2, default=str))
     plot_scale(rows, out / "bench_scale.png")
+
+
+def kept_rows(args: argparse.Namespace) -> tuple[list[ScaleRow], dict]:
+    """With --keep-rows, the rows and machine facts of OUT/bench_scale.json (none if it is missing or unreadable)."""
+    earlier = (_json(args.out / "bench_scale.json") if args.keep_rows else None) or {}
+    try:
+        return [ScaleRow.from_json(raw) for raw in earlier.get("rows", [])], dict(earlier.get("machine") or {})
+    except (TypeError, ValueError, AttributeError):
+        print(f"  {args.out}/bench_scale.json is not a bench-scale report; its rows are not kept", file=sys.stderr)
+        return [], {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,26 +200,31 @@ def run(args: argparse.Namespace) -> int:
     progress = bar.set_postfix_str
     python, setup_problem = flower_python(args, bar.write) if args.flower_sizes else (None, None)
     facts = machine_facts(python)
-    rows: list[ScaleRow] = []
+    (kept, earlier_facts), rows = kept_rows(args), []
+    for key in ("flwr", "ray"):  # the versions of kept Flower rows
+        if key in earlier_facts and any(r.system == FLOWER for r in kept):
+            facts.setdefault(key, earlier_facts[key])
     try:
         for system, n in steps:
+            load = tuple(round(x, 2) for x in os.getloadavg())
             if system == DMSKD:
                 row = run_dmskd(args, n, progress)
             elif python is None:
                 row = flower_row(n, args.rounds, None, None, setup_problem)
             else:
                 row = run_flower_side(args, n, python, progress)
-            rows.append(row)
+            rows.append(replace(row, command=args.command_line, load_average=load))
             bar.update(1)
-            bar.write(one_line(row))
-            write_outputs(args.out, rows, facts, args.command_line)
+            bar.write(one_line(rows[-1]))
+            write_outputs(args.out, merged_rows(kept, rows), facts, args.command_line)
     finally:
         bar.close()
+    everything = merged_rows(kept, rows)
     print()
-    print(scale_table(rows))
-    if any(r.system == FLOWER for r in rows):
+    print(scale_table(everything))
+    if any(r.system == FLOWER for r in everything):
         print()
-        print(ratio_table(rows))
+        print(ratio_table(everything))
     print(f"\n  wrote {args.out}/bench_scale.md, bench_scale.json, bench_scale.png; run logs in {args.work}")
     return EXIT_OK if all(r.completed for r in rows) else EXIT_FAILURE
 

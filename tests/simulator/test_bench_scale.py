@@ -18,6 +18,7 @@ from simulator.bench_scale import (
     ScaleRow,
     dmskd_row,
     flower_row,
+    merged_rows,
     peak_summary,
     ratio_table,
     report_markdown,
@@ -83,6 +84,20 @@ def test_ratio_table_divides_flower_by_dmskd_per_round_overall_and_after_the_fir
     table = ratio_table([dmskd, flower, alone])
     assert "| 10 | 0.133 | 2.467 | 18.5x | 2.0x | yes |" in table
     assert "| 100 |" not in table  # Flower did not run at 100
+
+
+def test_kept_rows_survive_a_json_round_trip_and_yield_to_rows_measured_again():
+    old = dmskd_row(10, 3, _watched(), {"history": _history([10, 10, 10])}, None)
+    old10000 = ScaleRow(DMSKD, 10_000, 3, (30.0,), (10_000,), "1 of 3 rounds closed", command="bench-scale A",
+                        load_average=(1.0, 1.5, 2.0))
+    kept = [ScaleRow.from_json(json.loads(json.dumps(r.to_json()))) for r in (old, old10000)]
+    assert kept == [old, old10000]
+    new = ScaleRow(DMSKD, 10, 3, (0.1,) * 3, (10,) * 3, None, command="bench-scale B")
+    flower = ScaleRow(FLOWER, 10, 3, (0.2,) * 3, (10,) * 3, None, command="bench-scale B")
+    assert merged_rows(kept, [flower, new]) == [new, flower, old10000]
+    text = report_markdown(merged_rows(kept, [new]), {}, "bench-scale B")
+    assert "Command: `bench-scale B` (DMSKD 10)" in text and "Command: `bench-scale A` (DMSKD 10,000)" in text
+    assert "| 1.0 1.5 2.0 |" in text
 
 
 def test_peak_summary_groups_processes_of_one_kind():
