@@ -38,6 +38,7 @@ class ScaleRow:
     accuracy: float | None = None  # the global student's test accuracy after the last round
     command: str = ""  # the bench-scale command that measured it
     load_average: tuple[float, ...] = ()  # the machine's 1, 5 and 15 minute load when the run started
+    train_seconds: tuple[float, ...] = ()  # Flower: seconds of DMSKD local training per round, summed over devices
 
     @property
     def completed(self) -> bool:
@@ -71,7 +72,7 @@ class ScaleRow:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
         values["peaks"] = tuple(ProcessPeak(**p) for p in raw.get("peaks", ()))
-        for name in ("round_seconds", "accepted", "load_average"):
+        for name in ("round_seconds", "accepted", "load_average", "train_seconds"):
             values[name] = tuple(raw.get(name, ()))
         return cls(**values)
 
@@ -130,7 +131,19 @@ def flower_row(devices: int, rounds: int, watched: Watched | None, figures: dict
     accuracy = f.get("accuracy_after_round") or [None]
     return ScaleRow(FLOWER, devices, rounds, tuple(float(s) for s in f.get("round_seconds", ())), accepted, failure,
                     watched.peaks if watched else (), watched.peak_total_rss_bytes if watched else 0,
-                    watched.seconds if watched else 0.0, None, None, accuracy[-1])
+                    watched.seconds if watched else 0.0, None, None, accuracy[-1],
+                    train_seconds=tuple(float(s) for s in f.get("train_seconds_per_round", ())))
+
+
+def training_notes(rows: Sequence[ScaleRow]) -> list[str]:
+    """Per Flower row: how much of each round its ClientApps spent in DMSKD's local training."""
+    notes = []
+    for r in rows:
+        if r.system == FLOWER and r.train_seconds:
+            pairs = ", ".join(f"{t:.2f} of {s:.2f} s" for t, s in zip(r.train_seconds, r.round_seconds))
+            notes.append(f"Flower at {r.devices:,} devices: DMSKD's local training inside the ClientApp calls, "
+                         f"summed over devices (two run at once), per round: {pairs}")
+    return notes
 
 
 def peak_summary(peaks: Sequence[ProcessPeak], limit: int = 4) -> str:
@@ -229,6 +242,7 @@ def report_markdown(rows: Sequence[ScaleRow], machine: dict, command: str, notes
         ratio_table(rows),
         "",
     ]
+    notes = [*training_notes(rows), *notes]
     if notes:
         text += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(text)

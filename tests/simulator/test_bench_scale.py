@@ -70,9 +70,10 @@ def test_a_timed_out_run_and_a_short_round_are_named():
 
 def test_flower_row_reads_the_figures_flower_side_writes_and_a_setup_failure():
     figures = {"round_seconds": [7.0, 0.2, 0.2], "accepted_per_round": [10, 10, 10],
-               "accuracy_after_round": [0.95, 0.96, 0.961]}
+               "accuracy_after_round": [0.95, 0.96, 0.961], "train_seconds_per_round": [0.5, 0.1, 0.1]}
     row = flower_row(10, 3, _watched(), figures)
     assert row.completed and row.accuracy == 0.961 and abs(row.steady_seconds_per_round - 0.2) < 1e-12
+    assert "per round: 0.50 of 7.00 s, 0.10 of 0.20 s, 0.10 of 0.20 s" in report_markdown([row], {}, "bench")
     unset = flower_row(10, 3, None, None, "Flower setup failed: no python3.11")
     assert unset.failure == "Flower setup failed: no python3.11" and unset.seconds_per_round is None
 
