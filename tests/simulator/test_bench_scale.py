@@ -154,3 +154,21 @@ def test_flower_is_pinned_in_its_own_requirements_and_never_in_the_project_ones(
     assert "requirements-edge.txt" in (REPO / REQUIREMENTS).read_text()
     for name in ("requirements.txt", "requirements-edge.txt"):
         assert "flwr" not in (REPO / name).read_text()
+
+
+def test_a_harness_failure_on_one_run_becomes_its_row_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    from simulator import bench_scale_command
+
+    def fake_run(args, devices, progress):
+        if devices == 10:
+            raise OSError("disk full")
+        return ScaleRow(DMSKD, devices, args.rounds, (0.1,), (devices,), None)
+
+    monkeypatch.setattr(bench_scale_command, "run_dmskd", fake_run)
+    code = main(["bench-scale", "--sizes", "10,20", "--rounds", "1", "--flower-sizes", "none",
+                 "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert code == 1
+    rows = json.loads((tmp_path / "out" / "bench_scale.json").read_text())["rows"]
+    assert [(r["devices"], r["completed"]) for r in rows] == [(10, False), (20, True)]
+    assert rows[0]["failure"] == "the benchmark failed on this run: OSError('disk full')"
+    assert "did not complete: the benchmark failed on this run" in capsys.readouterr().out
