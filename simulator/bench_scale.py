@@ -38,6 +38,7 @@ class ScaleRow:
     accuracy: float | None = None  # the global student's test accuracy after the last round
     command: str = ""  # the bench-scale command that measured it
     load_average: tuple[float, ...] = ()  # the machine's 1, 5 and 15 minute load when the run started
+    train_seconds: tuple[float, ...] = ()  # Flower: seconds of DMSKD local training per round, summed over devices
 
     @property
     def completed(self) -> bool:
@@ -71,7 +72,7 @@ class ScaleRow:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
         values["peaks"] = tuple(ProcessPeak(**p) for p in raw.get("peaks", ()))
-        for name in ("round_seconds", "accepted", "load_average"):
+        for name in ("round_seconds", "accepted", "load_average", "train_seconds"):
             values[name] = tuple(raw.get(name, ()))
         return cls(**values)
 
@@ -130,7 +131,19 @@ def flower_row(devices: int, rounds: int, watched: Watched | None, figures: dict
     accuracy = f.get("accuracy_after_round") or [None]
     return ScaleRow(FLOWER, devices, rounds, tuple(float(s) for s in f.get("round_seconds", ())), accepted, failure,
                     watched.peaks if watched else (), watched.peak_total_rss_bytes if watched else 0,
-                    watched.seconds if watched else 0.0, None, None, accuracy[-1])
+                    watched.seconds if watched else 0.0, None, None, accuracy[-1],
+                    train_seconds=tuple(float(s) for s in f.get("train_seconds_per_round", ())))
+
+
+def training_notes(rows: Sequence[ScaleRow]) -> list[str]:
+    """Per Flower row: how much of each round its ClientApps spent in DMSKD's local training."""
+    notes = []
+    for r in rows:
+        if r.system == FLOWER and r.train_seconds:
+            pairs = ", ".join(f"{t:.2f} of {s:.2f} s" for t, s in zip(r.train_seconds, r.round_seconds))
+            notes.append(f"Flower at {r.devices:,} devices: DMSKD's local training inside the ClientApp calls, "
+                         f"summed over devices (two run at once), per round: {pairs}")
+    return notes
 
 
 def peak_summary(peaks: Sequence[ProcessPeak], limit: int = 4) -> str:
@@ -229,13 +242,15 @@ def report_markdown(rows: Sequence[ScaleRow], machine: dict, command: str, notes
         ratio_table(rows),
         "",
     ]
+    notes = [*training_notes(rows), *notes]
     if notes:
         text += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(text)
 
 
 def plot_scale(rows: Sequence[ScaleRow], path) -> None:
-    """PNG: ms per device-round against fleet size (log x), one line per system; open markers: did not complete."""
+    """PNG: ms per device-round against fleet size (log x and y), one colour per system: solid over every round,
+    dashed over the rounds after the first; open markers: did not complete."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,26 +258,33 @@ def plot_scale(rows: Sequence[ScaleRow], path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     plotted = False
-    for system, marker in ((DMSKD, "o"), (FLOWER, "s")):
-        mine = sorted((r.devices, r.ms_per_device_round, r.completed) for r in rows
-                       if r.system == system and r.ms_per_device_round is not None)
+    for system, marker, colour in ((DMSKD, "o", "tab:blue"), (FLOWER, "s", "tab:orange")):
+        mine = sorted((r for r in rows if r.system == system and r.seconds_per_round is not None),
+                      key=lambda r: r.devices)
         if not mine:
             continue
-        line, = ax.plot([n for n, _, _ in mine], [ms for _, ms, _ in mine], marker=marker, label=system)
         plotted = True
-        failed = [(n, ms) for n, ms, done in mine if not done]
+        n = [r.devices for r in mine]
+        ax.plot(n, [1000 * (r.seconds_per_round or 0) / r.devices for r in mine], marker=marker, color=colour,
+                label=f"{system}: every round")
+        steady = [(r.devices, 1000 * r.steady_seconds_per_round / r.devices) for r in mine
+                  if r.steady_seconds_per_round is not None]
+        if steady:
+            ax.plot(*zip(*steady), marker=marker, color=colour, linestyle="--", alpha=0.7,
+                    label=f"{system}: after the first round")
+        failed = [(r.devices, 1000 * (r.seconds_per_round or 0) / r.devices) for r in mine if not r.completed]
         if failed:
-            ax.plot([n for n, _ in failed], [ms for _, ms in failed], linestyle="none",
-                    marker=marker, markersize=11, markerfacecolor="none", color=line.get_color(),
-                    label=f"{system}: did not complete")
+            ax.plot(*zip(*failed), linestyle="none", marker=marker, markersize=12, markerfacecolor="none",
+                    color="red", label=f"{system}: did not complete")
     ax.set_xscale("log")
     ax.set_xlabel("devices (log scale)")
-    ax.set_ylabel("ms per device-round (mean over rounds)")
-    ax.grid(alpha=0.3, which="both")
+    ax.set_ylabel("ms per device-round (log scale)")
     if plotted:
-        ax.legend(fontsize=8)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no run closed a round", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -207,12 +207,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         for system, n in steps:
             load = tuple(round(x, 2) for x in os.getloadavg())
-            if system == DMSKD:
-                row = run_dmskd(args, n, progress)
-            elif python is None:
-                row = flower_row(n, args.rounds, None, None, setup_problem)
-            else:
-                row = run_flower_side(args, n, python, progress)
+            try:
+                if system == DMSKD:
+                    row = run_dmskd(args, n, progress)
+                elif python is None:
+                    row = flower_row(n, args.rounds, None, None, setup_problem)
+                else:
+                    row = run_flower_side(args, n, python, progress)
+            except Exception as exc:  # the harness itself failed on this run: a row says so, the others still run
+                row = ScaleRow(system, n, args.rounds, (), (), f"the benchmark failed on this run: {exc!r}")
             rows.append(replace(row, command=args.command_line, load_average=load))
             bar.update(1)
             bar.write(one_line(rows[-1]))

@@ -54,9 +54,11 @@ def train(msg: Message, context: Context) -> Message:
     names = f.weight_names
     weights = dict(zip(names, msg.content["arrays"].to_numpy_ndarrays(), strict=True))
     server_round = int(msg.content["config"]["server-round"])  # Flower counts from 1, DMSKD from 0
+    started = time.perf_counter()
     local, examples = f.device_round(index, weights, server_round - 1)
+    seconds = time.perf_counter() - started
     content = RecordDict({"arrays": ArrayRecord([local[k] for k in names]),
-                          "metrics": MetricRecord({"num-examples": examples})})
+                          "metrics": MetricRecord({"num-examples": examples, "train-seconds": seconds})})
     return Message(content=content, reply_to=msg)
 
 
@@ -81,16 +83,20 @@ class RoundClock:
 
 
 class CountingFedAvg(FedAvg):
-    """Flower's FedAvg, counting the replies without an error that each round aggregated."""
+    """Flower's FedAvg, counting the replies without an error that each round aggregated and the seconds their
+    local training took (summed over devices: how much of a round is DMSKD's device code, not Flower)."""
 
     def __init__(self, devices: int) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=devices,
                          min_available_nodes=devices)
         self.replies: list[int] = []
+        self.train_seconds: list[float] = []
 
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
-        self.replies.append(sum(not m.has_error() for m in replies))
+        good = [m for m in replies if not m.has_error()]
+        self.replies.append(len(good))
+        self.train_seconds.append(sum(float(m.content["metrics"]["train-seconds"]) for m in good))
         return super().aggregate_train(server_round, replies)
 
 
@@ -131,7 +137,8 @@ def run_flower(root: Path, rounds: int, seed: int, cpus_per_client: float) -> di
                                    "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}})
     seconds = run.clock.round_seconds()
     return {"devices": devices, "rounds_requested": rounds, "round_seconds": seconds,
-            "accepted_per_round": run.strategy.replies, "accuracy_after_round": run.clock.accuracy[1:],
+            "accepted_per_round": run.strategy.replies, "train_seconds_per_round": run.strategy.train_seconds,
+            "accuracy_after_round": run.clock.accuracy[1:],
             "start_accuracy": run.clock.accuracy[0] if run.clock.accuracy else None,
             "wall_seconds": time.monotonic() - started,
             "completed": len(seconds) == rounds and all(n == devices for n in run.strategy.replies),

@@ -70,9 +70,10 @@ def test_a_timed_out_run_and_a_short_round_are_named():
 
 def test_flower_row_reads_the_figures_flower_side_writes_and_a_setup_failure():
     figures = {"round_seconds": [7.0, 0.2, 0.2], "accepted_per_round": [10, 10, 10],
-               "accuracy_after_round": [0.95, 0.96, 0.961]}
+               "accuracy_after_round": [0.95, 0.96, 0.961], "train_seconds_per_round": [0.5, 0.1, 0.1]}
     row = flower_row(10, 3, _watched(), figures)
     assert row.completed and row.accuracy == 0.961 and abs(row.steady_seconds_per_round - 0.2) < 1e-12
+    assert "per round: 0.50 of 7.00 s, 0.10 of 0.20 s, 0.10 of 0.20 s" in report_markdown([row], {}, "bench")
     unset = flower_row(10, 3, None, None, "Flower setup failed: no python3.11")
     assert unset.failure == "Flower setup failed: no python3.11" and unset.seconds_per_round is None
 
@@ -155,3 +156,21 @@ def test_flower_is_pinned_in_its_own_requirements_and_never_in_the_project_ones(
     assert "requirements-edge.txt" in (REPO / REQUIREMENTS).read_text()
     for name in ("requirements.txt", "requirements-edge.txt"):
         assert "flwr" not in (REPO / name).read_text()
+
+
+def test_a_harness_failure_on_one_run_becomes_its_row_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    from simulator import bench_scale_command
+
+    def fake_run(args, devices, progress):
+        if devices == 10:
+            raise OSError("disk full")
+        return ScaleRow(DMSKD, devices, args.rounds, (0.1,), (devices,), None)
+
+    monkeypatch.setattr(bench_scale_command, "run_dmskd", fake_run)
+    code = main(["bench-scale", "--sizes", "10,20", "--rounds", "1", "--flower-sizes", "none",
+                 "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert code == 1
+    rows = json.loads((tmp_path / "out" / "bench_scale.json").read_text())["rows"]
+    assert [(r["devices"], r["completed"]) for r in rows] == [(10, False), (20, True)]
+    assert rows[0]["failure"] == "the benchmark failed on this run: OSError('disk full')"
+    assert "did not complete: the benchmark failed on this run" in capsys.readouterr().out
