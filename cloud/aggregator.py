@@ -2,14 +2,16 @@
 
 All round logic (cohort, admission, aggregation, privacy, seeding, records) is the engine's
 (cloud/round_engine.py); when a round closes is cloud/round_closing.py's. This service only moves
-bytes: it publishes the fleet and a manifest after it, each round's global model, and tells every
-device privately whether it was sampled (round/<r>/cohort/<device>, which only that device may read:
-amplification by sampling needs the sample kept secret). It offers every arriving update to the open
-round's inbox and closes the round on a quorum, when every cohort device still online has answered
+bytes: it publishes the fleet and a manifest after it, each round's global model (retained whole on
+model/<v>, and, with model_bits < 32, as the quantised step from version v-1 on step/<v>, which is what
+devices download: edge.model_step), and tells every device privately whether it was sampled
+(round/<r>/cohort/<device>, which only that device may read: amplification by sampling needs the
+sample kept secret). It offers every arriving update to the open round's inbox and closes the round
+on a quorum, when every cohort device still online has answered
 (devices' status topic and Last Will), or at the deadline. It then publishes a retained round result
-on round/<r>/result (counts, epsilon and the digests of the accepted updates, which acknowledge them
-to their senders; no device names: the cohort stays secret) and checkpoints, so a restarted
-aggregator resumes where it stopped.
+on round/<r>/result (counts and epsilon; no device names: the cohort stays secret), acknowledges each
+sender's update in that device's next cohort notice, and checkpoints, so a restarted aggregator resumes
+where it stopped (without the last step: devices then fetch the full model).
 
 Everything it publishes is signed with the fleet key (edge.signed_artifact) and kept: when it
 reconnects to a broker it republishes all of it (a restarted broker without persistence has lost
@@ -64,7 +66,8 @@ class AggregatorService:
         self.state: RoundState = self._resume(engine.init(initial_weights, seed))
         self._open: OpenRound | None = None
         self._cond = threading.Condition()
-        self._retained_model: tuple[int, int] | None = None  # (version, chunks) of the model left on the broker
+        # (version, chunks of the full model, chunks of its step) left retained on the broker
+        self._retained_model: tuple[int, int, int] | None = None
         self._retained_cohort: int | None = None  # the round whose cohort messages are retained on the broker
         # the last closed round, its accepted updates' digests by device, its cohort: the next notices carry them
         self._acks: tuple[int, dict[str, str], frozenset[str]] = (-1, {}, frozenset())
@@ -150,7 +153,9 @@ class AggregatorService:
         if self._acks[0] >= 0:
             self._publish_cohort(self.state.round, set())  # the last round's acknowledgements, nobody selected
         try:  # the signed final model ends every device's run: wait until the broker holds it
-            self._publish_model(self.engine.model_payload(self.state, round_=self.engine.config.rounds), wait=True)
+            last = self.engine.config.rounds
+            self._publish_model(self.engine.model_payload(self.state, round_=last),
+                                self.engine.model_step_payload(self.state, round_=last), wait=True)
         except TimeoutError as exc:
             log.error("the final model was not acknowledged by the broker (%s); devices keep waiting for it", exc)
         return list(self.state.history)
@@ -160,7 +165,7 @@ class AggregatorService:
         with self._cond:
             self._open = opened
         self._publish_cohort(opened.round, set(opened.cohort))
-        self._publish_model(opened.model_payload)
+        self._publish_model(opened.model_payload, opened.step_payload)
         reason = self._wait_for_close(opened)
         log.info("round %d closes: %s (%d of %d cohort devices accepted)", opened.round, reason,
                  len(opened.inbox.accepted), len(opened.cohort))
@@ -234,12 +239,17 @@ class AggregatorService:
                 notice["ack"] = {"round": acked_round, "update": acks.get(device)}
             self._publish_signed(self.topics.cohort(round_, device), json.dumps(notice).encode(), round_)
 
-    def _publish_model(self, blob: bytes, wait: bool = False) -> None:
+    def _publish_model(self, blob: bytes, step: bytes | None = None, wait: bool = False) -> None:
+        """Retain the full model (for a device that holds no base) and the step to it (what devices download);
+        clear the previous version's. With `wait`, return once the broker acknowledged both (in order)."""
         v = self.state.version
-        chunks = self._publish_signed(self.topics.model(v), blob, v, wait=wait)
-        previous, self._retained_model = self._retained_model, (v, chunks)
+        chunks = self._publish_signed(self.topics.model(v), blob, v, wait=wait and step is None)
+        step_chunks = 0 if step is None else self._publish_signed(self.topics.model_step(v), step, v, wait=wait)
+        previous, self._retained_model = self._retained_model, (v, chunks, step_chunks)
         if previous is not None and previous[0] == v - 1:
             self._clear_retained(self.topics.model(previous[0]), previous[1])
+            if previous[2]:
+                self._clear_retained(self.topics.model_step(previous[0]), previous[2])
 
     def _on_update(self, topic: str, payload: bytes) -> None:
         device, round_ = _parse_update_topic(topic)

@@ -45,6 +45,7 @@ class RoundSettings:
     deadline_s: float
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the fleet at this rate
     quorum_fraction: float = 1.0  # the share of a round's cohort whose accepted updates close it (cloud.round_closing)
+    model_bits: int = 32  # the global model goes down as a step of this width (edge.model_step); 32: whole
 
 
 @dataclass
@@ -65,7 +66,7 @@ def engine_config(bundle: FleetBundle, insecure_seeded_noise: bool = False) -> E
     return EngineConfig(st.fleet, tuple(p.device for p in bundle.plans), st.rounds,
                         FedAvgConfig(mode, st.clip, st.noise_multiplier if mode is not DpMode.NONE else 0.0),
                         st.delta, st.max_epsilon, insecure_seeded_noise=insecure_seeded_noise,
-                        sampling_rate=st.sampling_rate,
+                        sampling_rate=st.sampling_rate, model_bits=st.model_bits,
                         encodings=tuple(sorted({encoding_for_bits(p.update_bits) for p in bundle.plans})),
                         declared={p.device: DeclaredSettings.from_plan(p) for p in bundle.plans})
 
@@ -122,7 +123,8 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "quorum": (lambda v: v >= 1, "at least 1"),
     "quorum_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "deadline_s": (lambda v: v > 0, "a positive number of seconds"),
-    "sampling_rate": (lambda v: 0 < v <= 1, "in (0, 1]")}
+    "sampling_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "model_bits": (lambda v: v in (32, 8, 4, 2), "32, 8, 4 or 2")}
 _MATCH_SETTINGS = ("fleet", "rounds", "dp_mode")  # what every plan must share with bundle.json
 
 

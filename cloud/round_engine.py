@@ -39,11 +39,13 @@ from cloud.partial_sum import PartialSum, device_rounding_noise
 from cloud.rejections import RejectionLog
 from cloud.round_inbox import RoundInbox
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, finish, release_event
+from edge.model_step import quantised_step
 from edge.noise_source import InsecureSeededNoise, NoiseSource, SecureNoise
 from edge.seeding import round_generator, spawned_child
-from edge.wire import FLOAT32_DELTA, WeightsMeta, encode_weights
+from edge.wire import FLOAT32_DELTA, SQ_ENCODINGS, ModelStepMeta, WeightsMeta, encode_model_step, encode_weights
 
 Evaluate = Callable[[dict[str, np.ndarray]], dict[str, float]]
+DOWNLINK_STREAM = 3  # child index, under the server's round child, of the model step's stochastic rounding
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,11 @@ class EngineConfig:
     insecure_seeded_noise: bool = False  # True only in tests and simulations that ask for it by name
     sampling_rate: float = 1.0
     declared: Mapping[str, DeclaredSettings] = field(default_factory=dict)
+    model_bits: int = 32  # the global model goes down as a step of this many bits per value (32: whole, float32)
 
     def __post_init__(self) -> None:
+        if self.model_bits != 32 and self.model_bits not in SQ_ENCODINGS:
+            raise ValueError(f"model bits must be 32, 8, 4 or 2 (--model-bits), got {self.model_bits}")
         if not 0 < self.sampling_rate <= 1:
             raise ValueError(f"sampling rate q must be in (0, 1], got {self.sampling_rate}")
         unknown = sorted(set(self.declared) - set(self.devices))
@@ -92,6 +97,7 @@ class RoundState:
     seed: np.random.SeedSequence
     ledger: PrivacyLedger | None = None
     history: tuple[dict, ...] = ()
+    step: dict[str, np.ndarray] | None = field(default=None, repr=False)  # wire tensors of version-1 -> version
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class OpenRound:
     inbox: RoundInbox
     partial: PartialSum = field(repr=False)  # the accepted updates, summed as they arrive
     model_payload: bytes = field(repr=False)
+    step_payload: bytes | None = field(default=None, repr=False)  # the quantised step to this version, if any
     opened_at: float = field(default_factory=time.monotonic)
     closed_by: str = ""  # set by the transport when it closes the round, with closed_at
     closed_at: float | None = None
@@ -165,7 +172,8 @@ class RoundEngine:
             raise RuntimeError(f"cannot open round {state.round}: {reason}")
         cohort = self._cohort(state)
         inbox, partial = self.open_inbox(state, cohort)
-        return OpenRound(state.round, state.version, cohort, inbox, partial, self.model_payload(state))
+        return OpenRound(state.round, state.version, cohort, inbox, partial, self.model_payload(state),
+                         self.model_step_payload(state))
 
     def open_inbox(self, state: RoundState, cohort: tuple[str, ...]) -> tuple[RoundInbox, PartialSum]:
         """The inbox admitting round `state.round`'s updates from `cohort`, folding them into the returned sum:
@@ -221,6 +229,15 @@ class RoundEngine:
         meta = WeightsMeta(self.config.fleet, state.version, state.round if round_ is None else round_)
         return encode_weights(state.weights, meta)
 
+    def model_step_payload(self, state: RoundState, round_: int | None = None) -> bytes | None:
+        """The quantised step from the previous version to this one (edge.model_step), or None if the model
+        goes down whole (model_bits 32, version 0, or a state resumed from a checkpoint)."""
+        if state.step is None:
+            return None
+        meta = ModelStepMeta(self.config.fleet, state.version, state.round if round_ is None else round_,
+                             state.version - 1, SQ_ENCODINGS[self.config.model_bits])
+        return encode_model_step(state.step, meta)
+
     def apply(self, state: RoundState, opened: OpenRound) -> tuple[RoundState, RoundRecord]:
         """Aggregate the round's admitted updates, spend its privacy, evaluate, and close it."""
         if opened.round != state.round or opened.base_version != state.version:
@@ -234,6 +251,10 @@ class RoundEngine:
             weights = result.weights
             if ledger is not None and result.dp_event is not None:
                 ledger = ledger.spend(self._sampled(result.dp_event))
+        step = None
+        if self.config.model_bits < 32:  # the new global model is what devices rebuild from the step (no privacy)
+            rng = np.random.default_rng(spawned_child(spawned_child(state.seed, state.round), DOWNLINK_STREAM))
+            step, weights = quantised_step(state.weights, weights, self.config.model_bits, rng)
         metrics = self.evaluate(weights) if self.evaluate is not None else {}
         now = time.monotonic()
         lag = None if opened.last_accepted_at is None else (opened.closed_at or now) - opened.last_accepted_at
@@ -241,7 +262,7 @@ class RoundEngine:
                              ledger.epsilon if ledger is not None else None, metrics,
                              now - opened.opened_at, opened.cohort, opened.closed_by, lag)
         new = RoundState(state.round + 1, state.version + 1, weights, state.seed, ledger,
-                         (*state.history, record.to_dict()))
+                         (*state.history, record.to_dict()), step)
         return new, record
 
     def _new_ledger(self) -> PrivacyLedger | None:
@@ -283,7 +304,7 @@ def run_settings(config: EngineConfig) -> dict:
             "server_lr": agg.server_lr, "float_noise": agg.float_noise, "delta": config.delta,
             "max_epsilon": config.max_epsilon, "bound_updates": config.bound_updates,
             "encodings": list(config.encodings), "sampling_rate": config.sampling_rate,
-            "insecure_seeded_noise": config.insecure_seeded_noise,
+            "insecure_seeded_noise": config.insecure_seeded_noise, "model_bits": config.model_bits,
             "declared_sha256": hashlib.sha256(declared.encode()).hexdigest()}
 
 

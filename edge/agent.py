@@ -11,6 +11,11 @@ that a large fleet waiting on a long round does not flood its aggregator); the a
 resend once. A broker's PUBACK is not enough: a broker that restarts without persistence loses what
 it acknowledged.
 
+The global model comes down as a quantised step from the version the device holds (edge.model_step,
+topic `step/<version>`) when its plan's `model_bits` is below 32; the full model (`model/<version>`,
+retained) is subscribed to only while the device holds none, missed a version, or resyncs after a
+silence, and dropped again once it is held.
+
 The device acts only on what the fleet key signed (edge.signed_artifact): an unsigned, forged,
 moved or older plan, shard, program, model, cohort or result message is refused with a logged
 reason; a signed one that does not fit (another device's plan, a model of another shape) is logged
@@ -38,13 +43,15 @@ from edge.artifact_cache import ArtifactCache
 from edge.device_workers import IDLE, DeviceWorkers
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.log_rate import LogBudget
+from edge.model_step import apply_step
 from edge.mqtt_session import MqttSession
 from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
 from edge.seeding import noise_generator, round_generator, rounding_generator
 from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
+from edge.stochastic_quantization import BITS_OF
 from edge.topics import FleetTopics
-from edge.wire import PayloadRejected, content_hash, decode_weights
+from edge.wire import ModelStepMeta, PayloadRejected, content_hash, decode_model_step, decode_weights
 
 log = logging.getLogger("dmskd.edge")
 
@@ -95,6 +102,8 @@ class DeviceAgent:
         self._hashes: dict[str, str] = {}  # "shard" / "student" -> content hash of the bytes held
         self._shard_logits: tuple[str, np.ndarray] | None = None
         self._subscribed: set[str] = set()
+        self._full_model_subscribed = False  # the full model's topic: only while the steps cannot serve
+        self._full_model_needed: int | None = None  # the least full version that serves: None while steps do
         self._unacked: dict[int, bytes] = {}  # round -> update sent and not yet acknowledged
         self._idles = 0  # consecutive idle intervals: the resync backs off while the silence lasts
         self._work: queue.Queue | None = None
@@ -111,7 +120,8 @@ class DeviceAgent:
         acknowledgement); connect, announce itself online, resend the outbox."""
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
         self.session.subscribe(self.topics.manifest, self._on_manifest)
-        self.session.subscribe(self.topics.all_models, self._on_model)
+        self._subscribe_full_model(True)
+        self.session.subscribe(self.topics.all_model_steps, self._on_model_step)
         self.session.subscribe(self.topics.all_cohorts(self.device_id), self._on_cohort)
         self.session.on_connect(self._on_connect)
         self._load_outbox()
@@ -226,11 +236,65 @@ class DeviceAgent:
         if meta.fleet != self.fleet:
             self._note(self.ignored, topic, f"model of fleet {meta.fleet!r} ignored")
             return
+        needed = self._full_model_needed
+        if needed is not None and meta.version >= needed:
+            self._full_model_needed = None  # caught up: the steps serve again
         if self.latest_model is not None and meta.version == self.latest_model[0]:
             self._put("resend")  # the aggregator (or a restarted broker) republished this round's model
         elif self.latest_model is None or meta.version > self.latest_model[0]:
             self.latest_model = (meta.version, meta.round, weights)
             self._put("model")
+
+    def _on_model_step(self, topic: str, envelope: bytes) -> None:
+        payload = self._verified(topic, envelope, "model-step")
+        if payload is None:
+            return
+        try:
+            tensors, meta = decode_model_step(payload)
+        except PayloadRejected as exc:
+            self._note(self.ignored, topic, f"invalid model step ignored: {exc}")
+            return
+        if meta.fleet != self.fleet:
+            self._note(self.ignored, topic, f"model step of fleet {meta.fleet!r} ignored")
+            return
+        self._put(("step", meta, tensors))  # applied on the device's worker, not the shared network thread
+
+    def _apply_step(self, meta: ModelStepMeta, tensors: dict[str, np.ndarray]) -> None:
+        """Rebuild the next global model from the held one; a step from a base not held asks for the full model."""
+        held = self.latest_model
+        if held is not None and meta.version == held[0]:
+            self._resend()  # the aggregator (or a restarted broker) republished this round's step
+            return
+        if held is not None and meta.version < held[0]:
+            return  # an older step, retained before this device caught up
+        if held is None or meta.base_version != held[0]:
+            self._need_full_model(meta.version)  # it missed a version (or holds none): the full one is retained
+            return
+        try:
+            weights = apply_step(held[2], tensors, BITS_OF[meta.encoding])
+        except PayloadRejected as exc:
+            self._note(self.ignored, self.topics.model_step(meta.version), f"model step ignored: {exc}")
+            self._need_full_model(meta.version)
+            return
+        if self.latest_model is held:  # the full model of this version may have come meanwhile: same bits
+            self.latest_model = (meta.version, meta.round, weights)
+
+    def _subscribe_full_model(self, wanted: bool) -> None:
+        """Receive the full model only while this device cannot rebuild the next one from a step."""
+        if wanted and not self._full_model_subscribed:
+            self.session.subscribe(self.topics.all_models, self._on_model)
+        elif not wanted and self._full_model_subscribed:
+            self.session.unsubscribe(self.topics.all_models)
+        self._full_model_subscribed = wanted
+
+    def _need_full_model(self, version: int) -> None:
+        needed = self._full_model_needed
+        self._full_model_needed = version if needed is None else max(needed, version)
+
+    def _full_model_wanted(self) -> bool:
+        plan = self.plan
+        return (plan is None or plan.model_bits == 32 or self.latest_model is None
+                or self._full_model_needed is not None)
 
     # --- work items (the agent's thread, or a shared worker pool) ---
     def _put(self, item: object) -> None:
@@ -263,11 +327,14 @@ class DeviceAgent:
                 self._resync()
             elif item == "resend":
                 self._resend()
-            elif isinstance(item, tuple):
+            elif isinstance(item, tuple) and item[0] == "result":
                 self._on_round_result(item[1], item[2])
             else:
+                if isinstance(item, tuple):  # ("step", meta, tensors)
+                    self._apply_step(item[1], item[2])
                 self._check_membership()
                 self._maybe_train()
+            self._subscribe_full_model(self._full_model_wanted())
         except Exception:
             log.exception("%s: local round failed", self.device_id)
 
@@ -342,7 +409,14 @@ class DeviceAgent:
             self._resend()
             self.session.resubscribe(self.topics.all_cohorts(self.device_id))  # its acknowledgement comes there
         else:
-            self.session.resubscribe(self.topics.all_models)
+            self.session.resubscribe(self.topics.all_model_steps)
+            # a lost step, or an aggregator resumed from its checkpoint (which keeps no step), leaves the
+            # retained full model as the only way on: fetch it once, then drop it again (_full_model_wanted)
+            self._need_full_model(self.latest_model[0] if self.latest_model is not None else 0)
+            if self._full_model_subscribed:
+                self.session.resubscribe(self.topics.all_models)
+            else:
+                self._subscribe_full_model(True)
             self.session.resubscribe(self.topics.all_cohorts(self.device_id))
 
     def _on_round_result(self, round_: int, acks: frozenset[str]) -> None:

@@ -133,6 +133,12 @@ class MqttSession:
         if self._connected.is_set():
             self._client.subscribe(topic_filter + "/+", qos=1)
 
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop delivering topic_filter: its handlers are dropped and the broker told (nothing more is sent)."""
+        self._handlers = [(f, h) for f, h in self._handlers if f != topic_filter]
+        if self._connected.is_set():
+            self._client.unsubscribe(topic_filter + "/+")
+
     def connect(self, timeout: float = 10.0) -> MqttSession:
         """Connect and start the network loop; raise ConnectionError naming the broker and the cause on failure."""
         where = f"MQTT broker at {self.host}:{self.port}"

@@ -97,6 +97,7 @@ class DevicePlan:
     labelled_fraction: float = 1.0  # at most this share of the local samples is trained on with its label
     max_examples: int = 100_000  # the most examples an update may claim: its FedAvg weight is capped here
     update_bits: int = 32  # bits per value of the update on the wire (UPDATE_BITS)
+    model_bits: int = 32  # bits per value of the global model's downlink step (32: the full model every round)
 
     def __post_init__(self) -> None:
         _check_types(f"plan for {self.device}", self)
@@ -107,9 +108,10 @@ class DevicePlan:
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise ValueError(f"plan for {self.device}: labelled_fraction must be in [0, 1], got "
                              f"{self.labelled_fraction}")
-        if self.update_bits not in UPDATE_BITS:
-            raise ValueError(f"plan for {self.device}: update_bits must be one of {UPDATE_BITS}, "
-                             f"got {self.update_bits}")
+        for name in ("update_bits", "model_bits"):
+            if getattr(self, name) not in UPDATE_BITS:
+                raise ValueError(f"plan for {self.device}: {name} must be one of {UPDATE_BITS}, "
+                                 f"got {getattr(self, name)}")
         if self.max_examples < 1:
             raise ValueError(f"plan for {self.device}: max_examples must be at least 1, got {self.max_examples}")
         if self.noise_multiplier < 0 or self.rounds < 1:

@@ -27,6 +27,10 @@ class FleetTopics:
     def model(self, version: int) -> str:
         return f"{self.root}/model/{version}"
 
+    def model_step(self, version: int) -> str:
+        """The quantised step to `version` from the one before (edge.model_step): what devices download."""
+        return f"{self.root}/step/{version}"
+
     def update(self, round_: int, device: str) -> str:
         return f"{self.root}/round/{round_}/update/{device}"
 
@@ -60,6 +64,10 @@ class FleetTopics:
     @property
     def all_models(self) -> str:
         return f"{self.root}/model/+"
+
+    @property
+    def all_model_steps(self) -> str:
+        return f"{self.root}/step/+"
 
     @property
     def all_updates(self) -> str:

@@ -77,15 +77,27 @@ class WeightsMeta:
     encoding: str = FLOAT32_WEIGHTS
 
 
-MetaT = TypeVar("MetaT", UpdateMeta, WeightsMeta)
+@dataclass(frozen=True)
+class ModelStepMeta:
+    """A quantised step of the global student from `base_version` to `version`, and the round it opens."""
+
+    fleet: str
+    version: int
+    round: int
+    base_version: int
+    encoding: str = SQ_ENCODINGS[8]
+
+
+MetaT = TypeVar("MetaT", UpdateMeta, WeightsMeta, ModelStepMeta)
 
 # Metadata keys on the wire: the envelope's, then each metadata class's field -> key (docs/wire-protocol.md).
 PROTOCOL_KEY, KIND_KEY, CHECKSUM_KEY = "v", "k", "h"
-KINDS = {"update": "u", "weights": "w"}
+KINDS = {"update": "u", "weights": "w", "step": "s"}
 METADATA_KEYS: dict[type, dict[str, str]] = {
     UpdateMeta: {"fleet": "f", "device": "d", "round": "r", "base_version": "b", "num_examples": "n", "clip": "c",
                  "noise_multiplier": "z", "dp_mode": "m", "encoding": "e", "training": "t"},
     WeightsMeta: {"fleet": "f", "version": "g", "round": "r", "encoding": "e"},
+    ModelStepMeta: {"fleet": "f", "version": "g", "round": "r", "base_version": "b", "encoding": "e"},
 }
 CHECKSUM_BYTES = 16  # the tensor checksum: the first 16 bytes of a sha256, 32 hex characters
 TRAINING_DIGEST_CHARS = 16  # the training declaration's digest: 64 bits of sha256, as hex
@@ -129,6 +141,11 @@ def encode_weights(tensors: dict[str, np.ndarray], meta: WeightsMeta) -> bytes:
     return _encode(tensors, "weights", meta)
 
 
+def encode_model_step(tensors: dict[str, np.ndarray], meta: ModelStepMeta) -> bytes:
+    """Serialise a quantised step of the global student (edge.model_step)."""
+    return _encode(tensors, "step", meta)
+
+
 def decode_update(blob: bytes,
                   encodings: tuple[str, ...] = (FLOAT32_DELTA,)) -> tuple[dict[str, np.ndarray], UpdateMeta]:
     """Parse and check an update; raise PayloadRejected with the reason if anything is off.
@@ -146,6 +163,16 @@ def decode_weights(blob: bytes) -> tuple[dict[str, np.ndarray], WeightsMeta]:
     """Parse and check a weights blob."""
     tensors, raw = _decode(blob, "weights")
     return tensors, _meta_from(WeightsMeta, raw)
+
+
+def decode_model_step(blob: bytes) -> tuple[dict[str, np.ndarray], ModelStepMeta]:
+    """Parse and check a model step blob (its codes are checked against the held model by edge.model_step)."""
+    tensors, raw = _decode(blob, "step")
+    meta = _meta_from(ModelStepMeta, raw)
+    if meta.encoding not in SQ_ENCODINGS.values():
+        raise PayloadRejected(f"model step encoding {meta.encoding!r}; expected one of {list(SQ_ENCODINGS.values())}",
+                              WRONG_ENCODING)
+    return tensors, meta
 
 
 def check_against_template(tensors: dict[str, np.ndarray], template: dict[str, tuple[int, ...]]) -> None:
@@ -171,16 +198,16 @@ def _wire_array(value: object, allowed: tuple[np.dtype, ...]) -> np.ndarray:
     return np.asarray(arr, dtype=arr.dtype if arr.dtype in allowed else np.float32, order="C")
 
 
-def wire_metadata(meta: UpdateMeta | WeightsMeta, arrays: dict[str, np.ndarray]) -> dict[str, str]:
+def wire_metadata(meta: UpdateMeta | WeightsMeta | ModelStepMeta, arrays: dict[str, np.ndarray]) -> dict[str, str]:
     """The safetensors metadata of a blob: the envelope (protocol, kind, checksum of `arrays`) and meta's fields."""
     keys = METADATA_KEYS[type(meta)]
     metadata = {keys[k]: str(v) for k, v in asdict(meta).items()}
-    kind = "update" if isinstance(meta, UpdateMeta) else "weights"
+    kind = {UpdateMeta: "update", WeightsMeta: "weights", ModelStepMeta: "step"}[type(meta)]
     metadata.update({PROTOCOL_KEY: PROTOCOL_VERSION, KIND_KEY: KINDS[kind], CHECKSUM_KEY: tensor_checksum(arrays)})
     return metadata
 
 
-def _encode(tensors: dict[str, np.ndarray], kind: str, meta: UpdateMeta | WeightsMeta) -> bytes:
+def _encode(tensors: dict[str, np.ndarray], kind: str, meta: UpdateMeta | WeightsMeta | ModelStepMeta) -> bytes:
     allowed = _allowed_dtypes(meta.encoding)
     arrays = {k: _wire_array(v, allowed) for k, v in tensors.items()}
     return canonical_safetensors(arrays, wire_metadata(meta, arrays))

@@ -166,10 +166,13 @@ def training_from(args: argparse.Namespace) -> TrainingSettings:
 
 
 def add_update_bits_flag(parser: argparse.ArgumentParser) -> None:
-    """--update-bits: the width of every device's update on the wire (edge.stochastic_quantization)."""
-    parser.add_argument("--update-bits", type=int, choices=(32, 8, 4, 2), default=32,
+    """--update-bits, --model-bits: the widths on the wire, up (updates) and down (the global model's step)."""
+    parser.add_argument("--update-bits", type=int, choices=(32, 8, 4, 2), default=8,
                         help="bits per value of a device's update: 32 sends float32, 8, 4 and 2 send unbiased "
-                             "stochastically rounded codes with a scale and zero point per tensor")
+                             "stochastically rounded codes with a scale and zero point per tensor (default 8)")
+    parser.add_argument("--model-bits", type=int, choices=(32, 8, 4, 2), default=8,
+                        help="bits per value of the global model's step from the version a device holds "
+                             "(edge.model_step); 32 sends the whole float32 model every round (default 8)")
 
 
 def add_round_closing_flags(parser: argparse.ArgumentParser) -> None:
@@ -344,7 +347,8 @@ def prepare(args: argparse.Namespace) -> int:
 
     try:
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, deadline_s=args.deadline,
-                                  quorum_fraction=args.quorum, update_bits=args.update_bits, **data_config(args))
+                                  quorum_fraction=args.quorum, update_bits=args.update_bits,
+                                  model_bits=args.model_bits, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     from simulator.artifacts import prepare_cloud  # TensorFlow: only once the flags are known to be good
@@ -492,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                                   target_epsilon=args.target_epsilon, noise_multiplier=args.noise_multiplier,
                                   delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
                                   sampling_rate=args.sampling_rate, deadline_s=args.deadline,
-                                  quorum_fraction=args.quorum, update_bits=args.update_bits, engine=args.engine,
+                                  quorum_fraction=args.quorum, update_bits=args.update_bits,
+                                  model_bits=args.model_bits, engine=args.engine,
                                   ray_address=args.ray_address, **data_config(args))
     except ValueError as exc:
         return usage(str(exc))

@@ -59,7 +59,7 @@ def run_bits_study(configs: list[ExperimentConfig], out_dir: Path, bits: tuple[i
         art = prepare_cloud(config, progress=lambda msg, s=config.seed: tqdm.write(f"seed {s}: {msg}"))
         params = int(sum(w.size for w in art.start_weights.values()))
         for b in tqdm(bits, desc=f"seed {config.seed}", unit="width"):
-            run = run_in_process(replace(config, update_bits=b), art, 0.0)
+            run = run_in_process(replace(config, update_bits=b, model_bits=b), art, 0.0)
             last = run.records[-1].metrics
             rows.append(BitsRow(config.seed, b, last["accuracy"], last.get("device_accuracy", float("nan"))))
             sizes.setdefault(b, update_wire_bytes(config, art, b))

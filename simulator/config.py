@@ -46,7 +46,8 @@ class ExperimentConfig:
     quorum_fraction: float = 1.0  # a round closes once this share of its cohort was accepted
     insecure_seeded_noise: bool = False  # DP noise from the seed (reproducible, predictable): tests and studies only
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the devices at this rate
-    update_bits: int = 32  # bits per value of a device's update on the wire: 32 (float32), 8, 4 or 2
+    update_bits: int = 8  # bits per value of a device's update on the wire: 32 (float32), 8, 4 or 2
+    model_bits: int = 8  # bits per value of the global model's step down to the devices (32: the whole model)
     engine: str = "local"  # where the devices run: local (this process) or ray (simulator.ray_cluster)
     ray_address: str | None = None  # --engine ray: HOST:PORT of a Ray cluster's head (None: a local cluster)
 
@@ -57,8 +58,9 @@ class ExperimentConfig:
             raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.ray_address is not None and self.engine != "ray":
             raise ValueError("--ray-address names the Ray cluster of --engine ray: add --engine ray, or drop it")
-        if self.update_bits not in (32, 8, 4, 2):
-            raise ValueError(f"--update-bits must be 32, 8, 4 or 2, got {self.update_bits}")
+        for flag, bits in (("--update-bits", self.update_bits), ("--model-bits", self.model_bits)):
+            if bits not in (32, 8, 4, 2):
+                raise ValueError(f"{flag} must be 32, 8, 4 or 2, got {bits}")
         if not 0.0 < self.sampling_rate <= 1.0:
             raise ValueError(f"--sampling-rate must be in (0, 1], got {self.sampling_rate}")
         if self.dp is not DpMode.NONE and self.target_epsilon is None and self.noise_multiplier is None:

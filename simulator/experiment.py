@@ -20,7 +20,7 @@ from simulator.broker import BrokerError, EmbeddedBroker, MosquittoBroker, mosqu
 from simulator.config import ExperimentConfig
 from simulator.federation import FederationOutcome, fleet_evaluator, run_federation
 from simulator.report import plot_accuracy, write_metrics, write_report
-from simulator.traffic import fedavg_bytes, traffic_summary, update_wire_bytes
+from simulator.traffic import fedavg_bytes, model_step_wire_bytes, traffic_summary, update_wire_bytes
 
 
 def resolve_noise_multiplier(config: ExperimentConfig) -> float:
@@ -208,6 +208,9 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "update_bits": config.update_bits,
         "update_bytes_limit": int(sum(w.size for w in art.student_weights.values())) * config.update_bits / 8,
         "update_bytes_per_device_round": update_wire_bytes(out.device_traffic, config.rounds),
+        "model_bits": config.model_bits,
+        "model_bytes_limit": int(sum(w.size for w in art.student_weights.values())) * config.model_bits / 8,
+        "model_step_bytes": model_step_wire_bytes(out.device_traffic),
         "rounds": len(out.history),
         "devices": config.devices,
         **traffic_summary(out.device_traffic, config.rounds),

@@ -63,12 +63,13 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
     student_hash = content_hash(art.student_program)
     plans = [DevicePlan(fleet, a.device_id, a.shard_id, content_hash(art.shards[a.shard_id]), student_hash,
                         config.rounds, config.dp.value, noise_multiplier, config.training, config.labelled_fraction,
-                        max_examples=len(data.x), update_bits=config.update_bits)
+                        max_examples=len(data.x), update_bits=config.update_bits, model_bits=config.model_bits)
              for a, data in zip(art.assignments, art.split.devices, strict=True)]
     settings = RoundSettings(fleet, config.rounds, config.dp.value, config.training.clip, noise_multiplier,
                              config.delta,
                              config.target_epsilon, deadline_s=config.deadline_s,
-                             sampling_rate=config.sampling_rate, quorum_fraction=config.quorum_fraction)
+                             sampling_rate=config.sampling_rate, quorum_fraction=config.quorum_fraction,
+                             model_bits=config.model_bits)
     return FleetBundle(settings, plans, art.student_program, art.start_weights, art.shards)
 
 

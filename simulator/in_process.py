@@ -84,7 +84,8 @@ def run_rounds(engine: RoundEngine, state: RoundState, clients: Mapping[str, Cli
             run.state, record = engine.apply(run.state, opened)
             run.records.append(record)
             run.bytes_up.append(up)
-            run.bytes_down.append(len(opened.model_payload) * len(opened.cohort))
+            # what a device downloads: the step from the version before, else the whole model
+            run.bytes_down.append(len(opened.step_payload or opened.model_payload) * len(opened.cohort))
             if on_round is not None:
                 on_round(record)
     return run

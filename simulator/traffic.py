@@ -13,7 +13,8 @@ def traffic_summary(device_traffic: dict[str, list[TrafficRecord]], rounds: int)
         return sum(r.nbytes for r in records if r.direction == direction and pred(r.topic))
 
     up = [total("up", lambda t, r=r: f"/round/{r}/update/" in t) for r in range(rounds)]
-    down = [total("down", lambda t, r=r: t.endswith(f"/model/{r}")) for r in range(rounds)]
+    # round r trains version r: its whole model, or the quantised step to it (edge.model_step)
+    down = [total("down", lambda t, r=r: t.endswith((f"/model/{r}", f"/step/{r}"))) for r in range(rounds)]
     return {
         "bytes_up_per_round": up,
         "bytes_down_per_round": down,
@@ -36,6 +37,13 @@ def update_wire_bytes(device_traffic: dict[str, list[TrafficRecord]], rounds: in
     ups = [mqtt_publish_bytes(f"{r.topic}/0", r.nbytes) for recs in device_traffic.values() for r in recs
            if r.direction == "up" and "/update/" in r.topic]
     return sum(ups) / max(1, len(device_traffic) * rounds)
+
+
+def model_step_wire_bytes(device_traffic: dict[str, list[TrafficRecord]]) -> float:
+    """Mean bytes one download of the global model's step costs a device, MQTT included (edge.model_step)."""
+    downs = [mqtt_publish_bytes(f"{r.topic}/0", r.nbytes) for recs in device_traffic.values() for r in recs
+             if r.direction == "down" and "/step/" in r.topic]
+    return sum(downs) / max(1, len(downs))
 
 
 def fedavg_bytes(teacher_params: int, devices: int, rounds: int) -> dict:

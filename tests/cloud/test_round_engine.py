@@ -13,9 +13,10 @@ from cloud.partial_sum import PartialSum, device_rounding_noise
 from cloud.rejections import RejectionReason
 from cloud.round_engine import EngineConfig, RoundEngine, RoundState, state_from_json, state_to_json
 from cloud.strategy import AcceptedUpdate, DpMode, FedAvgConfig, finish
+from edge.model_step import apply_step
 from edge.noise_source import InsecureSeededNoise
 from edge.privacy import DiscreteGaussianMechanism
-from edge.wire import UpdateMeta, decode_weights, encode_update
+from edge.wire import UpdateMeta, decode_model_step, decode_weights, encode_update
 
 DEVICES = ("d2", "d0", "d1")
 WEIGHTS = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -294,3 +295,22 @@ def test_the_central_mean_divides_by_the_expected_cohort_size() -> None:
                                       InsecureSeededNoise(np.random.default_rng(state.seed.spawn(1)[0])), 50)
     for k in WEIGHTS:
         assert new.weights[k].tobytes() == expected.weights[k].tobytes()
+
+
+def test_with_8_model_bits_the_new_global_model_is_exactly_what_devices_rebuild_from_the_step() -> None:
+    e = RoundEngine(replace(engine().config, model_bits=8))
+    state = e.init(WEIGHTS, np.random.SeedSequence(0))
+    assert e.model_step_payload(state) is None  # version 0 goes down whole
+    new, _ = run_round(e, state, {"d0": 0.1, "d1": 0.3, "d2": -0.2})
+    tensors, meta = decode_model_step(e.model_step_payload(new))
+    rebuilt = apply_step(state.weights, tensors, 8)
+    assert (meta.base_version, meta.version, meta.round) == (0, 1, 1)
+    assert all(rebuilt[k].tobytes() == new.weights[k].tobytes() for k in WEIGHTS)
+    np.testing.assert_allclose(new.weights["w"], np.full((3, 2), (0.1 + 0.3 - 0.2) / 3), atol=1e-6)
+
+
+def test_with_32_model_bits_no_step_is_published_and_the_model_is_the_exact_mean() -> None:
+    e = engine()
+    new, _ = run_round(e, e.init(WEIGHTS, np.random.SeedSequence(0)), {"d0": 0.1, "d1": 0.3, "d2": 0.2})
+    assert e.model_step_payload(new) is None
+    assert np.allclose(new.weights["w"], 0.2, rtol=1e-6)

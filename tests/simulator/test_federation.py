@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 
 from cloud.evaluation import student_evaluator
+from edge.model_step import quantised_step
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.signed_artifact import generate_signing_key, sign
 from edge.topics import FleetTopics
-from edge.wire import UpdateMeta, WeightsMeta, encode_update, encode_weights, training_digest
+from edge.wire import (
+    ModelStepMeta,
+    UpdateMeta,
+    WeightsMeta,
+    encode_model_step,
+    encode_update,
+    encode_weights,
+    training_digest,
+)
 from simulator.federation import run_federation
 
 
@@ -62,8 +71,9 @@ def test_malformed_updates_are_rejected_while_round_completes(broker, tiny_confi
     rogue.subscribe(topics.all_models, attack)
     rogue.connect()
     try:
-        out = run_federation(dataclasses.replace(tiny_config, rounds=1), tiny_cloud, broker.host, broker.port,
-                             tmp_path, 0.0, fleet=fleet)
+        # float32 updates: each case breaks one thing, none of them the encoding
+        out = run_federation(dataclasses.replace(tiny_config, rounds=1, update_bits=32), tiny_cloud, broker.host,
+                             broker.port, tmp_path, 0.0, fleet=fleet)
     finally:
         rogue.close()
     assert sent.is_set()
@@ -130,47 +140,58 @@ def test_local_dp_noise_over_the_broker_cannot_be_regenerated_from_the_seed(brok
                for k in replays[0].final_weights)
 
 
+@pytest.mark.parametrize("model_bits", [32, 8])
 def test_devices_refuse_unsigned_forged_and_replayed_artefacts_and_the_fleet_still_completes(
-        broker, tiny_config, tiny_cloud, tmp_path):
-    """A stranger on the broker (no ACL here: the worst case) publishes what the fleet must not act on:
-    an unsigned retained model of version 9999 (the issue-10 attack that stopped every device), a model
-    and a plan signed with its own key, and, in round 2, the genuine round-0 model replayed."""
-    fleet = "forge"
+        broker, tiny_config, tiny_cloud, tmp_path, model_bits):
+    """A stranger on the broker (no ACL here: the worst case) publishes what the fleet must not act on, on the
+    topic devices download the model from (the whole model at 32 bits, its step at 8): an unsigned retained
+    model of version 9999 (the issue-10 attack that stopped every device), one signed with its own key, a plan
+    signed with its own key, and, in round 2, the genuine version-1 model (or step) replayed."""
+    fleet = f"forge{model_bits}"
     topics = FleetTopics(fleet)
+    download = topics.model if model_bits == 32 else topics.model_step
     known = [a.device_id for a in tiny_cloud.assignments]
     stranger = generate_signing_key()
-    poison = encode_weights({k: np.full_like(v, 7.0) for k, v in tiny_cloud.student_weights.items()},
-                            WeightsMeta(fleet, 9999, 0))
+    sevens = {k: np.full_like(v, 7.0) for k, v in tiny_cloud.student_weights.items()}
+    if model_bits == 32:
+        poison = encode_weights(sevens, WeightsMeta(fleet, 9999, 0))
+    else:
+        wire, _ = quantised_step(tiny_cloud.student_weights, sevens, 8, np.random.default_rng(0))
+        poison = encode_model_step(wire, ModelStepMeta(fleet, 9999, 0, 9998))
     forged_plan = DevicePlan(fleet, known[0], "none", "0" * 16, "0" * 16, 1, "none").to_json()
     rogue = MqttSession("forger", broker.host, broker.port)
     captured: dict[str, bytes] = {}
 
     def attack(topic: str, envelope: bytes) -> None:
-        if topic == topics.model(0) and "round 0" not in captured:
-            captured["round 0"] = envelope
-            rogue.publish(topics.model(9999), poison, retain=True, wait=False)
-            rogue.publish(topics.model(9998), sign(stranger, topics.model(9998), 9998, poison), retain=True, wait=False)
+        if topic == topics.model(0) and "first" not in captured:
+            captured["first"] = b"yes"
+            rogue.publish(download(9999), poison, retain=True, wait=False)
+            rogue.publish(download(9998), sign(stranger, download(9998), 9998, poison), retain=True, wait=False)
             rogue.publish(topics.plan(known[0]), sign(stranger, topics.plan(known[0]), 2**62, forged_plan),
                           wait=False)
-        elif topic == topics.model(2) and "replayed" not in captured:
+        elif topic == download(1) and "version 1" not in captured:
+            captured["version 1"] = envelope
+        elif topic == download(2) and "replayed" not in captured and "version 1" in captured:
             captured["replayed"] = b"yes"
-            rogue.publish(topics.model(0), captured["round 0"], wait=False)
+            rogue.publish(download(1), captured["version 1"], wait=False)
 
     rogue.subscribe(topics.all_models, attack)
+    rogue.subscribe(topics.all_model_steps, attack)
     rogue.connect()
     try:
-        out = run_federation(tiny_config, tiny_cloud, broker.host, broker.port, tmp_path, 0.0, fleet=fleet)
+        out = run_federation(dataclasses.replace(tiny_config, model_bits=model_bits), tiny_cloud, broker.host,
+                             broker.port, tmp_path, 0.0, fleet=fleet)
     finally:
-        for t in (topics.model(9999), topics.model(9998)):
+        for t in (download(9999), download(9998)):
             rogue.clear_retained(t, 1)
         rogue.close()
     assert "replayed" in captured
     assert [len(h["accepted"]) for h in out.history] == [tiny_config.devices] * tiny_config.rounds
     for device in known:
         reasons = {topic: reason for topic, reason in out.device_refusals[device]}
-        assert "unsigned message" in reasons[topics.model(9999)]
-        assert "signature does not verify" in reasons[topics.model(9998)]
-        assert "counter 0 is older than the 2 already held" in reasons[topics.model(0)]
+        assert "unsigned message" in reasons[download(9999)]
+        assert "signature does not verify" in reasons[download(9998)]
+        assert "counter 1 is older than the 2 already held" in reasons[download(1)]
     assert "signature does not verify" in dict(out.device_refusals[known[0]])[topics.plan(known[0])]
 
 
