@@ -49,6 +49,7 @@ class ExperimentConfig:
     update_bits: int = 32  # bits per value of a device's update on the wire: 32 (float32), 8, 4 or 2
     engine: str = "local"  # where the devices run: local (this process) or ray (simulator.ray_cluster)
     ray_address: str | None = None  # --engine ray: HOST:PORT of a Ray cluster's head (None: a local cluster)
+    device_processes: int | None = None  # local engine: processes hosting the devices (None: auto by fleet size)
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.rounds < 1:
@@ -57,6 +58,11 @@ class ExperimentConfig:
             raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.ray_address is not None and self.engine != "ray":
             raise ValueError("--ray-address names the Ray cluster of --engine ray: add --engine ray, or drop it")
+        if self.device_processes is not None and self.device_processes < 1:
+            raise ValueError(f"--device-processes must be auto or at least 1, got {self.device_processes}")
+        if self.device_processes is not None and self.engine != "local":
+            raise ValueError(f"--device-processes splits the local engine's devices over processes; --engine "
+                             f"{self.engine} places them itself: drop one of the two")
         if self.update_bits not in (32, 8, 4, 2):
             raise ValueError(f"--update-bits must be 32, 8, 4 or 2, got {self.update_bits}")
         if not 0.0 < self.sampling_rate <= 1.0:
