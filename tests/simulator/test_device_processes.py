@@ -111,3 +111,13 @@ def test_device_processes_auto_is_one_below_500_devices_else_one_per_core(reques
 def test_a_process_count_below_one_names_the_flag():
     with pytest.raises(ValueError, match="--device-processes must be auto or at least 1, got 0"):
         device_process_count(0, 10)
+
+
+def test_the_device_child_imports_neither_tensorflow_nor_cloud():
+    """A child loads what a device would (edge, the host), so P children do not pay TensorFlow's import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, simulator.device_group_process; "
+            "sys.exit(any(m in sys.modules for m in ('tensorflow', 'cloud', 'ray')))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
