@@ -88,7 +88,8 @@ def test_a_child_that_cannot_reach_the_broker_fails_the_start_with_its_exit_code
     rng = np.random.default_rng(0)
     devices = [HostedDevice(f"d{i}", rng.random((4, 8, 8, 1), dtype=np.float32), None, np.random.SeedSequence(i))
                for i in range(3)]
-    settings = host_settings(ExperimentConfig(devices=3), "nobroker", "127.0.0.1", port, generate_signing_key(), tmp_path, 1, 10.0)
+    settings = host_settings(ExperimentConfig(devices=3), "nobroker", "127.0.0.1", port, generate_signing_key(),
+                             tmp_path, worker_threads=1, resend_interval_s=10.0)
     hosts = DeviceProcesses(settings, 2, tmp_path / "devices")
     with pytest.raises(DeviceProcessFailed) as failed:
         hosts.start(devices)
