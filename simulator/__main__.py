@@ -37,6 +37,7 @@ from simulator.broker import BrokerError
 from simulator.cli_inputs import check_inputs, simulator_broker
 from simulator.data import TEST_FRACTION
 from simulator.device_pool import DeviceSampling
+from simulator.device_processes import DeviceProcessFailed
 from simulator.device_shift import PARTS
 from simulator.engine_flags import add_engine_flags, engine_problem
 
@@ -498,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                                   sampling_rate=args.sampling_rate, deadline_s=args.deadline,
                                   quorum_fraction=args.quorum, update_bits=args.update_bits,
                                   model_bits=args.model_bits, engine=args.engine,
-                                  ray_address=args.ray_address, **data_config(args))
+                                  ray_address=args.ray_address, device_processes=args.device_processes,
+                                  **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     run_dir = args.run_dir or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{args.dp}")
@@ -515,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         m = run_experiment(config, run_dir, broker=args.broker, status=lambda s: print(f"· {s}", flush=True),
                            on_round_end=on_round, broker_host=args.broker_host, aggregators=args.aggregators,
                            aggregator_processes=args.aggregator_processes)
-    except (ConnectionError, ValueError, FileNotFoundError, BrokerError) as exc:
+    except (ConnectionError, ValueError, FileNotFoundError, BrokerError, DeviceProcessFailed) as exc:
         return fail(str(exc))
     finally:
         for bar in bars:

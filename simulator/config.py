@@ -50,6 +50,7 @@ class ExperimentConfig:
     model_bits: int = 8  # bits per value of the global model's step down to the devices (32: the whole model)
     engine: str = "local"  # where the devices run: local (this process) or ray (simulator.ray_cluster)
     ray_address: str | None = None  # --engine ray: HOST:PORT of a Ray cluster's head (None: a local cluster)
+    device_processes: int | None = None  # local engine: processes hosting the devices (None: auto by fleet size)
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.rounds < 1:
@@ -58,6 +59,11 @@ class ExperimentConfig:
             raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.ray_address is not None and self.engine != "ray":
             raise ValueError("--ray-address names the Ray cluster of --engine ray: add --engine ray, or drop it")
+        if self.device_processes is not None and self.device_processes < 1:
+            raise ValueError(f"--device-processes must be auto or at least 1, got {self.device_processes}")
+        if self.device_processes is not None and self.engine != "local":
+            raise ValueError(f"--device-processes splits the local engine's devices over processes; --engine "
+                             f"{self.engine} places them itself: drop one of the two")
         for flag, bits in (("--update-bits", self.update_bits), ("--model-bits", self.model_bits)):
             if bits not in (32, 8, 4, 2):
                 raise ValueError(f"{flag} must be 32, 8, 4 or 2, got {bits}")

@@ -1,5 +1,5 @@
-"""--engine, --ray-address and --broker-host: where `python -m simulator` runs its devices, and the fan-out the
-in-process verbs (dp-scaling, compare) hand their clients' fits to."""
+"""--engine, --ray-address, --device-processes and --broker-host: where `python -m simulator` runs its devices,
+and the fan-out the in-process verbs (dp-scaling, compare) hand their clients' fits to."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
+from simulator.device_processes import AUTO_SPLIT_DEVICES
 from simulator.in_process import SEQUENTIAL, FanOut
 from simulator.ray_cluster import ENGINES, RaySettings, ray_session
 
@@ -22,16 +23,37 @@ def add_engine_flags(parser: argparse.ArgumentParser, over_mqtt: bool) -> None:
                         help="--engine ray: HOST:PORT of a running Ray cluster's head (`ray start --head`), or auto "
                              "(default: start a local cluster with this machine's CPUs and a 256 MiB object store)")
     if over_mqtt:
+        parser.add_argument("--device-processes", type=device_processes, default=None, metavar="P",
+                            help="--engine local: processes that host the devices, each with its own MQTT loop and "
+                                 "worker pool, the aggregator staying in this one (simulator.device_processes; "
+                                 f"with a broker the simulator starts or any other over TCP); auto: 1 below "
+                                 f"{AUTO_SPLIT_DEVICES} devices, else one per core (default: auto)")
         parser.add_argument("--broker-host",
                             help="--engine ray: the broker's host as the Ray workers dial it, when it differs from "
                                  "--broker's (a cluster of several machines needs an address they all reach; the "
                                  "embedded broker listens on 127.0.0.1 only) (default: --broker's host)")
 
 
+def device_processes(text: str) -> int | None:
+    """--device-processes: `auto` (None) or a whole number of at least 1."""
+    if text == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number of at least 1, got {text!r}")
+    return count
+
+
 def engine_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the engine flags together, or None."""
     if args.engine != "ray" and args.ray_address is not None:
         return "--ray-address names the Ray cluster of --engine ray: add --engine ray, or drop --ray-address"
+    if args.engine != "local" and getattr(args, "device_processes", None) is not None:
+        return "--device-processes splits the local engine's devices over processes; --engine ray places them on " \
+               "its actors: drop --device-processes"
     if args.engine != "ray" and getattr(args, "broker_host", None) is not None:
         return "--broker-host is the address Ray workers dial: add --engine ray, or drop --broker-host"
     started_here = getattr(args, "broker", None) in (None, "auto", "mosquitto", "amqtt")

@@ -18,6 +18,7 @@ from edge.student_runtime import TrainableStudent
 from simulator.artifacts import CloudArtifacts, prepare_cloud
 from simulator.broker import BrokerError, EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from simulator.config import ExperimentConfig
+from simulator.device_processes import device_process_count
 from simulator.federation import FederationOutcome, fleet_evaluator, run_federation
 from simulator.report import plot_accuracy, write_metrics, write_report
 from simulator.traffic import fedavg_bytes, model_step_wire_bytes, traffic_summary, update_wire_bytes
@@ -76,6 +77,9 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, broker: str = "auto"
         if aggregators > 1:
             status(f"{aggregators} aggregator workers ({'processes' if aggregator_processes else 'threads'}) share "
                    f"the updates (an MQTT shared subscription)")
+        if ray_cpus is None and (processes := device_process_count(config.device_processes, config.devices)) > 1:
+            status(f"devices in {processes} processes of their own (--device-processes; their logs: "
+                   f"{run_dir / 'devices'}), the aggregator in this one")
         if ray_cpus is None:
             outcome = run_federation(config, art, host, port, run_dir, z, on_round_end=on_round_end,
                                      aggregators=aggregators, aggregator_processes=aggregator_processes)
@@ -229,6 +233,8 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "history": out.history,
         "broker": broker_name,
         "engine": config.engine,
+        "device_processes": device_process_count(config.device_processes, config.devices)
+        if config.engine == "local" else None,
         "wall_seconds": wall,
         "seed": config.seed,
     }

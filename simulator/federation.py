@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cloud.aggregator import AggregatorService
 from cloud.aggregator_worker import AggregatorWorker, worker_will
@@ -19,22 +20,19 @@ from cloud.evaluation import student_evaluator
 from cloud.fleet_bundle import FleetBundle, RoundSettings, engine_config, save_bundle
 from cloud.reducer import ShardedAggregatorService
 from cloud.round_engine import Evaluate, RoundEngine, RoundRecord
-from edge.agent import DeviceAgent
-from edge.artifact_cache import ArtifactCache
 from edge.broker_credentials import BrokerCredentials
-from edge.device_workers import DeviceWorkers
-from edge.mqtt_loop import MqttLoop
 from edge.mqtt_session import MqttSession, TrafficRecord
 from edge.plan import DevicePlan
 from edge.seeding import FleetSeeds
 from edge.shard_runtime import ShardRunner
 from edge.signed_artifact import generate_signing_key
 from edge.student_runtime import TrainableStudent
-from edge.topics import FleetTopics
 from edge.wire import content_hash
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
+from simulator.device_processes import DeviceProcesses, device_process_count
 from simulator.in_process import SEQUENTIAL, FanOut, InProcessRun, StudentClient, run_rounds
+from simulator.ray_device_host import DeviceHost, DeviceReport, HostedDevice, HostSettings
 
 log = logging.getLogger("dmskd.simulator")
 
@@ -94,33 +92,36 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
 
     aggregators: 1 runs the single aggregator; K > 1 a coordinator and K workers sharing the updates
     (cloud/reducer.py, cloud/aggregator_worker.py), each worker a client of its own: a thread here, or with
-    aggregator_processes a `python -m cloud aggregate-worker` process (unseeded rounding, anonymous clients)."""
+    aggregator_processes a `python -m cloud aggregate-worker` process (unseeded rounding, anonymous clients).
+
+    config.device_processes: the devices in this process (1), or dealt to P child processes
+    (simulator.device_processes; None: auto by fleet size); a child that dies fails the run (DeviceProcessFailed)."""
     bundle = fleet_bundle(config, art, noise_multiplier, fleet)
-    topics = FleetTopics(fleet)
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     key = signing_key or generate_signing_key()
+    login = credentials or (lambda identity: BrokerCredentials())
+    devices = hosted_devices(bundle, art, seeds, login)
+    # every device session of a process on one network thread (edge/mqtt_loop.py: epoll, no select() ceiling at
+    # ~338 sessions) and their work on a pool of a few threads (edge/device_workers.py), the artefacts and
+    # interpreters shared (edge/artifact_cache.py): the same handlers as a device's own thread, without 10,000
+    # threads and copies; the aggregator keeps a thread of its own, so a busy fleet never delays its reads
+    settings = host_settings(config, fleet, host, port, key, run_dir, DEVICE_WORKER_THREADS,
+                             resend_interval_for(len(devices)))
+    processes = device_process_count(config.device_processes, len(devices))
+    # one process: the devices share this one's interpreter; P > 1: P children, each a DeviceHost of its own
+    hosting = DeviceHost(settings) if processes == 1 else DeviceProcesses(settings, processes, run_dir / "devices")
 
-    # every device session on one network thread (edge/mqtt_loop.py: epoll, no select() ceiling at ~338 sessions);
-    # the aggregator keeps a thread of its own, so a busy fleet never delays its reads
-    device_loop = MqttLoop(name=f"{fleet}-devices-mqtt")
-    # and their work on a pool of a few threads (edge/device_workers.py), the artefacts and interpreters shared
-    # (edge/artifact_cache.py): the same handlers as a device's own thread, without 10,000 threads and copies
-    workers, artifacts = DeviceWorkers(threads=DEVICE_WORKER_THREADS, name=f"{fleet}-devices"), ArtifactCache()
-
-    def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None,
-                loop: MqttLoop | None = None) -> MqttSession:
-        creds = credentials(identity) if credentials is not None else BrokerCredentials()
+    def session(client_id: str, identity: str, will: tuple[str, bytes] | None = None) -> MqttSession:
+        creds = login(identity)
         return MqttSession(client_id, host, port, config.chunk_limit, will=will, tls=creds.tls,
-                           username=creds.username, password=creds.password, loop=loop)
+                           username=creds.username, password=creds.password)
 
-    agents = []
-    for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices):
-        device_session = session(f"{fleet}-{plan.device}", plan.device, will=(topics.status(plan.device), b"offline"),
-                                 loop=device_loop)
-        agents.append(DeviceAgent(plan.device, fleet, device_session, data.x, data.visible_labels(), key.public_key(),
-                                  seed=seed, outbox_dir=run_dir / "outbox",
-                                  noise_seeded=config.insecure_seeded_noise, workers=workers, artifacts=artifacts,
-                                  resend_interval_s=resend_interval_for(len(bundle.plans))))
+    def round_end(record: RoundRecord) -> None:
+        if isinstance(hosting, DeviceProcesses):
+            hosting.check()  # a dead group of devices fails the run at the end of a round, not at the deadline
+        if on_round_end is not None:
+            on_round_end(record)
+
     agg_session = session(f"{fleet}-aggregator", f"{fleet}-aggregator")
     service_type = AggregatorService if aggregators == 1 else ShardedAggregatorService
     shard_workers = []
@@ -135,33 +136,44 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
     service = service_type.from_bundle(
         bundle, agg_session, seeds.server, key, checkpoint_dir=run_dir / "checkpoint",
         evaluate=fleet_evaluator(art.student_program, art),
-        on_round_end=on_round_end, insecure_seeded_noise=config.insecure_seeded_noise)
+        on_round_end=round_end, insecure_seeded_noise=config.insecure_seeded_noise)
     for shard_worker in shard_workers:
         shard_worker.session.connect()
     agg_session.connect()
-    workers.start()
+    reports: dict[str, DeviceReport] = {}
     try:
         if isinstance(service, ShardedAggregatorService):
             service.wait_for_workers(aggregators)
-        for agent in agents:
-            agent.start()
+        hosting.start(devices)
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
         history = service.run()
-        for agent in agents:
-            agent.finished.wait(timeout=10)
+        hosting.wait(timeout_s=10)
     finally:
-        for agent in agents:
-            try:
-                agent.stop()
-            except Exception:  # a broken agent must not hide the run's result
-                log.exception("stopping %s failed", agent.device_id)
-        workers.stop()
-        for shard_worker in shard_workers:
-            shard_worker.session.close()
-        stop_worker_processes(worker_procs)
-        agg_session.close()
-    return FederationOutcome(history, service.weights, {a.device_id: list(a.session.traffic) for a in agents},
-                             service.epsilon, {a.device_id: list(a.refused) for a in agents})
+        try:
+            reports = hosting.stop()  # every device's traffic and refusals (a dead child: DeviceProcessFailed)
+        finally:
+            for shard_worker in shard_workers:
+                shard_worker.session.close()
+            stop_worker_processes(worker_procs)
+            agg_session.close()
+    order = [plan.device for plan in bundle.plans]
+    return FederationOutcome(history, service.weights, {d: reports[d].traffic for d in order},
+                             service.epsilon, {d: reports[d].refused for d in order})
+
+
+def hosted_devices(bundle: FleetBundle, art: CloudArtifacts, seeds: FleetSeeds,
+                   login: Callable[[str], BrokerCredentials]) -> list[HostedDevice]:
+    """Every device of the bundle as a host builds it: id, its data (labels as it sees them), seed, login."""
+    return [HostedDevice(plan.device, data.x, data.visible_labels(), seed, login(plan.device))
+            for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices, strict=True)]
+
+
+def host_settings(config: ExperimentConfig, fleet: str, broker_host: str, port: int, key: Ed25519PrivateKey,
+                  run_dir: Path, worker_threads: int, resend_interval_s: float) -> HostSettings:
+    """What every host of the fleet's devices shares (the fleet key's public half as raw bytes)."""
+    return HostSettings(fleet, broker_host, port, config.chunk_limit,
+                        key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw), str(run_dir / "outbox"),
+                        config.insecure_seeded_noise, worker_threads, resend_interval_s)
 
 
 def start_worker_processes(bundle: FleetBundle, run_dir: Path, host: str, port: int, count: int,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cloud.aggregator import AggregatorService
 from cloud.round_engine import RoundRecord
@@ -29,8 +28,8 @@ from edge.seeding import FleetSeeds
 from edge.signed_artifact import generate_signing_key
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
-from simulator.federation import FederationOutcome, fleet_bundle, fleet_evaluator
-from simulator.ray_device_host import DeviceHost, HostedDevice, HostSettings
+from simulator.federation import FederationOutcome, fleet_bundle, fleet_evaluator, host_settings, hosted_devices
+from simulator.ray_device_host import DeviceHost
 
 log = logging.getLogger("dmskd.simulator")
 
@@ -57,11 +56,9 @@ def run_federation_on_ray(config: ExperimentConfig, art: CloudArtifacts, host: s
     seeds = FleetSeeds.from_seed(config.seed, len(bundle.plans))
     key = signing_key or generate_signing_key()
     login = credentials or (lambda identity: BrokerCredentials())
-    devices = [HostedDevice(plan.device, data.x, data.visible_labels(), seed, login(plan.device))
-               for plan, data, seed in zip(bundle.plans, art.split.devices, seeds.devices, strict=True)]
-    settings = HostSettings(fleet, broker_host or host, port, config.chunk_limit,
-                            key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-                            str(run_dir / "outbox"), config.insecure_seeded_noise)
+    devices = hosted_devices(bundle, art, seeds, login)
+    settings = host_settings(config, fleet, broker_host or host, port, key, run_dir, worker_threads=0,
+                             resend_interval_s=10.0)  # a thread per agent, as a real device has
     groups = device_groups(len(devices), hosts)
     actors: list[Any] = [ray.remote(num_cpus=1)(DeviceHost).remote(settings) for _ in groups]
 

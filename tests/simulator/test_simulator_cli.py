@@ -35,9 +35,15 @@ REPO = Path(__file__).resolve().parents[2]
      ("cannot give 200 devices 8 each", "pass --devices 101 or fewer", "--device-sampling pool")),
     (["--samples-per-device", "0"], 2, ("argument --samples-per-device: must be at least 1",)),
     (["--device-sampling", "lots"], 2, ("argument --device-sampling: invalid choice: 'lots'",)),
+    (["--device-processes", "0"], 2, ("argument --device-processes: must be auto or a whole number of at least 1, "
+                                      "got '0'",)),
+    (["--device-processes", "many"], 2, ("argument --device-processes: must be auto", "got 'many'")),
+    (["--engine", "ray", "--device-processes", "2"], 2, ("--device-processes splits the local engine's devices",
+                                                         "drop --device-processes")),
 ], ids=["dp-without-budget", "zero-devices", "bad-broker-address", "unknown-dp-mode", "zero-dirichlet-alpha",
         "negative-clip", "broker-not-running", "split-too-skewed", "too-many-devices-to-partition",
-        "zero-samples-per-device", "unknown-device-sampling"])
+        "zero-samples-per-device", "unknown-device-sampling", "zero-device-processes", "words-for-device-processes",
+        "device-processes-with-ray"])
 def test_run_rejects_bad_flags_with_the_fix_before_training(args, code, words, tmp_path, capsys):
     args = [a.format(port=free_port()) for a in args]
     got, out, err = call(main, ["run", "--run-dir", str(tmp_path), *args], capsys)
@@ -108,6 +114,19 @@ def test_run_passes_the_sampling_flags_to_the_config(monkeypatch, tmp_path, caps
     assert seen == {"sampling": DeviceSampling.POOL, "k": 7}
     call(main, ["run", "--run-dir", str(tmp_path)], capsys)
     assert seen == {"sampling": DeviceSampling.AUTO, "k": 32}
+
+
+def test_run_passes_device_processes_to_the_config_auto_as_none(monkeypatch, tmp_path, capsys):
+    seen = []
+
+    def fake_run(config, run_dir, **kwargs):
+        seen.append(config.device_processes)
+        raise ConnectionError("stop here")
+
+    monkeypatch.setattr("simulator.experiment.run_experiment", fake_run)
+    for flags in (["--device-processes", "3"], ["--device-processes", "auto"], []):
+        call(main, ["run", "--run-dir", str(tmp_path), *flags], capsys)
+    assert seen == [3, None, None]
 
 
 def test_run_passes_the_split_and_training_flags_to_the_config(monkeypatch, tmp_path, capsys):
