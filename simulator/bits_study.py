@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from edge.chunking import split_message
 from edge.local_training import LocalResult, update_payload
+from edge.model_step import quantised_step
 from edge.seeding import rounding_generator
+from edge.wire import ModelStepMeta, WeightsMeta, encode_model_step, encode_weights
 from simulator.artifacts import CloudArtifacts, prepare_cloud
 from simulator.config import ExperimentConfig
 from simulator.federation import fleet_bundle, run_in_process
@@ -50,10 +52,29 @@ def update_wire_bytes(config: ExperimentConfig, art: CloudArtifacts, bits: int, 
                for i, c in enumerate(split_message(blob, "0" * 16, config.chunk_limit)))
 
 
+def model_step_wire_bytes(config: ExperimentConfig, art: CloudArtifacts, bits: int, fleet: str = "demo") -> int:
+    """Bytes of one device's download of the global model at `bits`: the step (edge.model_step), or the whole
+    float32 model at 32, chunk framing and MQTT PUBLISH included."""
+    weights = art.start_weights
+    if bits == 32:
+        topic = f"dmskd/{fleet}/model/{config.rounds - 1}"
+        blob = encode_weights(weights, WeightsMeta(fleet, config.rounds - 1, config.rounds - 1))
+    else:
+        rng = np.random.default_rng(0)
+        moved = {k: v + rng.normal(0, 0.01, v.shape).astype(np.float32) for k, v in weights.items()}
+        wire, _ = quantised_step(weights, moved, bits, rng)
+        topic = f"dmskd/{fleet}/step/{config.rounds - 1}"
+        blob = encode_model_step(wire, ModelStepMeta(fleet, config.rounds - 1, config.rounds - 1, config.rounds - 2,
+                                                     f"sq{bits}-delta"))
+    return sum(mqtt_publish_bytes(f"{topic}/{i}", len(c))
+               for i, c in enumerate(split_message(blob, "0" * 16, config.chunk_limit)))
+
+
 def run_bits_study(configs: list[ExperimentConfig], out_dir: Path, bits: tuple[int, ...] = BITS) -> dict:
     """Every seed's config at every bit width; writes bits-study.json, .md and .png to out_dir."""
     rows: list[BitsRow] = []
     sizes: dict[int, int] = {}
+    down: dict[int, int] = {}
     params = 0
     for config in configs:
         art = prepare_cloud(config, progress=lambda msg, s=config.seed: tqdm.write(f"seed {s}: {msg}"))
@@ -63,7 +84,8 @@ def run_bits_study(configs: list[ExperimentConfig], out_dir: Path, bits: tuple[i
             last = run.records[-1].metrics
             rows.append(BitsRow(config.seed, b, last["accuracy"], last.get("device_accuracy", float("nan"))))
             sizes.setdefault(b, update_wire_bytes(config, art, b))
-    report = summarise(rows, sizes, params)
+            down.setdefault(b, model_step_wire_bytes(config, art, b))
+    report = summarise(rows, sizes, params, down)
     report["settings"] = {k: v for k, v in asdict(configs[0]).items() if k not in ("seed", "training")}
     report["settings"]["training"] = asdict(configs[0].training)
     report["seeds"] = [c.seed for c in configs]
@@ -74,7 +96,7 @@ def run_bits_study(configs: list[ExperimentConfig], out_dir: Path, bits: tuple[i
     return report
 
 
-def summarise(rows: list[BitsRow], sizes: dict[int, int], params: int) -> dict:
+def summarise(rows: list[BitsRow], sizes: dict[int, int], params: int, down: dict[int, int] | None = None) -> dict:
     """Per width: mean and sd of both accuracies, the paired difference to float32, bytes against the limit."""
     by = {b: [r for r in rows if r.bits == b] for b in sorted({r.bits for r in rows}, reverse=True)}
     ref = {r.seed: r for r in by.get(32, [])}
@@ -86,7 +108,9 @@ def summarise(rows: list[BitsRow], sizes: dict[int, int], params: int) -> dict:
         out.append({"bits": b, "accuracy": _mean_sd([r.accuracy for r in rs]),
                     "device_accuracy": _mean_sd([r.device_accuracy for r in rs]),
                     "device_points_vs_float32": _mean_sd(diffs), "test_points_vs_float32": _mean_sd(test_diffs),
-                    "update_bytes": sizes[b], "limit_bytes": limit, "ratio_to_limit": sizes[b] / limit})
+                    "update_bytes": sizes[b], "limit_bytes": limit, "ratio_to_limit": sizes[b] / limit,
+                    **({"model_bytes": down[b], "model_ratio_to_limit": down[b] / limit} if down and b in down
+                       else {})})
     return {"student_parameters": params, "widths": out, "rows": [asdict(r) for r in rows]}
 
 
@@ -102,13 +126,16 @@ def markdown(report: dict) -> str:
     """The report's table: accuracy and bytes per width."""
     lines = [f"# Update bits: accuracy and bytes ({len(report['seeds'])} seeds, {report['student_parameters']:,} "
              f"student parameters)", "",
+             "Both directions at the width: the update up, the global model's step down (edge.model_step).", "",
              "| bits | test accuracy | device accuracy | device points vs float32 | update bytes (MQTT incl.) "
-             "| limit (params x bits) | ratio |", "|---|---|---|---|---|---|---|"]
+             "| limit (params x bits) | ratio | model step bytes down | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for w in report["widths"]:
         (a, sa), (d, sd), (p, sp) = w["accuracy"], w["device_accuracy"], w["device_points_vs_float32"]
         vs = "-" if w["bits"] == 32 else f"{p:+.2f} ± {sp:.2f}, {_spread_words(p, sp)}"
         lines.append(f"| {w['bits']} | {a:.4f} ± {sa:.4f} | {d:.4f} ± {sd:.4f} | {vs} | {w['update_bytes']:,} "
-                     f"| {w['limit_bytes']:,.0f} | {w['ratio_to_limit']:.3f} |")
+                     f"| {w['limit_bytes']:,.0f} | {w['ratio_to_limit']:.3f} | {w.get('model_bytes', 0):,} "
+                     f"| {w.get('model_ratio_to_limit', float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
 
 
