@@ -1,6 +1,5 @@
 /* The host port: MQTT through paho.mqtt.c's synchronous client (messages received on the caller's thread),
  * records as files written atomically (temp file, fsync, rename), entropy from getrandom, CLOCK_MONOTONIC. */
-#define _GNU_SOURCE
 #include "host_port.h"
 
 #include <errno.h>
