@@ -22,7 +22,7 @@
 
 static const char USAGE[] =
     "usage: dmskd-firmware --device ID --data FILE --fleet-key PEM [--fleet NAME] [--broker HOST:PORT]\n"
-    "                      [--outbox DIR] [--username NAME --password-file FILE] [--shard FILE --student FILE]\n"
+    "                      [--outbox DIR] [--username NAME --password-file FILE]\n"
     "                      [--resend-interval SECONDS] [--chunk-limit BYTES] [--log-level LEVEL]\n"
     "\n"
     "One DMSKD device (firmware build) until the round schedule ends; the protocol of `python -m edge run`.\n"
@@ -34,8 +34,6 @@ static const char USAGE[] =
     "  --fleet-key PEM       the fleet's public signing key (fleet-signing.pub): the device acts only on what it\n"
     "                        signed (required)\n"
     "  --username NAME, --password-file FILE  broker login (python -m cloud provision --password-auth)\n"
-    "  --shard FILE          the int8 shard .tflite this device runs (TFLite-Micro builds)\n"
-    "  --student FILE        the student's train-step .tflite (TFLite-Micro builds)\n"
     "  --resend-interval S   silence after which an unacknowledged update is resent, doubling (default: 10)\n"
     "  --chunk-limit BYTES   the largest MQTT message published, 512..131072 (default: 131072)\n"
     "  --log-level LEVEL     DEBUG, INFO, WARNING or ERROR (default: INFO)\n";
@@ -97,7 +95,7 @@ static bool read_text(const char *path, char *out, size_t cap, size_t *len) {
 
 int main(int argc, char **argv) {
     const char *device = NULL, *fleet = "demo", *data = NULL, *broker = "127.0.0.1:1883", *outbox = "outbox";
-    const char *fleet_key = NULL, *username = NULL, *password_file = NULL, *shard = NULL, *student = NULL;
+    const char *fleet_key = NULL, *username = NULL, *password_file = NULL;
     double resend_s = 10.0;
     long chunk_limit = 131072;
     dmskd_log_level level = DMSKD_LOG_INFO;
@@ -106,7 +104,6 @@ int main(int argc, char **argv) {
         {"data", required_argument, 0, 'x'},     {"broker", required_argument, 0, 'b'},
         {"outbox", required_argument, 0, 'o'},   {"fleet-key", required_argument, 0, 'k'},
         {"username", required_argument, 0, 'u'}, {"password-file", required_argument, 0, 'p'},
-        {"shard", required_argument, 0, 's'},    {"student", required_argument, 0, 't'},
         {"resend-interval", required_argument, 0, 'r'}, {"chunk-limit", required_argument, 0, 'c'},
         {"log-level", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     opterr = 0;
@@ -122,8 +119,6 @@ int main(int argc, char **argv) {
         case 'k': fleet_key = optarg; break;
         case 'u': username = optarg; break;
         case 'p': password_file = optarg; break;
-        case 's': shard = optarg; break;
-        case 't': student = optarg; break;
         case 'r':
             resend_s = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(resend_s > 0 && resend_s < 86400))
@@ -154,7 +149,6 @@ int main(int argc, char **argv) {
     if (!name_ok(fleet)) return usage_error("--fleet must be 1..48 letters, digits, '-', '_' or '.', got ", fleet);
     if ((username == NULL) != (password_file == NULL))
         return usage_error("a broker login needs both --username and --password-file", NULL);
-    if ((shard == NULL) != (student == NULL)) return usage_error("--shard and --student go together", NULL);
     char host[256];
     uint16_t broker_port = 0;
     if (!parse_broker(broker, host, sizeof host, &broker_port))
@@ -195,7 +189,7 @@ int main(int argc, char **argv) {
     config.labels = samples.labels;
     config.n = samples.n;
     config.dim = samples.dim;
-    if (!dmskd_trainer_init(shard, student, message, sizeof message)) return failure(message);
+    if (!dmskd_trainer_init(message, sizeof message)) return failure(message);
 
     char state_dir[DMSKD_HOST_MAX_PATH];
     if (mkdir(outbox, 0700) != 0 && errno != EEXIST) {

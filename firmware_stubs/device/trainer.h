@@ -28,8 +28,8 @@ typedef struct {
 /* True when this build can train (it was configured with TFLM_DIR). */
 bool dmskd_trainer_available(void);
 
-/* Prepare the trainer once (models, arenas); false with `why` naming the fix. */
-bool dmskd_trainer_init(const char *shard_path, const char *student_path, char *why, size_t why_cap);
+/* Prepare the trainer once (the configuration's shard and train step in their arenas); false with `why`. */
+bool dmskd_trainer_init(char *why, size_t why_cap);
 
 /* Train the job's local epochs and write the local weights (template order) to local_out[count];
  * *mean_loss gets the last epoch's mean loss. false with `why` naming the problem. */

@@ -221,15 +221,14 @@ int dmskd_mqtt_connect(dmskd_port *port, const dmskd_mqtt_config *config, dmskd_
 }
 
 int dmskd_mqtt_subscribe(dmskd_port *port, const char *topic_filter) {
-    for (int i = 0; i < port->filter_count; i++) {
-        if (strcmp(port->filters[i], topic_filter) == 0) return DMSKD_PORT_OK;
-    }
-    if (port->filter_count >= DMSKD_HOST_MAX_SUBSCRIPTIONS || strlen(topic_filter) >= DMSKD_HOST_MAX_FILTER) {
+    bool held = false;
+    for (int i = 0; i < port->filter_count; i++) held = held || strcmp(port->filters[i], topic_filter) == 0;
+    if (!held && (port->filter_count >= DMSKD_HOST_MAX_SUBSCRIPTIONS || strlen(topic_filter) >= DMSKD_HOST_MAX_FILTER)) {
         dmskd_port_log(port, DMSKD_LOG_ERROR, "cannot hold subscription %.120s: at most %d filters of %d bytes",
                   topic_filter, DMSKD_HOST_MAX_SUBSCRIPTIONS, DMSKD_HOST_MAX_FILTER - 1);
         return DMSKD_PORT_ERR_ARGUMENT;
     }
-    snprintf(port->filters[port->filter_count++], DMSKD_HOST_MAX_FILTER, "%s", topic_filter);
+    if (!held) snprintf(port->filters[port->filter_count++], DMSKD_HOST_MAX_FILTER, "%s", topic_filter);
     if (!port->client_created || !MQTTClient_isConnected(port->client)) return DMSKD_PORT_OK; /* on connect */
     int rc = MQTTClient_subscribe(port->client, topic_filter, 1);
     if (rc != MQTTCLIENT_SUCCESS) {

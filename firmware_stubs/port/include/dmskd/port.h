@@ -54,7 +54,8 @@ typedef struct dmskd_port dmskd_port;
 /* Connect (clean session, MQTT 3.1.1) and remember the callbacks; ERR_CONNECT names the cause in the log. */
 int dmskd_mqtt_connect(dmskd_port *port, const dmskd_mqtt_config *config, dmskd_message_fn on_message,
                        dmskd_connected_fn on_connected, void *ctx);
-/* Subscribe to a topic filter at QoS 1; the port re-subscribes after every reconnect. */
+/* Subscribe to a topic filter at QoS 1; the port re-subscribes after every reconnect. Subscribing again to a
+ * held filter asks the broker again (it re-delivers the retained messages: a resync after silence). */
 int dmskd_mqtt_subscribe(dmskd_port *port, const char *topic_filter);
 /* Drop a subscription made with dmskd_mqtt_subscribe. */
 int dmskd_mqtt_unsubscribe(dmskd_port *port, const char *topic_filter);
