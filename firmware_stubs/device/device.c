@@ -37,7 +37,8 @@ static struct {
     const dmskd_device_config *config;
     dmskd_entropy entropy;
     char prefix[96];
-    char plan_topic[DMSKD_TOPIC_BYTES], status_topic[DMSKD_TOPIC_BYTES];
+    char plan_topic[DMSKD_TOPIC_BYTES], status_topic[DMSKD_TOPIC_BYTES], will_topic[DMSKD_TOPIC_BYTES + 4];
+    uint8_t will_chunk[64];
     char plan_filter[DMSKD_TOPIC_BYTES], models_filter[DMSKD_TOPIC_BYTES], steps_filter[DMSKD_TOPIC_BYTES];
     char cohort_filter[DMSKD_TOPIC_BYTES], manifest_filter[DMSKD_TOPIC_BYTES];
     dmskd_replay_entry guard_entries[8];
@@ -482,8 +483,26 @@ static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_
 
 static void on_connected(void *ctx, bool reconnected) {
     (void)ctx;
-    dmskd_mqtt_publish(dev.port, dev.status_topic, (const uint8_t *)"online", 6, true);
+    publish_chunked(dev.status_topic, (const uint8_t *)"online", 6, true, NULL);
     if (reconnected) resend();
+}
+
+/* The Last Will: "offline" framed as a one-chunk message on status/<device>/0, as edge.mqtt_session does. */
+static bool frame_will(dmskd_mqtt_config *mqtt) {
+    uint8_t key[8];
+    dmskd_error err;
+    size_t len = 0;
+    dmskd_message_key("will", key);
+    if (dmskd_chunk_write((const uint8_t *)"offline", 7, key, DMSKD_CHUNK_MIN_LIMIT, 0, dev.will_chunk,
+                          sizeof dev.will_chunk, &len, &err) != DMSKD_OK) {
+        LOG(DMSKD_LOG_ERROR, "cannot frame the Last Will: %s", err.message);
+        return false;
+    }
+    snprintf(dev.will_topic, sizeof dev.will_topic, "%s/0", dev.status_topic);
+    mqtt->will_topic = dev.will_topic;
+    mqtt->will_payload = dev.will_chunk;
+    mqtt->will_len = len;
+    return true;
 }
 
 /* --- the loop --- */
@@ -561,13 +580,15 @@ static bool idle_due(uint64_t now) {
 int dmskd_device_run(dmskd_port *port, const dmskd_mqtt_config *mqtt, const dmskd_device_config *config,
                      volatile sig_atomic_t *stop) {
     if (!setup(port, config)) return 1;
+    dmskd_mqtt_config session = *mqtt;
+    if (!frame_will(&session)) return 1;
     dmskd_mqtt_subscribe(port, dev.plan_filter);
     dmskd_mqtt_subscribe(port, dev.manifest_filter);
     dmskd_mqtt_subscribe(port, dev.models_filter);
     dev.full_model_subscribed = true;
     dmskd_mqtt_subscribe(port, dev.steps_filter);
     dmskd_mqtt_subscribe(port, dev.cohort_filter);
-    if (dmskd_mqtt_connect(port, mqtt, on_chunk, on_connected, NULL) != DMSKD_PORT_OK) return 1;
+    if (dmskd_mqtt_connect(port, &session, on_chunk, on_connected, NULL) != DMSKD_PORT_OK) return 1;
     dev.started_ms = dev.last_heard_ms = dmskd_port_clock_ms(port);
     LOG(DMSKD_LOG_INFO, "%s: connected to %s:%u as %s; fleet %s; %zu local samples of %zu features; training %s",
         config->device_id, mqtt->host, (unsigned)mqtt->port, mqtt->client_id, config->fleet, config->n, config->dim,
@@ -599,7 +620,7 @@ int dmskd_device_run(dmskd_port *port, const dmskd_mqtt_config *mqtt, const dmsk
         LOG(DMSKD_LOG_INFO, "%s: final model v%" PRId64 " (round %" PRId64 ") received: the run is over",
             config->device_id, dev.version, dev.round);
     }
-    dmskd_mqtt_publish(port, dev.status_topic, (const uint8_t *)"offline", 7, true);
+    publish_chunked(dev.status_topic, (const uint8_t *)"offline", 7, true, NULL);
     report_finish();
     dmskd_mqtt_disconnect(port);
     return 0;

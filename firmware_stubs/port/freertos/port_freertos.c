@@ -89,7 +89,7 @@ static int open_session(dmskd_port *port) {
     will.pTopicName = port->config.will_topic;
     will.topicNameLength = port->config.will_topic ? (uint16_t)strlen(port->config.will_topic) : 0;
     will.pPayload = port->config.will_payload;
-    will.payloadLength = port->config.will_payload ? strlen(port->config.will_payload) : 0;
+    will.payloadLength = port->config.will_len;
     bool session_present = false;
     if (MQTT_Connect(&port->mqtt, &connect, port->config.will_topic ? &will : NULL, 10000u, &session_present) !=
         MQTTSuccess) {
