@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli_io.h"
+#include "cli_verbs.h"
 #include "dmskd/sha256.h"
 
 static int cmd_sha256(int argc, char **argv) {
@@ -28,6 +29,10 @@ typedef struct {
 
 static const command COMMANDS[] = {
     {"sha256", cmd_sha256, "sha256 FILE: the hex sha256 of FILE"},
+    {"encode-update", cli_encode_update, "encode-update --tensor NAME:SHAPE ... --values F32 --out BLOB [meta]"},
+    {"encode-weights", cli_encode_weights, "encode-weights --tensor NAME:SHAPE ... --values F32 --out BLOB"},
+    {"encode-step", cli_encode_step, "encode-step --tensor NAME:SHAPE ... --values NEW --old OLD --out BLOB"},
+    {"decode", cli_decode, "decode update|weights|step BLOB [--tensor NAME:SHAPE ...] [--values-out F32]"},
 };
 
 int main(int argc, char **argv) {

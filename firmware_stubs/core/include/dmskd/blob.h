@@ -75,7 +75,8 @@ typedef struct {
 /* A tensor of a parsed blob: its bytes point into the blob (unaligned: read with dmskd_view_f32). */
 typedef struct {
     char name[DMSKD_MAX_NAME];
-    dmskd_dtype dtype;
+    dmskd_dtype dtype;        /* 0 for a dtype the wire never carries (see dtype_name) */
+    char dtype_name[8];       /* the safetensors dtype as written ("F32", "U8", "F64", ...) */
     uint32_t ndim;
     uint32_t shape[DMSKD_MAX_DIMS];
     const uint8_t *data;
