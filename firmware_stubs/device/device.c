@@ -65,6 +65,7 @@ static struct {
     unsigned idles;
     bool finished;
     uint64_t up_bytes, down_bytes, up_messages, down_messages;
+    uint64_t down_by_stream[STREAM_NONE + 1]; /* chunk bytes received per stream (STREAM_NONE: other) */
     uint32_t refused, ignored;
 } dev;
 
@@ -471,6 +472,7 @@ static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_
     if (base_len == 0 || base_len >= sizeof base) return;
     memcpy(base, topic, base_len);
     base[base_len] = '\0';
+    dev.down_by_stream[stream_of(base)] += len;
     const uint8_t *message = NULL;
     size_t message_len = 0;
     dmskd_error err;
@@ -568,6 +570,11 @@ static void report_finish(void) {
     printf("]\n");
     printf("%s: traffic up %" PRIu64 " bytes in %" PRIu64 " messages, down %" PRIu64 " bytes in %" PRIu64
            " messages\n", dev.config->device_id, dev.up_bytes, dev.up_messages, dev.down_bytes, dev.down_messages);
+    printf("%s: traffic down by stream:", dev.config->device_id);
+    for (int k = 0; k <= STREAM_NONE; k++) {
+        printf(" %s %" PRIu64, k == STREAM_NONE ? "other" : STREAM_NAMES[k], dev.down_by_stream[k]);
+    }
+    printf("\n");
     fflush(stdout);
 }
 

@@ -74,7 +74,7 @@ static int open_session(dmskd_port *port) {
     }
     MQTTConnectInfo_t connect = {0};
     connect.cleanSession = true;
-    connect.keepAliveIntervalSec = (uint16_t)port->config.keepalive_s;
+    connect.keepAliveSeconds = (uint16_t)port->config.keepalive_s;
     connect.pClientIdentifier = port->config.client_id;
     connect.clientIdentifierLength = (uint16_t)strlen(port->config.client_id);
     if (port->config.username != NULL) {
