@@ -11,4 +11,9 @@ int cli_encode_step(int argc, char **argv);
 /* Decode (and check, dequantise, apply) a blob. */
 int cli_decode(int argc, char **argv);
 
+/* Split a file into chunk files. */
+int cli_chunk(int argc, char **argv);
+/* Reassemble chunk files. */
+int cli_join(int argc, char **argv);
+
 #endif

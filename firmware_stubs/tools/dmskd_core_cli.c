@@ -32,6 +32,8 @@ static const command COMMANDS[] = {
     {"encode-update", cli_encode_update, "encode-update --tensor NAME:SHAPE ... --values F32 --out BLOB [meta]"},
     {"encode-weights", cli_encode_weights, "encode-weights --tensor NAME:SHAPE ... --values F32 --out BLOB"},
     {"encode-step", cli_encode_step, "encode-step --tensor NAME:SHAPE ... --values NEW --old OLD --out BLOB"},
+    {"chunk", cli_chunk, "chunk PAYLOAD --id ID --limit BYTES --out-dir DIR"},
+    {"join", cli_join, "join --slots N --capacity B --limit B --pending P --out-dir DIR [--stream S] CHUNK..."},
     {"decode", cli_decode, "decode update|weights|step BLOB [--tensor NAME:SHAPE ...] [--values-out F32]"},
 };
 
