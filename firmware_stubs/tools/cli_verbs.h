@@ -15,5 +15,7 @@ int cli_decode(int argc, char **argv);
 int cli_chunk(int argc, char **argv);
 /* Reassemble chunk files. */
 int cli_join(int argc, char **argv);
+/* Verify signed envelopes through a replay guard. */
+int cli_verify(int argc, char **argv);
 
 #endif

@@ -34,6 +34,7 @@ static const command COMMANDS[] = {
     {"encode-step", cli_encode_step, "encode-step --tensor NAME:SHAPE ... --values NEW --old OLD --out BLOB"},
     {"chunk", cli_chunk, "chunk PAYLOAD --id ID --limit BYTES --out-dir DIR"},
     {"join", cli_join, "join --slots N --capacity B --limit B --pending P --out-dir DIR [--stream S] CHUNK..."},
+    {"verify", cli_verify, "verify --key PEM [--topic T] [--stream S] ENVELOPE..."},
     {"decode", cli_decode, "decode update|weights|step BLOB [--tensor NAME:SHAPE ...] [--values-out F32]"},
 };
 
