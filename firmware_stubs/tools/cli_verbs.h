@@ -17,5 +17,13 @@ int cli_chunk(int argc, char **argv);
 int cli_join(int argc, char **argv);
 /* Verify signed envelopes through a replay guard. */
 int cli_verify(int argc, char **argv);
+/* Parse a plan. */
+int cli_plan(int argc, char **argv);
+/* Clip tensors to an L2 bound. */
+int cli_clip(int argc, char **argv);
+/* A local-mode DP release of tensors. */
+int cli_privatise(int argc, char **argv);
+/* Discrete Gaussian draws or randomized roundings. */
+int cli_noise(int argc, char **argv);
 
 #endif
