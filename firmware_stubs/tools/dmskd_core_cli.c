@@ -32,6 +32,13 @@ static const command COMMANDS[] = {
     {"encode-update", cli_encode_update, "encode-update --tensor NAME:SHAPE ... --values F32 --out BLOB [meta]"},
     {"encode-weights", cli_encode_weights, "encode-weights --tensor NAME:SHAPE ... --values F32 --out BLOB"},
     {"encode-step", cli_encode_step, "encode-step --tensor NAME:SHAPE ... --values NEW --old OLD --out BLOB"},
+    {"chunk", cli_chunk, "chunk PAYLOAD --id ID --limit BYTES --out-dir DIR"},
+    {"join", cli_join, "join --slots N --capacity B --limit B --pending P --out-dir DIR [--stream S] CHUNK..."},
+    {"verify", cli_verify, "verify --key PEM [--topic T] [--stream S] ENVELOPE..."},
+    {"plan", cli_plan, "plan PLAN.json"},
+    {"clip", cli_clip, "clip --size N ... --values F32 --clip C --out F32"},
+    {"privatise", cli_privatise, "privatise --size N ... --values F32 --clip C --noise Z --seed S --out F32"},
+    {"noise", cli_noise, "noise --sigma2 S | --round X --count N --seed S --out I64"},
     {"decode", cli_decode, "decode update|weights|step BLOB [--tensor NAME:SHAPE ...] [--values-out F32]"},
 };
 

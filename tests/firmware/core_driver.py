@@ -29,7 +29,7 @@ def run(cli: Path, *args: str | Path) -> CliResult:
     done = subprocess.run([str(cli), *map(str, args)], capture_output=True, text=True, timeout=60)
     if done.returncode not in (0, 2):
         raise AssertionError(f"dmskd_core_cli {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}")
-    return CliResult(done.returncode, json.loads(done.stdout.strip().splitlines()[-1]))
+    return CliResult(done.returncode, json.loads(done.stdout.strip().split("\n")[-1]))
 
 
 def tensor_args(tensors: dict[str, np.ndarray] | dict[str, tuple[int, ...]]) -> list[str]:

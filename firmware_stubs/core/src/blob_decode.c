@@ -74,8 +74,10 @@ static int parse_tensor(js_cursor *c, dmskd_tensor_view *t, offsets *off) {
                 return 0;
             }
             have_offsets = 1;
-        } else {
-            c->error = "unknown or repeated field in a tensor entry";
+        } else if (strcmp(key, "dtype") == 0 || strcmp(key, "shape") == 0 || strcmp(key, "data_offsets") == 0) {
+            c->error = "repeated field in a tensor entry";
+            return 0;
+        } else if (!js_skip(c)) {  /* the safetensors library ignores other fields */
             return 0;
         }
     } while (js_eat(c, ','));
@@ -99,8 +101,11 @@ static int parse_metadata(js_cursor *c, dmskd_blob *out, int *overlong_values) {
             m->key[0] = '\0';
         }
         if (js_peek(c) != '"') { c->error = "metadata values must be strings"; return 0; }
+        const char *text = c->p + 1;
         if (!js_string(c, m->value, sizeof m->value, &overlong)) return 0;
         if (overlong) {
+            m->raw_len = (size_t)(c->p - 1 - text);
+            m->raw = memchr(text, '\\', m->raw_len) == NULL ? text : NULL;
             m->value[0] = '\x01';  /* marks a value too long to hold: unreadable as any field */
             m->value[1] = '\0';
             *overlong_values = 1;
@@ -302,12 +307,23 @@ static void read_int(meta_reader *r, const char *field, const char *key, int64_t
     *out = strtoll(v, NULL, 10);
 }
 
+static const dmskd_meta_entry *entry_of(const dmskd_blob *blob, const char *key) {
+    for (size_t i = 0; i < blob->nmeta; i++) {
+        if (strcmp(blob->meta[i].key, key) == 0) return &blob->meta[i];
+    }
+    return NULL;
+}
+
 static void read_float(meta_reader *r, const char *field, const char *key, double *out) {
     const char *v = field_text(r, field, key, 1);
     if (v == NULL) return;
+    const dmskd_meta_entry *e = entry_of(r->blob, key);
+    const char *text = v[0] == '\x01' && e->raw != NULL ? e->raw : v;  /* a long number: read from the blob */
+    const char *stop = text == v ? v + strlen(v) : e->raw + e->raw_len;
     char *end;
-    double d = strtod(v, &end);
-    if (end == v || *end != '\0' || strpbrk(v, "xX") != NULL) {
+    double d = strtod(text, &end);
+    if (end == text || end != stop || memchr(text, 'x', (size_t)(stop - text)) != NULL ||
+        memchr(text, 'X', (size_t)(stop - text)) != NULL) {
         unreadable(r, field, key, v);
         return;
     }

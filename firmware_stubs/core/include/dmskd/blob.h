@@ -85,8 +85,10 @@ typedef struct {
 
 /* One metadata entry (key and unescaped value). */
 typedef struct {
-    char key[8];
-    char value[DMSKD_MAX_META_VALUE];
+    char key[16];
+    char value[DMSKD_MAX_META_VALUE];  /* "\x01" when the value is longer than this holds */
+    const char *raw;                   /* then: its JSON text in the blob (NULL if it has escapes) */
+    size_t raw_len;
 } dmskd_meta_entry;
 
 /* A parsed, checked blob: its tensors (in name order) and metadata. Lives as long as the blob bytes. */

@@ -61,6 +61,7 @@ typedef struct {
     size_t nslots;
     size_t slot_capacity;    /* the largest message accepted */
     size_t max_stream_pending;
+    size_t bitmap_bytes;     /* per slot: bounds the chunks a message may have */
     uint64_t clock;
     uint32_t evictions;
 } dmskd_assembler;
