@@ -126,11 +126,12 @@ static void update_topic(int64_t round, char *out, size_t cap) {
 }
 
 static void forget_update(const char *problem) {
+    int64_t round = dev.outbox.round;
+    dmskd_outbox_clear(&dev.outbox, dev.port);
     if (problem != NULL) {
         LOG(DMSKD_LOG_WARNING, "%s: round %" PRId64 " update dropped from the outbox: %s", dev.config->device_id,
-            dev.outbox.round, problem);
+            round, problem);
     }
-    dmskd_outbox_clear(&dev.outbox, dev.port);
 }
 
 /* Send the unacknowledged update again, unless its round closed before this device heard its fate. */
@@ -289,9 +290,10 @@ static void on_round_result(const dmskd_cohort_notice *notice) {
     dmskd_sha256(dev.outbox.blob, dev.outbox.len, digest);
     dmskd_hex(digest, DMSKD_ACK_DIGEST_CHARS / 2, hex);
     if (notice->ack_accepted && strcmp(hex, notice->ack_digest) == 0) {
-        LOG(DMSKD_LOG_INFO, "%s: round %" PRId64 " update acknowledged (accepted by the aggregator)",
-            dev.config->device_id, dev.outbox.round);
+        int64_t round = dev.outbox.round;
         forget_update(NULL);
+        LOG(DMSKD_LOG_INFO, "%s: round %" PRId64 " update acknowledged (accepted by the aggregator)",
+            dev.config->device_id, round);
     } else {
         forget_update("the round closed without it (late, or rejected: see the aggregator's log)");
     }
