@@ -358,6 +358,7 @@ static void send_update(int64_t round, const float *delta, float loss) {
         LOG(DMSKD_LOG_ERROR, "%s: the round %" PRId64 " update could not be stored in the outbox; sending it anyway",
             dev.config->device_id, round);
     }
+    if (dev.trained_count < DMSKD_ROUNDS_LISTED) dev.trained[dev.trained_count++] = round;
     char topic[DMSKD_TOPIC_BYTES];
     update_topic(round, topic, sizeof topic);
     uint16_t chunks = 0;
@@ -370,8 +371,7 @@ static void send_update(int64_t round, const float *delta, float loss) {
 }
 
 static void train_round(int64_t round) {
-    if (dev.trained_count < DMSKD_ROUNDS_LISTED) dev.trained[dev.trained_count++] = round;
-    dev.last_trained_round = round;
+    dev.last_trained_round = round; /* attempted: a round that cannot be trained is not retried */
     const char *held = dmskd_trainer_shard_hash();
     if (held[0] != '\0' && strcmp(held, dev.plan.shard_hash) != 0) {
         LOG(DMSKD_LOG_ERROR, "%s: round %" PRId64 ": the plan names shard %s (hash %s) but this firmware runs shard "
