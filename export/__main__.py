@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arena-headroom", type=float_between(0, 10), default=0.25,
                    help="mcu: declared arena = measured * (1 + this), rounded up to 1 KiB; 0.25 = 25%%")
     p.add_argument("--fleet", type=topic_name, default=None,
-                   help="mcu firmware: topic fleet name dmskd/<fleet>/ (default: the plan's fleet, sanitised)")
+                   help="mcu firmware: topic fleet name dmskd/<fleet>/ (default: the plan's fleet, sanitised, or demo)")
     p.add_argument("--fleet-key", type=Path, default=None,
-                   help="mcu firmware: fleet-signing.pub (from `python -m cloud provision`) pinned in the image")
+                   help="mcu firmware: fleet-signing.pub (from `python -m cloud provision`) pinned in the image "
+                        "(default: none: the image then cannot verify signed plans and models)")
     p.add_argument("--chunk-limit", type=positive_int, default=128 * 1024,
                    help="mcu firmware: largest MQTT message in bytes (edge.chunking's default: 131072)")
     p.add_argument("--student-hidden", type=positive_int, nargs="+", default=[64],

@@ -192,6 +192,7 @@ def config_cmake(device_class: str, shard: ShardFiles, student: StudentStep, fle
             f"set(DMSKD_DEVICE_CLASS \"{device_class}\")\n"
             f"set(DMSKD_SHARD_ID \"{shard.shard_id}\")\n"
             f"set(DMSKD_CONFIG_SOURCES\n{src_lines})\n"
+            f"set(DMSKD_CONFIG_OPS {' '.join(sorted(set(shard.ops) | set(student.ops)))})\n"
             f"set(DMSKD_CONFIG_INCLUDE_DIR \"${{CMAKE_CURRENT_LIST_DIR}}\")\n"
             f"set(DMSKD_SHARD_ARENA_BYTES {shard.arena_declared})\n"
             f"set(DMSKD_STUDENT_ARENA_BYTES {student.arena_declared})\n"

@@ -5,6 +5,8 @@
 //   dmskd_tflm_driver shard IN OUT         IN: N * input_len int8; OUT: N * num_classes int8
 //   dmskd_tflm_driver train IN OUT STEPS   IN: weights[num_weights] then per step x[B*D] y[B*C]
 //                                          t[B*C] alpha tau lr (float32); OUT: STEPS losses, weights
+//                                          (exit 3: a step was not finite, its loss NaN, weights kept)
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,16 +86,24 @@ int run_train(const char* in_path, const char* out_path, long steps) {
   memcpy(weights, in.data(), info.num_weights * sizeof(float));
   std::vector<float> out;
   const float* p = in.data() + info.num_weights;
+  bool refused = false;  // a non-finite step: its loss is written as NaN, the weights stay (exit 3)
   for (long s = 0; s < steps; ++s, p += per_step) {
     float loss = 0.0f;
     const float* hp = p + bd + 2 * bc;
     st = dmskd_tflm_student_train_step(p, p + bd, p + bd + bc, hp[0], hp[1], hp[2], &loss);
-    if (st != DMSKD_TFLM_OK) return fail("train step", st);
+    if (st == DMSKD_TFLM_NOT_FINITE) {
+      fprintf(stderr, "dmskd_tflm_driver: step %ld: %s\n", s, dmskd_tflm_status_text(st));
+      refused = true;
+      loss = NAN;
+    } else if (st != DMSKD_TFLM_OK) {
+      return fail("train step", st);
+    }
     out.push_back(loss);
   }
   const float* w = dmskd_tflm_student_weights();
   out.insert(out.end(), w, w + info.num_weights);
-  return write_all(out_path, out.data(), out.size() * sizeof(float)) ? 0 : 2;
+  if (!write_all(out_path, out.data(), out.size() * sizeof(float))) return 2;
+  return refused ? 3 : 0;
 }
 
 int run_info() {
