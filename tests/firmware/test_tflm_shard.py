@@ -25,12 +25,18 @@ def test_export_writes_a_config_the_build_consumes(tflm_firmware, tmp_path_facto
     assert bytes.fromhex(cfg["fleet_public_key"]) == raw_key
     assert ", ".join(f"0x{b:02x}" for b in raw_key) in header
     info = run_driver(tflm_firmware.driver, "info").stdout
-    fields = dict(tok.split("=") for tok in info.split("\n")[0].split() if "=" in tok)
-    # The measured arenas are what the firmware really allocates (+- the glue's own bookkeeping).
-    assert int(fields["arena"]) == cfg["shard_arena_bytes"] >= cfg["shard_arena_measured_bytes"]
+    shard_part, student_part = info.split("\n")[0].split(" student ")
+    shard = dict(tok.split("=") for tok in shard_part.split() if "=" in tok)
+    student = dict(tok.split("=") for tok in student_part.split() if "=" in tok)
+    # The declared arenas are what the firmware allocates; what TFLM used fits in them.
+    assert int(shard["arena"]) == cfg["shard_arena_bytes"] >= cfg["shard_arena_measured_bytes"]
+    assert int(shard["arena_used"]) <= cfg["shard_arena_bytes"]
+    assert int(student["arena"]) == cfg["student_arena_bytes"] >= int(student["arena_used"])
+    assert int(shard["input_len"]) == 64 and int(shard["num_classes"]) == 10
+    assert (int(student["batch"]), int(student["input_dim"]), int(student["num_classes"])) == (16, 64, 10)
     tensors = [line.split()[1] for line in info.splitlines() if line.startswith("tensor ")]
     assert tensors == ["dense_0/kernel", "dense_0/bias", "dense_1/kernel", "dense_1/bias"]
-    assert int(fields["weights"]) == cfg["student_num_weights"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert int(student["weights"]) == cfg["student_num_weights"] == 64 * 32 + 32 + 32 * 10 + 10
 
 
 def test_firmware_shard_equals_tflm_python_interpreter_exactly(tflm_firmware, default_teacher_dir, tmp_path):
