@@ -156,6 +156,10 @@ static bool full_model_wanted(void) {
 
 static void sync_full_model_subscription(void) {
     bool wanted = full_model_wanted();
+    if (wanted != dev.full_model_subscribed) {
+        LOG(DMSKD_LOG_DEBUG, "%s: %s the full model's topic", dev.config->device_id,
+            wanted ? "subscribing to" : "leaving");
+    }
     if (wanted && !dev.full_model_subscribed) dmskd_mqtt_subscribe(dev.port, dev.models_filter);
     if (!wanted && dev.full_model_subscribed) dmskd_mqtt_unsubscribe(dev.port, dev.models_filter);
     dev.full_model_subscribed = wanted;
@@ -459,8 +463,8 @@ static void on_message(const char *base, const uint8_t *message, size_t len) {
         break;
     case STREAM_NONE: break;
     }
+    sync_full_model_subscription(); /* before training: a full model published meanwhile is not wanted */
     maybe_train();
-    sync_full_model_subscription();
 }
 
 static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_t len) {

@@ -41,7 +41,7 @@ bool dmskd_trainer_init(char *why, size_t why_cap) {
                                                 sizeof shard_arena);
     if (s == DMSKD_TFLM_OK) {
         s = dmskd_tflm_student_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN, student_arena, sizeof student_arena,
-                                    step_weights, DMSKD_STUDENT_NUM_WEIGHTS, 1);
+                                    step_weights, DMSKD_STUDENT_NUM_WEIGHTS, 0); /* the global model fills it */
     }
     if (s != DMSKD_TFLM_OK) {
         snprintf(why, why_cap, "TFLite-Micro could not load the device configuration's models: %s",
