@@ -5,6 +5,7 @@
 
 #include "dmskd/chunk.h"
 #include "dmskd/sha256.h"
+#include "format.h"
 
 static size_t bitmap_bytes(size_t capacity, size_t limit) {
     size_t body = limit - DMSKD_CHUNK_HEADER_BYTES;
@@ -132,7 +133,7 @@ dmskd_status dmskd_assembler_add(dmskd_assembler *a, const char *stream, const u
         s = claim(a, stream);
         memset(s->received, 0, a->bitmap_bytes);
         s->in_use = 1;
-        snprintf(s->stream, sizeof s->stream, "%s", stream);
+        dmskd_format(s->stream, sizeof s->stream, "%s", stream);
         s->header = h;
         s->stored = 0;
         s->body_size = 0;

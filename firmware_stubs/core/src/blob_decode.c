@@ -9,6 +9,7 @@
 #include "blob_internal.h"
 #include "dmskd/sha256.h"
 #include "json_scan.h"
+#include "format.h"
 
 typedef struct {
     const char *name;   /* safetensors dtype */
@@ -139,7 +140,7 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
             }
             if (out->ntensors == DMSKD_MAX_TENSORS) return invalid(err, "more tensors than the firmware holds (16)");
             dmskd_tensor_view *t = &out->tensors[out->ntensors];
-            snprintf(t->name, sizeof t->name, "%s", key);
+            dmskd_format(t->name, sizeof t->name, "%s", key);
             if (!parse_tensor(&c, t, &off[out->ntensors])) break;
             for (size_t i = 0; i < out->ntensors; i++) {
                 if (strcmp(out->tensors[i].name, t->name) == 0) { c.error = "a tensor name appears twice"; break; }
@@ -225,8 +226,8 @@ dmskd_status dmskd_blob_parse(const uint8_t *data, size_t len, char kind, dmskd_
     if (version == NULL) version = dmskd_blob_meta(out, "protocol");
     if (version == NULL || strcmp(version, DMSKD_PROTOCOL_VERSION) != 0) {
         char shown[DMSKD_MAX_META_VALUE + 2];
-        if (version == NULL) snprintf(shown, sizeof shown, "None");
-        else snprintf(shown, sizeof shown, "'%s'", version);
+        if (version == NULL) dmskd_format(shown, sizeof shown, "None");
+        else dmskd_format(shown, sizeof shown, "'%s'", version);
         return dmskd_fail(err, DMSKD_MALFORMED_PAYLOAD, "protocol version %s, this build speaks '%s'; upgrade the "
                           "sender (docs/wire-protocol.md)", shown, DMSKD_PROTOCOL_VERSION);
     }
@@ -349,11 +350,11 @@ static void read_encoding(meta_reader *r, const char *fallback, dmskd_encoding *
 }
 
 static void shown_list(char *out, size_t cap, const dmskd_encoding *list, size_t n) {
-    size_t len = (size_t)snprintf(out, cap, "[");
+    size_t len = (size_t)dmskd_format(out, cap, "[");
     for (size_t i = 0; i < n && len < cap; i++) {
-        len += (size_t)snprintf(out + len, cap - len, "%s'%s'", i ? ", " : "", dmskd_encoding_name(list[i]));
+        len += (size_t)dmskd_format(out + len, cap - len, "%s'%s'", i ? ", " : "", dmskd_encoding_name(list[i]));
     }
-    if (len < cap) snprintf(out + len, cap - len, "]");
+    if (len < cap) dmskd_format(out + len, cap - len, "]");
 }
 
 dmskd_status dmskd_decode_update(const uint8_t *data, size_t len, const dmskd_encoding *accepted, size_t naccepted,

@@ -1,13 +1,13 @@
 /* The canonical safetensors writer of edge.wire.canonical_safetensors and the update, weights and
    model-step encoders: header JSON with sorted keys, compact separators, ASCII escapes, space padding to
    a multiple of 8; tensors in name order; metadata as edge.wire.wire_metadata writes it. */
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "blob_internal.h"
 #include "dmskd/sha256.h"
 #include "quantize.h"
+#include "format.h"
 
 typedef struct {
     const char *name;
@@ -54,13 +54,13 @@ static void w_text(writer *w, const char *s) {
 
 static void w_u64(writer *w, uint64_t v) {
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    dmskd_format(buf, sizeof buf, "%llu", (unsigned long long)v);
     w_text(w, buf);
 }
 
 static void w_escape_unit(writer *w, unsigned unit) {
     char buf[8];
-    snprintf(buf, sizeof buf, "\\u%04x", unit);
+    dmskd_format(buf, sizeof buf, "\\u%04x", unit);
     w_text(w, buf);
 }
 
@@ -176,13 +176,13 @@ static dmskd_status order_tensors(const dmskd_tensor *t, size_t n, size_t *order
 static void add_meta(meta_entry *meta, size_t *n, const char *key, const char *value) {
     meta[*n].key[0] = key[0];
     meta[*n].key[1] = '\0';
-    snprintf(meta[*n].value, sizeof meta[*n].value, "%s", value);
+    dmskd_format(meta[*n].value, sizeof meta[*n].value, "%s", value);
     (*n)++;
 }
 
 static void add_meta_int(meta_entry *meta, size_t *n, const char *key, int64_t v) {
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRId64, v);
+    dmskd_format(buf, sizeof buf, "%lld", (long long)v);
     add_meta(meta, n, key, buf);
 }
 
