@@ -85,6 +85,20 @@ def report(table: dict[str, dict[str, int]]) -> dict[str, object]:
     return {"groups": rows, "core_with_ed25519": core}
 
 
+def stack_frames(build_dir: Path, map_text: str, top: int = 3) -> list[dict[str, object]]:
+    """The largest stack frames of the core's functions kept in the image (gcc -fstack-usage, set by the toolchain
+    file), largest first."""
+    kept = set(re.findall(r"^ \.text\.(\w+)", map_text[map_text.index("Linker script and memory map"):], re.MULTILINE))
+    frames = []
+    for su in (build_dir / "core").rglob("*.su"):
+        for line in su.read_text().splitlines():
+            where, size, _ = line.rsplit("\t", 2)
+            function = where.rsplit(":", 1)[-1]
+            if function in kept:
+                frames.append({"function": function, "file": Path(where.split(":")[0]).name, "bytes": int(size)})
+    return sorted(frames, key=lambda f: -int(f["bytes"]))[:top]  # type: ignore[call-overload]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build-dir", type=Path, default=SOURCE / "build" / "m4f")
@@ -97,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if monocypher is None and (SOURCE / "build" / "monocypher" / "monocypher.c").exists():
         monocypher = SOURCE / "build" / "monocypher"
     elf = build(args.build_dir, monocypher)
-    result = report(sizes((elf.parent / MAP_NAME).read_text()))
+    map_text = (elf.parent / MAP_NAME).read_text()
+    result = report(sizes(map_text))
     result["elf"] = str(elf)
+    result["largest_stack_frames"] = stack_frames(args.build_dir, map_text)
     result["ed25519"] = "monocypher" if monocypher else "none"
     if args.json:
         print(json.dumps(result, indent=2))
@@ -108,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[str, dict[str, int]] = result["groups"]  # type: ignore[assignment]
     for name, row in [*groups.items(), ("core+ed25519", result["core_with_ed25519"])]:
         print(f"{name:<12}" + "".join(f"{row[k]:>9}" for k in (*KINDS, "flash", "ram")))  # type: ignore[index]
+    frames = ", ".join(f"{f['function']} {f['bytes']} B" for f in result["largest_stack_frames"])  # type: ignore
+    print(f"largest stack frames of the core (one call deep; buffers are the caller's): {frames}")
     return 0
 
 

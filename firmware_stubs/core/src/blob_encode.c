@@ -17,10 +17,13 @@ typedef struct {
     size_t nbytes;
 } wire_entry;
 
+/* An encoder's metadata entry: values are ids (< DMSKD_MAX_TEXT), numbers, names, digests. */
 typedef struct {
     char key[2];
-    char value[DMSKD_MAX_META_VALUE + 48];
+    char value[DMSKD_MAX_TEXT];
 } meta_entry;
+
+#define ENCODER_META 14  /* an update's 13 keys and a spare: the encoder's stack stays under 1 KiB of metadata */
 
 typedef struct {
     uint8_t *out;  /* NULL: only count */
@@ -346,7 +349,7 @@ static dmskd_status update_meta_entries(const dmskd_update_meta *m, meta_entry *
 dmskd_status dmskd_encode_update(const dmskd_tensor *delta, size_t ntensors, const dmskd_update_meta *meta,
                                  const dmskd_entropy *rounding, uint8_t *out, size_t cap, size_t *out_len,
                                  dmskd_error *err) {
-    meta_entry entries_meta[DMSKD_MAX_META];
+    meta_entry entries_meta[ENCODER_META];
     size_t nmeta = 0;
     dmskd_error_clear(err);
     if (delta == NULL && ntensors > 0) return dmskd_fail(err, DMSKD_BAD_ARGUMENT, "no tensors given");
@@ -376,7 +379,7 @@ size_t dmskd_update_size(const dmskd_tensor *delta, size_t ntensors, const dmskd
 
 dmskd_status dmskd_encode_weights(const dmskd_tensor *weights, size_t ntensors, const dmskd_weights_meta *meta,
                                   uint8_t *out, size_t cap, size_t *out_len, dmskd_error *err) {
-    meta_entry m[DMSKD_MAX_META];
+    meta_entry m[ENCODER_META];
     size_t nmeta = 0;
     dmskd_error_clear(err);
     add_meta(m, &nmeta, "v", DMSKD_PROTOCOL_VERSION);
@@ -396,7 +399,7 @@ dmskd_status dmskd_encode_weights(const dmskd_tensor *weights, size_t ntensors, 
 dmskd_status dmskd_encode_model_step(const dmskd_tensor *old_w, const dmskd_tensor *new_w, size_t ntensors,
                                      const dmskd_step_meta *meta, const dmskd_entropy *rounding,
                                      uint8_t *out, size_t cap, size_t *out_len, dmskd_error *err) {
-    meta_entry m[DMSKD_MAX_META];
+    meta_entry m[ENCODER_META];
     size_t nmeta = 0;
     dmskd_error_clear(err);
     unsigned bits = dmskd_encoding_bits(meta->encoding);
