@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,25 @@ def tflm_dir(firmware_build: FirmwareBuild) -> Path:
 def core_cli(firmware_build: FirmwareBuild) -> Path:
     """The core's test driver, dmskd_core_cli."""
     return firmware_build.binary("dmskd_core_cli")
+
+
+@pytest.fixture(scope="session")
+def monocypher_dir() -> Path:
+    """Monocypher's C source, fetched once (scripts/fetch_monocypher.sh, pinned sdist); skips when unreachable."""
+    target = SOURCE / "build" / "monocypher"
+    done = subprocess.run(["bash", str(REPO / "scripts" / "fetch_monocypher.sh"), str(target)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHON": sys.executable})
+    if done.returncode != 0:
+        pytest.skip(f"Monocypher's source could not be fetched (the Ed25519 backend of MCU builds): {done.stderr}")
+    return target
+
+
+@pytest.fixture(scope="session")
+def monocypher_cli(monocypher_dir: Path) -> Path:
+    """dmskd_core_cli built with the Monocypher Ed25519 backend (what a Cortex-M4F runs), on the host."""
+    build_dir = SOURCE / "build" / "pytest-host-monocypher"
+    run_cmake(["-S", str(SOURCE), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", "-DDMSKD_ED25519=monocypher",
+               f"-DMONOCYPHER_DIR={monocypher_dir}", "-DTFLM_DIR="], "configuring the Monocypher host build")
+    run_cmake(["--build", str(build_dir), "--target", "dmskd_core_cli", "--parallel", str(os.cpu_count() or 2)],
+              "building dmskd_core_cli with Monocypher")
+    return FirmwareBuild(build_dir, None).binary("dmskd_core_cli")

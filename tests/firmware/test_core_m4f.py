@@ -5,7 +5,6 @@ bare-metal image whose core, Ed25519 included, fits in 64 KiB of flash with no R
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -45,15 +44,11 @@ def test_the_core_calls_no_allocator_and_no_os(firmware_build: FirmwareBuild) ->
 
 
 @pytest.fixture(scope="module")
-def m4f_report() -> dict:
+def m4f_report(monocypher_dir: Path) -> dict:
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi; "
                     ".ci/run does)")
-    monocypher = SOURCE / "build" / "monocypher"
-    fetched = subprocess.run(["bash", str(REPO / "scripts" / "fetch_monocypher.sh"), str(monocypher)],
-                             capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
-    if fetched.returncode != 0:
-        pytest.skip(f"Monocypher's source could not be fetched for the Cortex-M4F Ed25519 backend: {fetched.stderr}")
+    monocypher = monocypher_dir
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "firmware_size.py"), "--build-dir",
                            str(SOURCE / "build" / "pytest-m4f"), "--monocypher", str(monocypher), "--json"],
                           capture_output=True, text=True)
