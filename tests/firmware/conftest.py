@@ -106,3 +106,15 @@ def monocypher_cli(monocypher_dir: Path) -> Path:
     run_cmake(["--build", str(build_dir), "--target", "dmskd_core_cli", "--parallel", str(os.cpu_count() or 2)],
               "building dmskd_core_cli with Monocypher")
     return FirmwareBuild(build_dir, None).binary("dmskd_core_cli")
+
+
+@pytest.fixture(scope="session")
+def sanitized_cli() -> Path:
+    """dmskd_core_cli built with AddressSanitizer and UBSan, aborting on the first finding (hostile-input tests)."""
+    build_dir = SOURCE / "build" / "pytest-host-sanitized"
+    flags = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1"
+    run_cmake(["-S", str(SOURCE), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Debug", f"-DCMAKE_C_FLAGS={flags}",
+               "-DTFLM_DIR="], "configuring the sanitized host build")
+    run_cmake(["--build", str(build_dir), "--target", "dmskd_core_cli", "--parallel", str(os.cpu_count() or 2)],
+              "building the sanitized dmskd_core_cli")
+    return FirmwareBuild(build_dir, None).binary("dmskd_core_cli")
