@@ -63,6 +63,8 @@ def test_the_core_links_for_a_cortex_m4f_and_fits_64_kib_of_flash(m4f_report: di
     assert core["ram"] == 0  # no static state: every buffer is the caller's
     monocypher = m4f_report["groups"]["monocypher"]
     assert monocypher["text"] > 1000  # the Ed25519 check is in the image, not dropped
+    frames = m4f_report["largest_stack_frames"]
+    assert frames and frames[0]["bytes"] < 2048, frames  # no function of the core needs 2 KiB of stack
 
 
 def test_the_m4f_objects_are_hard_float_thumb(m4f_report: dict) -> None:
