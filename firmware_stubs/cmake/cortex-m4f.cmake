@@ -16,7 +16,7 @@ set(CMAKE_SIZE arm-none-eabi-size CACHE FILEPATH "size tool of the toolchain")
 set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
 
 set(DMSKD_M4F_FLAGS "-mcpu=cortex-m4 -mthumb -mfpu=fpv4-sp-d16 -mfloat-abi=hard")
-set(CMAKE_C_FLAGS_INIT "${DMSKD_M4F_FLAGS} -ffunction-sections -fdata-sections -fstack-usage")
+set(CMAKE_C_FLAGS_INIT "${DMSKD_M4F_FLAGS} -ffunction-sections -fdata-sections")
 set(CMAKE_CXX_FLAGS_INIT "${DMSKD_M4F_FLAGS} -ffunction-sections -fdata-sections -fno-exceptions -fno-rtti")
 set(CMAKE_C_FLAGS_MINSIZEREL_INIT "-Os -DNDEBUG")
 set(CMAKE_CXX_FLAGS_MINSIZEREL_INIT "-Os -DNDEBUG")
