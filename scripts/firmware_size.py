@@ -86,8 +86,8 @@ def report(table: dict[str, dict[str, int]]) -> dict[str, object]:
 
 
 def stack_frames(build_dir: Path, map_text: str, top: int = 3) -> list[dict[str, object]]:
-    """The largest stack frames of the core's functions kept in the image (gcc -fstack-usage, set by core/CMakeLists.txt
-    file), largest first."""
+    """The largest stack frames of the core's functions kept in the image (gcc -fstack-usage, which
+    core/CMakeLists.txt turns on), largest first."""
     kept = set(re.findall(r"^ \.text\.(\w+)", map_text[map_text.index("Linker script and memory map"):], re.MULTILINE))
     frames = []
     for su in (build_dir / "core").rglob("*.su"):
