@@ -7,6 +7,7 @@ with a reason naming TFLM_DIR."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -118,3 +119,17 @@ def sanitized_cli() -> Path:
     run_cmake(["--build", str(build_dir), "--target", "dmskd_core_cli", "--parallel", str(os.cpu_count() or 2)],
               "building the sanitized dmskd_core_cli")
     return FirmwareBuild(build_dir, None).binary("dmskd_core_cli")
+
+
+@pytest.fixture(scope="session")
+def m4f_report(monocypher_dir: Path) -> dict:
+    """The Cortex-M4F build (cached under firmware_stubs/build/pytest-m4f) and its size report."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi; "
+                    ".ci/run does)")
+    monocypher = monocypher_dir
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "firmware_size.py"), "--build-dir",
+                           str(SOURCE / "build" / "pytest-m4f"), "--monocypher", str(monocypher), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -4,15 +4,10 @@ bare-metal image whose core, Ed25519 included, fits in 64 KiB of flash with no R
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from .conftest import REPO, SOURCE, FirmwareBuild
+from .conftest import FirmwareBuild
 
 # What the core may call: the freestanding-friendly part of the C library, libm, libsodium's verify (host
 # backend), Monocypher's EdDSA check, and the compiler's runtime helpers. Nothing that allocates or does I/O.
@@ -41,19 +36,6 @@ def test_the_core_calls_no_allocator_and_no_os(firmware_build: FirmwareBuild) ->
     assert used, "nm listed nothing: the check would prove nothing"
     assert not used & set(FORBIDDEN_EXAMPLES)
     assert used <= ALLOWED, sorted(used - ALLOWED)
-
-
-@pytest.fixture(scope="module")
-def m4f_report(monocypher_dir: Path) -> dict:
-    if shutil.which("arm-none-eabi-gcc") is None:
-        pytest.skip("arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi; "
-                    ".ci/run does)")
-    monocypher = monocypher_dir
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "firmware_size.py"), "--build-dir",
-                           str(SOURCE / "build" / "pytest-m4f"), "--monocypher", str(monocypher), "--json"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_the_core_links_for_a_cortex_m4f_and_fits_64_kib_of_flash(m4f_report: dict) -> None:

@@ -5,7 +5,7 @@
 
 #include "dmskd/chunk.h"
 #include "dmskd/sha256.h"
-#include "format.h"
+#include "dmskd/format.h"
 
 static size_t bitmap_bytes(size_t capacity, size_t limit) {
     size_t body = limit - DMSKD_CHUNK_HEADER_BYTES;

@@ -9,7 +9,7 @@
 #include "blob_internal.h"
 #include "dmskd/sha256.h"
 #include "json_scan.h"
-#include "format.h"
+#include "dmskd/format.h"
 
 typedef struct {
     const char *name;   /* safetensors dtype */

@@ -7,7 +7,7 @@
 #include "blob_internal.h"
 #include "dmskd/sha256.h"
 #include "quantize.h"
-#include "format.h"
+#include "dmskd/format.h"
 
 typedef struct {
     const char *name;

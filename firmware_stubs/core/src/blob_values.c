@@ -7,7 +7,7 @@
 
 #include "blob_internal.h"
 #include "quantize.h"
-#include "format.h"
+#include "dmskd/format.h"
 
 /* A shape as Python prints a tuple: (), (4,), (6, 4). */
 static void shape_text(char *out, size_t cap, uint32_t ndim, const uint32_t *shape) {

@@ -1,6 +1,6 @@
 /* The core's own printf subset (see format.h). Floating conversions go to the C library's snprintf
    (newlib-nano needs -u _printf_float for them: the Cortex-M4F toolchain file links it). */
-#include "format.h"
+#include "dmskd/format.h"
 
 #include <stdint.h>
 #include <stdio.h>

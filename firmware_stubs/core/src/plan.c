@@ -8,7 +8,7 @@
 #include "dmskd/plan.h"
 #include "dmskd/sha256.h"
 #include "json_scan.h"
-#include "format.h"
+#include "dmskd/format.h"
 
 #define REJECT(...) dmskd_fail(err, DMSKD_PLAN_REJECTED, __VA_ARGS__)
 

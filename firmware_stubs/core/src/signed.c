@@ -5,7 +5,7 @@
 #include "dmskd/sha256.h"
 #include "dmskd/signed.h"
 #include "json_scan.h"
-#include "format.h"
+#include "dmskd/format.h"
 
 dmskd_status dmskd_open_envelope(const uint8_t pk[DMSKD_PUBLIC_KEY_BYTES], const char *topic,
                                  const uint8_t *envelope, size_t len, dmskd_opened *out, dmskd_error *err) {

@@ -3,7 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include "format.h"
+#include "dmskd/format.h"
 
 const char *dmskd_status_reason(dmskd_status status) {
     switch (status) {
