@@ -36,7 +36,8 @@ def build(build_dir: Path, monocypher: Path | None) -> Path:
                          "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
     configure = ["cmake", "-S", str(SOURCE), "-B", str(build_dir), f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}",
                  "-DCMAKE_BUILD_TYPE=MinSizeRel", f"-DMONOCYPHER_DIR={monocypher or ''}"]
-    for step in (configure, ["cmake", "--build", str(build_dir), "--parallel", "2"]):
+    targets = ["--target", "dmskd_core_m4f", "dmskd_core_selftest_m4f"]  # the other layers build their own images
+    for step in (configure, ["cmake", "--build", str(build_dir), *targets, "--parallel", "2"]):
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: {' '.join(step)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
