@@ -90,7 +90,7 @@ static int parse_tensor(js_cursor *c, dmskd_tensor_view *t, offsets *off) {
     return 1;
 }
 
-static int parse_metadata(js_cursor *c, dmskd_blob *out, int *overlong_values) {
+static int parse_metadata(js_cursor *c, dmskd_blob *out) {
     if (!js_expect(c, '{')) return 0;
     if (js_eat(c, '}')) return 1;
     do {
@@ -109,7 +109,6 @@ static int parse_metadata(js_cursor *c, dmskd_blob *out, int *overlong_values) {
             m->raw = memchr(text, '\\', m->raw_len) == NULL ? text : NULL;
             m->value[0] = '\x01';  /* marks a value too long to hold: unreadable as any field */
             m->value[1] = '\0';
-            *overlong_values = 1;
         }
         out->nmeta++;
     } while (js_eat(c, ','));
@@ -123,7 +122,7 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
     if (!js_valid_utf8(header, (size_t)header_len)) return invalid(err, "header is not UTF-8");
     js_cursor c = js_open(header, (size_t)header_len);
     offsets off[DMSKD_MAX_TENSORS];
-    int metadata_seen = 0, overlong_values = 0;
+    int metadata_seen = 0;
     memset(out, 0, sizeof *out);
     if (js_peek(&c) != '{') return invalid(err, "header does not start with '{'");
     c.p++;
@@ -135,7 +134,7 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
             if (overlong) return invalid(err, "a tensor name longer than the firmware holds (47 bytes)");
             if (strcmp(key, "__metadata__") == 0) {
                 if (metadata_seen++) { c.error = "repeated __metadata__"; break; }
-                if (!parse_metadata(&c, out, &overlong_values)) break;
+                if (!parse_metadata(&c, out)) break;
                 continue;
             }
             if (out->ntensors == DMSKD_MAX_TENSORS) return invalid(err, "more tensors than the firmware holds (16)");
@@ -189,7 +188,6 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
             out->tensors[j - 1] = t;
         }
     }
-    (void)overlong_values;
     return DMSKD_OK;
 }
 
