@@ -85,3 +85,36 @@ def test_the_table_has_refusals_of_every_kind() -> None:
         except PayloadRejected as exc:
             reasons.add(exc.reason)
     assert reasons == {"malformed_payload", "wrong_shape"}
+
+
+def python_step_verdict(blob: bytes) -> tuple[str, dict[str, np.ndarray] | None]:
+    """'ok' and the rebuilt model, or the reason code, of edge/'s decode_model_step + apply_step."""
+    try:
+        tensors, meta = decode_model_step(blob)
+        return "ok", apply_step(OLD, tensors, int(meta.encoding[2]))
+    except PayloadRejected as exc:
+        return exc.reason, None
+
+
+def test_c_and_python_agree_on_fuzzed_model_steps(core_cli: Path, tmp_path: Path) -> None:
+    from simulator.payload_fuzz import MUTATIONS, RandomChooser, fix_checksum
+
+    chooser = RandomChooser(np.random.default_rng(42))
+    seeds = [edited(bits, lambda wire: None) for bits in (8, 4, 2)]
+    names = sorted(MUTATIONS)
+    verdicts: dict[str, int] = {}
+    for i in range(300):
+        blob = seeds[i % 3]
+        for _ in range(1 + i % 2):
+            blob = MUTATIONS[names[int(chooser.integer(0, len(names) - 1))]](blob, chooser)
+        if i % 3 == 0:
+            blob = fix_checksum(blob, chooser)
+        expected, model = python_step_verdict(blob)
+        result, values = decode(core_cli, tmp_path, "step", blob, template=TEMPLATE, apply_to=OLD)
+        got = "ok" if result.ok else result.out["reason"]
+        assert got == expected, (result.out, blob[:160])
+        if model is not None and values is not None:
+            for k in OLD:
+                assert values[k].tobytes() == model[k].tobytes()
+        verdicts[got] = verdicts.get(got, 0) + 1
+    assert verdicts.get("ok", 0) > 5 and verdicts.get("malformed_payload", 0) > 50 and len(verdicts) >= 3, verdicts
