@@ -45,20 +45,23 @@ int cli_chunk(int argc, char **argv) {
 }
 
 static const char JOIN_USAGE[] =
-    "join --slots N --capacity BYTES --limit BYTES --pending P --out-dir DIR [--stream S] CHUNK... "
-    "(--stream switches the stream of the chunks after it)";
+    "join --slots N --capacity BYTES --limit BYTES --pending P [--ttl-ms T] --out-dir DIR [--stream S] [--at MS] "
+    "CHUNK... (--stream and --at set the stream and the clock of the chunks after them)";
 
 int cli_join(int argc, char **argv) {
     size_t slots = 4, capacity = 1 << 20, limit = DMSKD_CHUNK_MIN_LIMIT, pending = 4;
+    unsigned long long ttl_ms = 0, now_ms = 0;
     const char *dir = NULL;
     int first = 0;
-    while (first + 1 < argc && strncmp(argv[first], "--", 2) == 0 && strcmp(argv[first], "--stream") != 0) {
+    while (first + 1 < argc && strncmp(argv[first], "--", 2) == 0 && strcmp(argv[first], "--stream") != 0 &&
+           strcmp(argv[first], "--at") != 0) {
         const char *k = argv[first], *v = argv[first + 1];
         if (!strcmp(k, "--slots")) slots = strtoul(v, NULL, 10);
         else if (!strcmp(k, "--capacity")) capacity = strtoul(v, NULL, 10);
         else if (!strcmp(k, "--limit")) limit = strtoul(v, NULL, 10);
         else if (!strcmp(k, "--pending")) pending = strtoul(v, NULL, 10);
         else if (!strcmp(k, "--out-dir")) dir = v;
+        else if (!strcmp(k, "--ttl-ms")) ttl_ms = strtoull(v, NULL, 10);
         else cli_usage_error(k, JOIN_USAGE);
         first += 2;
     }
@@ -71,6 +74,7 @@ int cli_join(int argc, char **argv) {
     if (dmskd_assembler_init(&a, slot_array, slots, memory, memory_bytes, capacity, limit, pending, &err) != DMSKD_OK) {
         return cli_report_error(&err);
     }
+    dmskd_assembler_set_ttl(&a, ttl_ms);
     const char *stream = "";
     unsigned messages = 0;
     printf("{\"status\": \"ok\", \"memory\": %zu, \"events\": [", memory_bytes);
@@ -80,11 +84,15 @@ int cli_join(int argc, char **argv) {
             stream = argv[++i];
             continue;
         }
+        if (!strcmp(argv[i], "--at") && i + 1 < argc) {
+            now_ms = strtoull(argv[++i], NULL, 10);
+            continue;
+        }
         size_t len;
         uint8_t *chunk = cli_read_file(argv[i], &len);
         const uint8_t *message;
         size_t message_len;
-        dmskd_status st = dmskd_assembler_add(&a, stream, chunk, len, &message, &message_len, &err);
+        dmskd_status st = dmskd_assembler_add_at(&a, now_ms, stream, chunk, len, &message, &message_len, &err);
         printf(any++ ? ", " : "");
         if (st != DMSKD_OK) {
             printf("{\"rejected\": \"%s\", \"detail\": ", dmskd_status_reason(st));
@@ -104,7 +112,7 @@ int cli_join(int argc, char **argv) {
         }
         free(chunk);
     }
-    printf("], \"evictions\": %u}\n", (unsigned)a.evictions);
+    printf("], \"evictions\": %u, \"expirations\": %u}\n", (unsigned)a.evictions, (unsigned)a.expirations);
     free(memory);
     free(slot_array);
     return 0;

@@ -180,3 +180,26 @@ def test_the_same_message_id_on_two_streams_does_not_mix(core_cli: Path, tmp_pat
     _, messages = c_join(core_cli, tmp_path, [("one", ca[0]), ("two", cb[0]), ("one", ca[1]), ("two", cb[1]),
                                                ("one", ca[2]), ("two", cb[2])])
     assert messages == [a, b]
+
+
+def test_partial_messages_expire_after_their_time_to_live(core_cli: Path, tmp_path: Path) -> None:
+    late = split_message(np.random.default_rng(5).bytes(1500), "late", 512)
+    quick = split_message(np.random.default_rng(6).bytes(1500), "quick", 512)
+    for i, c in enumerate([*late, *quick]):
+        (tmp_path / f"x{i}.chunk").write_bytes(c)
+    n = len(late)
+
+    def feed(*items: str | Path) -> dict:
+        result = run(core_cli, "join", "--slots", "4", "--capacity", "4096", "--limit", "512", "--pending", "4",
+                     "--ttl-ms", "600000", "--out-dir", tmp_path, *items)
+        assert result.ok, result.out
+        return result.out
+
+    # "late" starts at t=0 and its last chunk comes at t=600,001 ms: it was dropped, its rest waits again
+    out = feed("--at", "0", tmp_path / "x0.chunk", "--at", "600001",
+               *[tmp_path / f"x{i}.chunk" for i in range(1, n)])
+    assert out["expirations"] == 1 and not any(isinstance(e, dict) and "message" in e for e in out["events"])
+    # "quick" completes within its time to live, while "late" is pending beside it
+    quick_chunks = [tmp_path / f"x{i}.chunk" for i in range(n, 2 * n)]
+    out = feed("--at", "0", tmp_path / "x0.chunk", "--at", "599999", *quick_chunks)
+    assert out["expirations"] == 0 and sum(isinstance(e, dict) and "message" in e for e in out["events"]) == 1

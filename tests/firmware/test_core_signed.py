@@ -20,6 +20,12 @@ def fleet_key():
     return generate_signing_key()
 
 
+@pytest.fixture(params=["host-backend", "monocypher"])
+def verifier(request: pytest.FixtureRequest) -> Path:
+    """The driver with the host's Ed25519 backend (libsodium) and with Monocypher's (the MCU's)."""
+    return request.getfixturevalue("core_cli" if request.param == "host-backend" else "monocypher_cli")
+
+
 def verify(cli: Path, tmp: Path, key, *items: tuple[str, bytes]) -> list[dict]:
     """Open (topic, envelope) pairs in order through one C replay guard; one event per envelope."""
     (tmp / "fleet.pub").write_bytes(public_pem(key.public_key()))
@@ -33,9 +39,9 @@ def verify(cli: Path, tmp: Path, key, *items: tuple[str, bytes]) -> list[dict]:
     return result.out["events"]
 
 
-def test_a_genuine_envelope_verifies_and_yields_its_payload(core_cli: Path, tmp_path: Path, fleet_key) -> None:
+def test_a_genuine_envelope_verifies_and_yields_its_payload(verifier: Path, tmp_path: Path, fleet_key) -> None:
     payload = b"weights" * 300
-    (event,) = verify(core_cli, tmp_path, fleet_key, (TOPIC, sign(fleet_key, TOPIC, 7, payload)))
+    (event,) = verify(verifier, tmp_path, fleet_key, (TOPIC, sign(fleet_key, TOPIC, 7, payload)))
     assert event["counter"] == 7 and event["new"] is True and event["topic"] == TOPIC
     assert event["payload_sha256"] == hashlib.sha256(payload).hexdigest()
 
@@ -68,21 +74,21 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_envelopes_are_refused_like_python_refuses_them(core_cli: Path, tmp_path: Path, fleet_key,
+def test_bad_envelopes_are_refused_like_python_refuses_them(verifier: Path, tmp_path: Path, fleet_key,
                                                             name: str) -> None:
     build, detail = CASES[name]
     envelope = build(fleet_key)
     with pytest.raises(SignatureRejected) as python:
         open_envelope(fleet_key.public_key(), TOPIC, envelope)
     assert detail in str(python.value)
-    (event,) = verify(core_cli, tmp_path, fleet_key, (TOPIC, envelope))
+    (event,) = verify(verifier, tmp_path, fleet_key, (TOPIC, envelope))
     assert event.get("rejected") == "signature_rejected", event
     assert detail in event["detail"]
 
 
-def test_replay_guard_refuses_older_and_conflicting_counters(core_cli: Path, tmp_path: Path, fleet_key) -> None:
+def test_replay_guard_refuses_older_and_conflicting_counters(verifier: Path, tmp_path: Path, fleet_key) -> None:
     v5 = sign(fleet_key, TOPIC, 5, b"model five")
-    events = verify(core_cli, tmp_path, fleet_key, (TOPIC, v5), (TOPIC, v5), (TOPIC, sign(fleet_key, TOPIC, 4, b"old")),
+    events = verify(verifier, tmp_path, fleet_key, (TOPIC, v5), (TOPIC, v5), (TOPIC, sign(fleet_key, TOPIC, 4, b"old")),
                     (TOPIC, sign(fleet_key, TOPIC, 5, b"other five")), (TOPIC, sign(fleet_key, TOPIC, 6, b"six")))
     assert events[0]["new"] is True and events[1]["new"] is False  # a re-delivery of the held message
     assert "replayed model: counter 4 is older than the 5 already held" in events[2]["detail"]
@@ -90,11 +96,11 @@ def test_replay_guard_refuses_older_and_conflicting_counters(core_cli: Path, tmp
     assert events[4]["counter"] == 6 and events[4]["new"] is True
 
 
-def test_a_private_key_file_is_not_accepted_as_the_pinned_key(core_cli: Path, tmp_path: Path, fleet_key) -> None:
+def test_a_private_key_file_is_not_accepted_as_the_pinned_key(verifier: Path, tmp_path: Path, fleet_key) -> None:
     from cryptography.hazmat.primitives import serialization
 
     pem = fleet_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption())
     (tmp_path / "wrong.pem").write_bytes(pem)
-    result = run(core_cli, "verify", "--key", tmp_path / "wrong.pem")
+    result = run(verifier, "verify", "--key", tmp_path / "wrong.pem")
     assert not result.ok and "not a PEM public key" in result.out["message"]

@@ -5,6 +5,7 @@
 
 #include "dmskd/chunk.h"
 #include "dmskd/sha256.h"
+#include "dmskd/format.h"
 
 static size_t bitmap_bytes(size_t capacity, size_t limit) {
     size_t body = limit - DMSKD_CHUNK_HEADER_BYTES;
@@ -33,6 +34,9 @@ dmskd_status dmskd_assembler_init(dmskd_assembler *a, dmskd_reassembly_slot *slo
     a->bitmap_bytes = bits;
     a->clock = 0;
     a->evictions = 0;
+    a->ttl_ms = 0;
+    a->now_ms = 0;
+    a->expirations = 0;
     for (size_t i = 0; i < nslots; i++) {
         memset(&slots[i], 0, sizeof slots[i]);
         slots[i].buffer = memory + i * (capacity + bits);
@@ -72,8 +76,27 @@ static dmskd_reassembly_slot *claim(dmskd_assembler *a, const char *stream) {
     return free_slot;
 }
 
+void dmskd_assembler_set_ttl(dmskd_assembler *a, uint64_t ttl_ms) { a->ttl_ms = ttl_ms; }
+
+static void expire(dmskd_assembler *a) {
+    if (a->ttl_ms == 0) return;
+    for (size_t i = 0; i < a->nslots; i++) {
+        dmskd_reassembly_slot *s = &a->slots[i];
+        if (s->in_use && a->now_ms - s->started_ms > a->ttl_ms) {
+            release(s);
+            a->evictions++;
+            a->expirations++;
+        }
+    }
+}
+
 dmskd_status dmskd_assembler_add(dmskd_assembler *a, const char *stream, const uint8_t *chunk, size_t len,
                                  const uint8_t **message, size_t *message_len, dmskd_error *err) {
+    return dmskd_assembler_add_at(a, a->now_ms, stream, chunk, len, message, message_len, err);
+}
+
+dmskd_status dmskd_assembler_add_at(dmskd_assembler *a, uint64_t now_ms, const char *stream, const uint8_t *chunk,
+                                    size_t len, const uint8_t **message, size_t *message_len, dmskd_error *err) {
     dmskd_chunk_header h;
     const uint8_t *body;
     size_t body_len;
@@ -87,6 +110,8 @@ dmskd_status dmskd_assembler_add(dmskd_assembler *a, const char *stream, const u
     dmskd_status st = dmskd_chunk_parse(chunk, len, &h, &body, &body_len, err);
     if (st != DMSKD_OK) return st;
     hex_id(h.message_id, id);
+    if (now_ms > a->now_ms) a->now_ms = now_ms;  /* a clock that steps back does not rejuvenate anything */
+    expire(a);
     if (h.total_length > a->slot_capacity) {
         return dmskd_fail(err, DMSKD_CHUNK_REJECTED, "message of %lu bytes exceeds the %zu byte limit",
                           (unsigned long)h.total_length, a->slot_capacity);
@@ -132,12 +157,13 @@ dmskd_status dmskd_assembler_add(dmskd_assembler *a, const char *stream, const u
         s = claim(a, stream);
         memset(s->received, 0, a->bitmap_bytes);
         s->in_use = 1;
-        snprintf(s->stream, sizeof s->stream, "%s", stream);
+        dmskd_format(s->stream, sizeof s->stream, "%s", stream);
         s->header = h;
         s->stored = 0;
         s->body_size = 0;
         s->received_count = 0;
         s->started = a->clock++;
+        s->started_ms = a->now_ms;
     }
     if (!last) s->body_size = (uint32_t)body_len;
     memcpy(s->buffer + offset, body, body_len);

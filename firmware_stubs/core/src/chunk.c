@@ -18,10 +18,12 @@ dmskd_status dmskd_chunk_count(size_t len, size_t limit, uint16_t *count, dmskd_
         return dmskd_fail(err, DMSKD_BAD_ARGUMENT, "chunk limit %zu is too small; use at least %d bytes", limit,
                           DMSKD_CHUNK_MIN_LIMIT);
     }
-    if ((uint64_t)len > 0xFFFFFFFFu) {
+#if SIZE_MAX > 0xFFFFFFFFu
+    if (len > 0xFFFFFFFFu) {
         return dmskd_fail(err, DMSKD_BAD_ARGUMENT, "message of %zu bytes exceeds the 4 GiB a chunk header can state",
                           len);
     }
+#endif
     size_t body = limit - DMSKD_CHUNK_HEADER_BYTES;
     size_t n = len == 0 ? 1 : (len + body - 1) / body;
     if (n > DMSKD_CHUNK_MAX_COUNT) {

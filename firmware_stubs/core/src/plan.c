@@ -8,6 +8,7 @@
 #include "dmskd/plan.h"
 #include "dmskd/sha256.h"
 #include "json_scan.h"
+#include "dmskd/format.h"
 
 #define REJECT(...) dmskd_fail(err, DMSKD_PLAN_REJECTED, __VA_ARGS__)
 
@@ -30,7 +31,7 @@ static int read_number(js_cursor *c, number *n) {
     n->value = strtod(buf, NULL);
     if (n->is_int) {
         if (len > 18) { c->error = "integer too large"; return 0; }
-        snprintf(n->text, sizeof n->text, "%lld", strtoll(buf, NULL, 10));
+        dmskd_format(n->text, sizeof n->text, "%lld", strtoll(buf, NULL, 10));
     } else if (dmskd_format_python_float(n->value, n->text, sizeof n->text) != DMSKD_OK) {
         c->error = "number out of range";
         return 0;
@@ -48,7 +49,7 @@ static void default_training(training_numbers *t) {
     for (int i = 0; i < 6; i++) {
         fields[i]->value = d[i].v;
         fields[i]->is_int = d[i].is_int;
-        if (d[i].is_int) snprintf(fields[i]->text, sizeof fields[i]->text, "%d", (int)d[i].v);
+        if (d[i].is_int) dmskd_format(fields[i]->text, sizeof fields[i]->text, "%d", (int)d[i].v);
         else dmskd_format_python_float(d[i].v, fields[i]->text, sizeof fields[i]->text);
     }
 }
@@ -101,11 +102,11 @@ dmskd_status dmskd_plan_parse(const uint8_t *json, size_t len, dmskd_plan *plan,
     number n;
     dmskd_error_clear(err);
     memset(plan, 0, sizeof *plan);
-    snprintf(plan->dp_mode, sizeof plan->dp_mode, "none");
+    dmskd_format(plan->dp_mode, sizeof plan->dp_mode, "none");
     plan->labelled_fraction = 1.0;
     plan->max_examples = 100000;
     plan->update_bits = plan->model_bits = 32;
-    snprintf(plan->device, sizeof plan->device, "?");
+    dmskd_format(plan->device, sizeof plan->device, "?");
     default_training(&t);
     if (!js_valid_utf8(json, len)) return REJECT("plan payload is not JSON: not UTF-8");
     js_cursor c = js_open(json, len);
@@ -120,7 +121,7 @@ dmskd_status dmskd_plan_parse(const uint8_t *json, size_t len, dmskd_plan *plan,
             for (int i = 0; i < NFIELDS && !overlong; i++) if (strcmp(key, names[i]) == 0) f = i;
             if (f < 0) {
                 size_t u = strlen(unknown);
-                snprintf(unknown + u, sizeof unknown - u, "%s'%.32s'", u ? ", " : "", key);
+                dmskd_format(unknown + u, sizeof unknown - u, "%s'%.32s'", u ? ", " : "", key);
                 if (!js_skip(&c)) break;
                 continue;
             }
@@ -168,7 +169,7 @@ dmskd_status dmskd_plan_parse(const uint8_t *json, size_t len, dmskd_plan *plan,
     for (int i = 0; i <= ROUNDS; i++) {
         if (!seen[i]) {
             size_t m = strlen(missing);
-            snprintf(missing + m, sizeof missing - m, "%s'%s'", m ? ", " : "", names[i]);
+            dmskd_format(missing + m, sizeof missing - m, "%s'%s'", m ? ", " : "", names[i]);
         }
     }
     if (missing[0]) return REJECT("plan for %s is missing fields [%s]", plan->device, missing);
@@ -218,7 +219,7 @@ dmskd_status dmskd_plan_parse(const uint8_t *json, size_t len, dmskd_plan *plan,
     plan->training.batch_size = (int64_t)t.batch_size.value;
     plan->training.clip = t.clip.value;
     char declaration[320];
-    snprintf(declaration, sizeof declaration,
+    dmskd_format(declaration, sizeof declaration,
              "{\"alpha\": %s, \"batch_size\": %s, \"clip\": %s, \"local_epochs\": %s, \"lr\": %s, \"tau\": %s}",
              t.alpha.text, t.batch_size.text, t.clip.text, t.local_epochs.text, t.lr.text, t.tau.text);
     uint8_t digest[DMSKD_SHA256_BYTES];

@@ -5,6 +5,7 @@
 #include "dmskd/sha256.h"
 #include "dmskd/signed.h"
 #include "json_scan.h"
+#include "dmskd/format.h"
 
 dmskd_status dmskd_open_envelope(const uint8_t pk[DMSKD_PUBLIC_KEY_BYTES], const char *topic,
                                  const uint8_t *envelope, size_t len, dmskd_opened *out, dmskd_error *err) {
@@ -105,7 +106,7 @@ dmskd_status dmskd_replay_admit(dmskd_replay_guard *guard, const char *stream, c
         }
         held = free_entry;
         held->used = 1;
-        snprintf(held->stream, sizeof held->stream, "%s", stream);
+        dmskd_format(held->stream, sizeof held->stream, "%s", stream);
     }
     held->counter = opened->counter;
     memcpy(held->digest, opened->digest, sizeof held->digest);
