@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from . import tflm_build
-from .tflm_build import MCU_CLASS, TflmFirmware, firmware_or_skip, run_driver
+from .tflm_build import COLD_BUILD_SECONDS, MCU_CLASS, TflmFirmware, firmware_or_skip, run_driver
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,7 @@ def tflm_firmware(tmp_path_factory, default_teacher_dir) -> TflmFirmware:
     return firmware_or_skip(tmp_path_factory, default_teacher_dir)
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_export_writes_a_config_the_build_consumes(tflm_firmware, tmp_path_factory):
     raw_key = tflm_build.fleet_key(tmp_path_factory.getbasetemp() / "tflm_firmware")[1]
     cfg = tflm_firmware.config
@@ -39,6 +40,7 @@ def test_export_writes_a_config_the_build_consumes(tflm_firmware, tmp_path_facto
     assert int(student["weights"]) == cfg["student_num_weights"] == 64 * 32 + 32 + 32 * 10 + 10
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_firmware_shard_equals_tflm_python_interpreter_exactly(tflm_firmware, default_teacher_dir, tmp_path):
     from tflite_micro.python.tflite_micro import runtime
 
@@ -65,6 +67,7 @@ def test_firmware_shard_equals_tflm_python_interpreter_exactly(tflm_firmware, de
     assert len({tuple(row) for row in got}) > 5  # the logits depend on the input: not a constant output
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_driver_refuses_a_truncated_input_naming_the_size(tflm_firmware, tmp_path):
     (tmp_path / "short.bin").write_bytes(b"\x01\x02\x03")
     done = run_driver(tflm_firmware.driver, "shard", tmp_path / "short.bin", tmp_path / "o.bin", check=False)

@@ -22,7 +22,7 @@ from export.student_train_step import (
     step_for_stack,
 )
 
-from .tflm_build import TflmFirmware, firmware_or_skip, run_driver
+from .tflm_build import COLD_BUILD_SECONDS, TflmFirmware, firmware_or_skip, run_driver
 
 BATCH, STEPS, HIDDEN = 16, 10, (32,)
 HP = (0.7, 2.0, 0.05)  # alpha, tau, lr
@@ -124,6 +124,7 @@ def _driver_input(weights: dict[str, np.ndarray], batches, lr: float = HP[2]) ->
     return np.concatenate(packed).astype(np.float32).tobytes()
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_firmware_train_step_matches_litert_after_10_steps(tflm_firmware, student, batches, litert_run, tmp_path):
     w0 = initial_weights(student)
     (tmp_path / "in.bin").write_bytes(_driver_input(w0, batches))
@@ -143,6 +144,7 @@ def test_firmware_train_step_matches_litert_after_10_steps(tflm_firmware, studen
     np.testing.assert_allclose(flat, np.concatenate([py_weights[n].ravel() for n in w0]), atol=1e-6)
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_firmware_keeps_its_weights_when_a_step_is_not_finite(tflm_firmware, student, batches, tmp_path):
     (tmp_path / "in.bin").write_bytes(_driver_input(initial_weights(student), batches[:1], lr=float("nan")))
     done = run_driver(tflm_firmware.driver, "train", tmp_path / "in.bin", tmp_path / "out.bin", 1, check=False)
