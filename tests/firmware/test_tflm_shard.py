@@ -72,3 +72,19 @@ def test_driver_refuses_a_truncated_input_naming_the_size(tflm_firmware, tmp_pat
     (tmp_path / "short.bin").write_bytes(b"\x01\x02\x03")
     done = run_driver(tflm_firmware.driver, "shard", tmp_path / "short.bin", tmp_path / "o.bin", check=False)
     assert done.returncode == 2 and "whole number of 64-byte int8 inputs" in done.stderr
+
+
+GLUE_REFUSALS = {  # driver case -> the status the glue must return (tools/glue_driver.cc run_errors)
+    "shard-run-before-init": "NOT_INITIALISED", "student-step-before-init": "NOT_INITIALISED",
+    "shard-not-a-model": "BAD_MODEL", "shard-unaligned": "BAD_ARGUMENT", "shard-arena-too-small": "ARENA_TOO_SMALL",
+    "shard-given-the-train-step": "MISSING_OP", "student-given-the-shard": "BAD_SIGNATURE",
+    "student-wrong-weight-count": "BAD_ARGUMENT", "student-initial-weights-absent": "BAD_ARGUMENT",
+    "shard-ok": "OK", "shard-wrong-input-length": "BAD_ARGUMENT",
+}
+
+
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
+def test_glue_refuses_each_misuse_with_its_status(tflm_firmware):
+    out = run_driver(tflm_firmware.driver, "errors").stdout
+    got = dict(line.split() for line in out.splitlines())
+    assert got == GLUE_REFUSALS
