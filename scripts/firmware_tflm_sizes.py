@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build", type=Path, default=REPO / "firmware_stubs" / "build" / "tflm-m4f",
                    help="Cortex-M4F build directory, kept between runs (default: %(default)s)")
     p.add_argument("--student-hidden", type=int, nargs="+", default=[64], help="student hidden widths")
+    p.add_argument("--student-batch", type=int, default=16, help="train-step batch")
     args = p.parse_args(argv)
     trees = {var: os.environ.get(var) or default for var, default in DEFAULTS.items()}
     if not Path(trees["TFLM_DIR"], "tensorflow/lite/micro").is_dir():
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     write_plan(plan, args.teacher, exits)
     out = args.work / "export"
     if export_main(["--plan", str(plan), "--out", str(out), "--qat", "never", "--quiet",
+                    "--student-batch", str(args.student_batch),
                     "--student-hidden", *map(str, args.student_hidden)]) != 0:
         return 1
     toolchain = next(t for t in TOOLCHAINS if t.exists())
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     table = [head] + [tuple(f"{v:,}" if isinstance(v, int) else v for v in (r[:5] + r[5:9] + r[10:]))
                       for r in rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
-    print("Cortex-M4F (arm-none-eabi-gcc -Os, hard float), TFLite-Micro reference kernels:")
+    print(f"Cortex-M4F (arm-none-eabi-gcc -Os, hard float), TFLite-Micro reference kernels; student "
+          f"hidden {','.join(map(str, args.student_hidden))}, batch {args.student_batch}:")
     for r in table:
         print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
     print("\nflash = text + .rodata + .data; RAM = .data + .bss (both arenas, the weights and one batch, static)\n")
