@@ -11,4 +11,19 @@ int cli_encode_step(int argc, char **argv);
 /* Decode (and check, dequantise, apply) a blob. */
 int cli_decode(int argc, char **argv);
 
+/* Split a file into chunk files. */
+int cli_chunk(int argc, char **argv);
+/* Reassemble chunk files. */
+int cli_join(int argc, char **argv);
+/* Verify signed envelopes through a replay guard. */
+int cli_verify(int argc, char **argv);
+/* Parse a plan. */
+int cli_plan(int argc, char **argv);
+/* Clip tensors to an L2 bound. */
+int cli_clip(int argc, char **argv);
+/* A local-mode DP release of tensors. */
+int cli_privatise(int argc, char **argv);
+/* Discrete Gaussian draws or randomized roundings. */
+int cli_noise(int argc, char **argv);
+
 #endif

@@ -9,6 +9,7 @@
 #include "blob_internal.h"
 #include "dmskd/sha256.h"
 #include "json_scan.h"
+#include "dmskd/format.h"
 
 typedef struct {
     const char *name;   /* safetensors dtype */
@@ -89,7 +90,7 @@ static int parse_tensor(js_cursor *c, dmskd_tensor_view *t, offsets *off) {
     return 1;
 }
 
-static int parse_metadata(js_cursor *c, dmskd_blob *out, int *overlong_values) {
+static int parse_metadata(js_cursor *c, dmskd_blob *out) {
     if (!js_expect(c, '{')) return 0;
     if (js_eat(c, '}')) return 1;
     do {
@@ -108,7 +109,6 @@ static int parse_metadata(js_cursor *c, dmskd_blob *out, int *overlong_values) {
             m->raw = memchr(text, '\\', m->raw_len) == NULL ? text : NULL;
             m->value[0] = '\x01';  /* marks a value too long to hold: unreadable as any field */
             m->value[1] = '\0';
-            *overlong_values = 1;
         }
         out->nmeta++;
     } while (js_eat(c, ','));
@@ -122,7 +122,7 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
     if (!js_valid_utf8(header, (size_t)header_len)) return invalid(err, "header is not UTF-8");
     js_cursor c = js_open(header, (size_t)header_len);
     offsets off[DMSKD_MAX_TENSORS];
-    int metadata_seen = 0, overlong_values = 0;
+    int metadata_seen = 0;
     memset(out, 0, sizeof *out);
     if (js_peek(&c) != '{') return invalid(err, "header does not start with '{'");
     c.p++;
@@ -134,12 +134,12 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
             if (overlong) return invalid(err, "a tensor name longer than the firmware holds (47 bytes)");
             if (strcmp(key, "__metadata__") == 0) {
                 if (metadata_seen++) { c.error = "repeated __metadata__"; break; }
-                if (!parse_metadata(&c, out, &overlong_values)) break;
+                if (!parse_metadata(&c, out)) break;
                 continue;
             }
             if (out->ntensors == DMSKD_MAX_TENSORS) return invalid(err, "more tensors than the firmware holds (16)");
             dmskd_tensor_view *t = &out->tensors[out->ntensors];
-            snprintf(t->name, sizeof t->name, "%s", key);
+            dmskd_format(t->name, sizeof t->name, "%s", key);
             if (!parse_tensor(&c, t, &off[out->ntensors])) break;
             for (size_t i = 0; i < out->ntensors; i++) {
                 if (strcmp(out->tensors[i].name, t->name) == 0) { c.error = "a tensor name appears twice"; break; }
@@ -188,7 +188,6 @@ static dmskd_status parse_safetensors(const uint8_t *data, size_t len, dmskd_blo
             out->tensors[j - 1] = t;
         }
     }
-    (void)overlong_values;
     return DMSKD_OK;
 }
 
@@ -225,8 +224,8 @@ dmskd_status dmskd_blob_parse(const uint8_t *data, size_t len, char kind, dmskd_
     if (version == NULL) version = dmskd_blob_meta(out, "protocol");
     if (version == NULL || strcmp(version, DMSKD_PROTOCOL_VERSION) != 0) {
         char shown[DMSKD_MAX_META_VALUE + 2];
-        if (version == NULL) snprintf(shown, sizeof shown, "None");
-        else snprintf(shown, sizeof shown, "'%s'", version);
+        if (version == NULL) dmskd_format(shown, sizeof shown, "None");
+        else dmskd_format(shown, sizeof shown, "'%s'", version);
         return dmskd_fail(err, DMSKD_MALFORMED_PAYLOAD, "protocol version %s, this build speaks '%s'; upgrade the "
                           "sender (docs/wire-protocol.md)", shown, DMSKD_PROTOCOL_VERSION);
     }
@@ -349,11 +348,11 @@ static void read_encoding(meta_reader *r, const char *fallback, dmskd_encoding *
 }
 
 static void shown_list(char *out, size_t cap, const dmskd_encoding *list, size_t n) {
-    size_t len = (size_t)snprintf(out, cap, "[");
+    size_t len = (size_t)dmskd_format(out, cap, "[");
     for (size_t i = 0; i < n && len < cap; i++) {
-        len += (size_t)snprintf(out + len, cap - len, "%s'%s'", i ? ", " : "", dmskd_encoding_name(list[i]));
+        len += (size_t)dmskd_format(out + len, cap - len, "%s'%s'", i ? ", " : "", dmskd_encoding_name(list[i]));
     }
-    if (len < cap) snprintf(out + len, cap - len, "]");
+    if (len < cap) dmskd_format(out + len, cap - len, "]");
 }
 
 dmskd_status dmskd_decode_update(const uint8_t *data, size_t len, const dmskd_encoding *accepted, size_t naccepted,

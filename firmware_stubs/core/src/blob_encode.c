@@ -1,13 +1,13 @@
 /* The canonical safetensors writer of edge.wire.canonical_safetensors and the update, weights and
    model-step encoders: header JSON with sorted keys, compact separators, ASCII escapes, space padding to
    a multiple of 8; tensors in name order; metadata as edge.wire.wire_metadata writes it. */
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "blob_internal.h"
 #include "dmskd/sha256.h"
 #include "quantize.h"
+#include "dmskd/format.h"
 
 typedef struct {
     const char *name;
@@ -17,10 +17,13 @@ typedef struct {
     size_t nbytes;
 } wire_entry;
 
+/* An encoder's metadata entry: values are ids (< DMSKD_MAX_TEXT), numbers, names, digests. */
 typedef struct {
     char key[2];
-    char value[DMSKD_MAX_META_VALUE + 48];
+    char value[DMSKD_MAX_TEXT];
 } meta_entry;
+
+#define ENCODER_META 14  /* an update's 13 keys and a spare: the encoder's stack stays under 1 KiB of metadata */
 
 typedef struct {
     uint8_t *out;  /* NULL: only count */
@@ -54,13 +57,13 @@ static void w_text(writer *w, const char *s) {
 
 static void w_u64(writer *w, uint64_t v) {
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    dmskd_format(buf, sizeof buf, "%llu", (unsigned long long)v);
     w_text(w, buf);
 }
 
 static void w_escape_unit(writer *w, unsigned unit) {
     char buf[8];
-    snprintf(buf, sizeof buf, "\\u%04x", unit);
+    dmskd_format(buf, sizeof buf, "\\u%04x", unit);
     w_text(w, buf);
 }
 
@@ -176,13 +179,13 @@ static dmskd_status order_tensors(const dmskd_tensor *t, size_t n, size_t *order
 static void add_meta(meta_entry *meta, size_t *n, const char *key, const char *value) {
     meta[*n].key[0] = key[0];
     meta[*n].key[1] = '\0';
-    snprintf(meta[*n].value, sizeof meta[*n].value, "%s", value);
+    dmskd_format(meta[*n].value, sizeof meta[*n].value, "%s", value);
     (*n)++;
 }
 
 static void add_meta_int(meta_entry *meta, size_t *n, const char *key, int64_t v) {
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRId64, v);
+    dmskd_format(buf, sizeof buf, "%lld", (long long)v);
     add_meta(meta, n, key, buf);
 }
 
@@ -346,7 +349,7 @@ static dmskd_status update_meta_entries(const dmskd_update_meta *m, meta_entry *
 dmskd_status dmskd_encode_update(const dmskd_tensor *delta, size_t ntensors, const dmskd_update_meta *meta,
                                  const dmskd_entropy *rounding, uint8_t *out, size_t cap, size_t *out_len,
                                  dmskd_error *err) {
-    meta_entry entries_meta[DMSKD_MAX_META];
+    meta_entry entries_meta[ENCODER_META];
     size_t nmeta = 0;
     dmskd_error_clear(err);
     if (delta == NULL && ntensors > 0) return dmskd_fail(err, DMSKD_BAD_ARGUMENT, "no tensors given");
@@ -376,7 +379,7 @@ size_t dmskd_update_size(const dmskd_tensor *delta, size_t ntensors, const dmskd
 
 dmskd_status dmskd_encode_weights(const dmskd_tensor *weights, size_t ntensors, const dmskd_weights_meta *meta,
                                   uint8_t *out, size_t cap, size_t *out_len, dmskd_error *err) {
-    meta_entry m[DMSKD_MAX_META];
+    meta_entry m[ENCODER_META];
     size_t nmeta = 0;
     dmskd_error_clear(err);
     add_meta(m, &nmeta, "v", DMSKD_PROTOCOL_VERSION);
@@ -396,7 +399,7 @@ dmskd_status dmskd_encode_weights(const dmskd_tensor *weights, size_t ntensors, 
 dmskd_status dmskd_encode_model_step(const dmskd_tensor *old_w, const dmskd_tensor *new_w, size_t ntensors,
                                      const dmskd_step_meta *meta, const dmskd_entropy *rounding,
                                      uint8_t *out, size_t cap, size_t *out_len, dmskd_error *err) {
-    meta_entry m[DMSKD_MAX_META];
+    meta_entry m[ENCODER_META];
     size_t nmeta = 0;
     dmskd_error_clear(err);
     unsigned bits = dmskd_encoding_bits(meta->encoding);

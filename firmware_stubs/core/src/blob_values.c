@@ -7,14 +7,15 @@
 
 #include "blob_internal.h"
 #include "quantize.h"
+#include "dmskd/format.h"
 
 /* A shape as Python prints a tuple: (), (4,), (6, 4). */
 static void shape_text(char *out, size_t cap, uint32_t ndim, const uint32_t *shape) {
-    size_t n = (size_t)snprintf(out, cap, "(");
+    size_t n = (size_t)dmskd_format(out, cap, "(");
     for (uint32_t d = 0; d < ndim && n < cap; d++) {
-        n += (size_t)snprintf(out + n, cap - n, d ? ", %u" : "%u", (unsigned)shape[d]);
+        n += (size_t)dmskd_format(out + n, cap - n, d ? ", %u" : "%u", (unsigned)shape[d]);
     }
-    if (n < cap) snprintf(out + n, cap - n, ndim == 1 ? ",)" : ")");
+    if (n < cap) dmskd_format(out + n, cap - n, ndim == 1 ? ",)" : ")");
 }
 
 static const dmskd_tensor_view *find_view(const dmskd_blob *blob, const char *name) {
@@ -33,7 +34,7 @@ static int in_template(const dmskd_template *tmpl, const char *name) {
 
 /* Append 'name' to a Python-style list text. */
 static void list_add(char *out, size_t cap, size_t *n, const char *name) {
-    if (*n < cap) *n += (size_t)snprintf(out + *n, cap - *n, "%s'%s'", out[1] ? ", " : "", name);
+    if (*n < cap) *n += (size_t)dmskd_format(out + *n, cap - *n, "%s'%s'", out[1] ? ", " : "", name);
 }
 
 dmskd_status dmskd_check_template(const dmskd_blob *blob, const dmskd_template *tmpl, dmskd_error *err) {
