@@ -6,7 +6,8 @@
 
 For every prefix P1..Pn: `python -m export` writes the shard's firmware configuration (int8 shard,
 the student's functional train step, measured arenas), firmware_stubs/tflm is cross-built with
-arm-none-eabi-gcc (-Os, Cortex-M4F hard float) into the size probe image (TFLM runtime + glue + shard
+arm-none-eabi-gcc (firmware_stubs/cmake/cortex-m4f.cmake: -Os, Cortex-M4F hard float, newlib-nano with
+float printf as the core needs) into the size probe image (TFLM runtime + glue + shard
 + train step + both arenas as static buffers) and arm-none-eabi-size reads its sections:
 flash = text (.text, .init, .fini, unwind tables, init arrays) + .rodata (the two models) + .data's
 initialisers; RAM = .data + .bss: both arenas, the float weight buffer and one batch, all static.
@@ -25,8 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's export/, not an installed one
 GLUE = REPO / "firmware_stubs" / "tflm"
-TOOLCHAINS = (REPO / "firmware_stubs" / "cmake" / "cortex-m4f.cmake",  # the core's, when it exists
-              REPO / "firmware_stubs" / "cmake" / "tflm_cortex_m4f.cmake")
+TOOLCHAIN = REPO / "firmware_stubs" / "cmake" / "cortex-m4f.cmake"  # the firmware's (core's) toolchain file
 # Code in flash (.text and its start-up/unwind companions); RAM is everything the image reserves in RAM.
 CODE_SECTIONS = (".init", ".text", ".fini", ".ARM.exidx", ".eh_frame", ".init_array", ".fini_array")
 RAM_SECTIONS = (".data", ".bss", ".noinit", ".persistent")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--student-batch", str(args.student_batch),
                     "--student-hidden", *map(str, args.student_hidden)]) != 0:
         return 1
-    toolchain = next(t for t in TOOLCHAINS if t.exists())
+    toolchain = TOOLCHAIN
     build = args.build
     rows = []
     for k in range(1, exits + 1):
