@@ -6,9 +6,11 @@
 
 For every prefix P1..Pn: `python -m export` writes the shard's firmware configuration (int8 shard,
 the student's functional train step, measured arenas), firmware_stubs/tflm is cross-built with
-arm-none-eabi-gcc (-Os, Cortex-M4F hard float) into the size probe image (TFLM runtime + glue + shard
+arm-none-eabi-gcc (firmware_stubs/cmake/cortex-m4f.cmake: -Os, Cortex-M4F hard float, newlib-nano with
+float printf as the core needs) into the size probe image (TFLM runtime + glue + shard
 + train step + both arenas as static buffers) and arm-none-eabi-size reads its sections:
-flash = .text + .rodata (+ .data's initialisers), RAM = .data + .bss (the arenas are in .bss).
+flash = text (.text, .init, .fini, unwind tables, init arrays) + .rodata (the two models) + .data's
+initialisers; RAM = .data + .bss: both arenas, the float weight buffer and one batch, all static.
 Needs TFLM_DIR (and FLATBUFFERS_DIR, RUY_DIR; defaults /opt/...), as firmware_stubs/README.md.
 """
 
@@ -22,9 +24,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's export/, not an installed one
 GLUE = REPO / "firmware_stubs" / "tflm"
-TOOLCHAINS = (REPO / "firmware_stubs" / "cmake" / "cortex-m4f.cmake",  # the core's, when it exists
-              REPO / "firmware_stubs" / "cmake" / "tflm_cortex_m4f.cmake")
+TOOLCHAIN = REPO / "firmware_stubs" / "cmake" / "cortex-m4f.cmake"  # the firmware's (core's) toolchain file
+# Code in flash (.text and its start-up/unwind companions); RAM is everything the image reserves in RAM.
+CODE_SECTIONS = (".init", ".text", ".fini", ".ARM.exidx", ".eh_frame", ".init_array", ".fini_array")
+RAM_SECTIONS = (".data", ".bss", ".noinit", ".persistent")
 DEFAULTS = {"TFLM_DIR": "/opt/tflite-micro", "FLATBUFFERS_DIR": "/opt/flatbuffers", "RUY_DIR": "/opt/ruy"}
 
 
@@ -60,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", type=Path, required=True, help="teacher directory (python -m simulator teacher)")
     p.add_argument("--fleet", type=Path, default=REPO / "examples" / "fleet.toml", help="fleet file")
     p.add_argument("--work", type=Path, default=REPO / "firmware_stubs" / "build" / "sizes",
-                   help="work directory: export output and the Cortex-M4F build (default: %(default)s)")
+                   help="work directory for the plan and the export (default: %(default)s)")
+    p.add_argument("--build", type=Path, default=REPO / "firmware_stubs" / "build" / "tflm-m4f",
+                   help="Cortex-M4F build directory, kept between runs (default: %(default)s)")
     p.add_argument("--student-hidden", type=int, nargs="+", default=[64], help="student hidden widths")
+    p.add_argument("--student-batch", type=int, default=16, help="train-step batch")
     args = p.parse_args(argv)
     trees = {var: os.environ.get(var) or default for var, default in DEFAULTS.items()}
     if not Path(trees["TFLM_DIR"], "tensorflow/lite/micro").is_dir():
@@ -76,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     write_plan(plan, args.teacher, exits)
     out = args.work / "export"
     if export_main(["--plan", str(plan), "--out", str(out), "--qat", "never", "--quiet",
+                    "--student-batch", str(args.student_batch),
                     "--student-hidden", *map(str, args.student_hidden)]) != 0:
         return 1
-    toolchain = next(t for t in TOOLCHAINS if t.exists())
-    build = args.work / "m4f"
+    toolchain = TOOLCHAIN
+    build = args.build
     rows = []
     for k in range(1, exits + 1):
         config = out / "firmware" / f"size-P{k}"
@@ -90,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         s = sections(build / "dmskd_tflm_size_probe.elf")
         cfg = json.loads((config / "config.json").read_text())
         arenas = cfg["shard_arena_bytes"] + cfg["student_arena_bytes"]
-        flash = s.get(".text", 0) + s.get(".rodata", 0) + s.get(".data", 0)
-        ram = s.get(".data", 0) + s.get(".bss", 0)
-        rows.append((f"P{k}", s.get(".text", 0), s.get(".rodata", 0), s.get(".data", 0), s.get(".bss", 0),
+        text = sum(s.get(name, 0) for name in CODE_SECTIONS)
+        flash = text + s.get(".rodata", 0) + s.get(".data", 0)
+        ram = sum(s.get(name, 0) for name in RAM_SECTIONS)
+        rows.append((f"P{k}", text, s.get(".rodata", 0), s.get(".data", 0), s.get(".bss", 0),
                      cfg["shard_model_bytes"], cfg["student_model_bytes"], cfg["shard_arena_bytes"],
                      cfg["student_arena_bytes"], arenas, flash, ram))
     fleet = load_fleet_file(args.fleet)
@@ -100,15 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     for d in fleet.devices:
         if d.target == "mcu":
             classes.setdefault(d.device_class or d.device_id, (d.flash_bytes, d.arena_bytes))
-    head = ("shard", ".text", ".rodata", ".data", ".bss", "shard B", "step B", "shard arena", "step arena",
+    head = ("shard", "text", ".rodata", ".data", ".bss", "shard B", "step B", "shard arena", "step arena",
             "flash", "RAM")
     table = [head] + [tuple(f"{v:,}" if isinstance(v, int) else v for v in (r[:5] + r[5:9] + r[10:]))
                       for r in rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
-    print("Cortex-M4F (arm-none-eabi-gcc -Os, hard float), TFLite-Micro reference kernels:")
+    print(f"Cortex-M4F (arm-none-eabi-gcc -Os, hard float), TFLite-Micro reference kernels; student "
+          f"hidden {','.join(map(str, args.student_hidden))}, batch {args.student_batch}:")
     for r in table:
         print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
-    print("\nflash = .text + .rodata + .data; RAM = .data + .bss (both arenas are static buffers in .bss)\n")
+    print("\nflash = text + .rodata + .data; RAM = .data + .bss (both arenas, the weights and one batch, static)\n")
     for name, (flash_limit, ram_limit) in classes.items():
         verdicts = []
         for r in rows:

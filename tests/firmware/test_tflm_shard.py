@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from . import tflm_build
-from .tflm_build import MCU_CLASS, TflmFirmware, firmware_or_skip, run_driver
+from .tflm_build import COLD_BUILD_SECONDS, MCU_CLASS, TflmFirmware, firmware_or_skip, run_driver
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,7 @@ def tflm_firmware(tmp_path_factory, default_teacher_dir) -> TflmFirmware:
     return firmware_or_skip(tmp_path_factory, default_teacher_dir)
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_export_writes_a_config_the_build_consumes(tflm_firmware, tmp_path_factory):
     raw_key = tflm_build.fleet_key(tmp_path_factory.getbasetemp() / "tflm_firmware")[1]
     cfg = tflm_firmware.config
@@ -39,6 +40,7 @@ def test_export_writes_a_config_the_build_consumes(tflm_firmware, tmp_path_facto
     assert int(student["weights"]) == cfg["student_num_weights"] == 64 * 32 + 32 + 32 * 10 + 10
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_firmware_shard_equals_tflm_python_interpreter_exactly(tflm_firmware, default_teacher_dir, tmp_path):
     from tflite_micro.python.tflite_micro import runtime
 
@@ -65,7 +67,24 @@ def test_firmware_shard_equals_tflm_python_interpreter_exactly(tflm_firmware, de
     assert len({tuple(row) for row in got}) > 5  # the logits depend on the input: not a constant output
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_driver_refuses_a_truncated_input_naming_the_size(tflm_firmware, tmp_path):
     (tmp_path / "short.bin").write_bytes(b"\x01\x02\x03")
     done = run_driver(tflm_firmware.driver, "shard", tmp_path / "short.bin", tmp_path / "o.bin", check=False)
     assert done.returncode == 2 and "whole number of 64-byte int8 inputs" in done.stderr
+
+
+GLUE_REFUSALS = {  # driver case -> the status the glue must return (tools/glue_driver.cc run_errors)
+    "shard-run-before-init": "NOT_INITIALISED", "student-step-before-init": "NOT_INITIALISED",
+    "shard-not-a-model": "BAD_MODEL", "shard-unaligned": "BAD_ARGUMENT", "shard-arena-too-small": "ARENA_TOO_SMALL",
+    "shard-given-the-train-step": "MISSING_OP", "student-given-the-shard": "BAD_SIGNATURE",
+    "student-wrong-weight-count": "BAD_ARGUMENT", "student-initial-weights-absent": "BAD_ARGUMENT",
+    "shard-ok": "OK", "shard-wrong-input-length": "BAD_ARGUMENT",
+}
+
+
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
+def test_glue_refuses_each_misuse_with_its_status(tflm_firmware):
+    out = run_driver(tflm_firmware.driver, "errors").stdout
+    got = dict(line.split() for line in out.splitlines())
+    assert got == GLUE_REFUSALS

@@ -16,13 +16,14 @@ from export.student_train_step import (
     DenseStack,
     assert_builtins_only,
     export_student_train_step,
+    grad_key,
     initial_weights,
-    new_weight_key,
+    sgd_update,
     signature_tensor_order,
     step_for_stack,
 )
 
-from .tflm_build import TflmFirmware, firmware_or_skip, run_driver
+from .tflm_build import COLD_BUILD_SECONDS, TflmFirmware, firmware_or_skip, run_driver
 
 BATCH, STEPS, HIDDEN = 16, 10, (32,)
 HP = (0.7, 2.0, 0.05)  # alpha, tau, lr
@@ -66,7 +67,7 @@ def litert_run(student, batches) -> tuple[list[float], dict[str, np.ndarray]]:
 
 
 def tflm_python_run(model: bytes, weights: dict[str, np.ndarray], batches) -> tuple[list[float], dict]:
-    """The functional step in TFLite-Micro's Python interpreter, feeding each step's outputs back in."""
+    """The functional step in TFLite-Micro's Python interpreter, applying each step's gradients as the glue does."""
     from tflite_micro.python.tflite_micro import runtime
 
     ins, outs = signature_tensor_order(model)
@@ -74,13 +75,13 @@ def tflm_python_run(model: bytes, weights: dict[str, np.ndarray], batches) -> tu
     w = {k.replace("/", "__"): v.copy() for k, v in weights.items()}
     losses = []
     for b in batches:
-        feed = {**w, **b, "alpha": np.float32(HP[0]), "tau": np.float32(HP[1]), "lr": np.float32(HP[2])}
+        feed = {**w, **b, "alpha": np.float32(HP[0]), "tau": np.float32(HP[1])}
         for i, key in enumerate(ins):
             interp.set_input(np.asarray(feed[key], np.float32), i)
         interp.invoke()
         got = {key: interp.get_output(i).copy() for i, key in enumerate(outs)}
         losses.append(float(got["loss"]))
-        w = {k: got["new_" + k] for k in w}
+        w = {k: sgd_update(w[k], got["grad_" + k], HP[2]) for k in w}
     return losses, {k.replace("__", "/"): v for k, v in w.items()}
 
 
@@ -89,9 +90,8 @@ def test_functional_step_has_no_variables_and_names_every_weight(student):
     assert not set(assert_builtins_only(model)) & VARIABLE_OPS
     ins, outs = signature_tensor_order(model)
     names = ["dense_0/kernel", "dense_0/bias", "dense_1/kernel", "dense_1/bias"]
-    assert sorted(ins) == sorted([n.replace("/", "__") for n in names] + ["x", "y", "teacher_logits", "alpha",
-                                                                           "tau", "lr"])
-    assert sorted(outs) == sorted(["loss"] + [new_weight_key(n) for n in names])
+    assert sorted(ins) == sorted([n.replace("/", "__") for n in names] + ["x", "y", "teacher_logits", "alpha", "tau"])
+    assert sorted(outs) == sorted(["loss"] + [grad_key(n) for n in names])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         export_student_train_step(student, 0)
 
@@ -124,6 +124,7 @@ def _driver_input(weights: dict[str, np.ndarray], batches, lr: float = HP[2]) ->
     return np.concatenate(packed).astype(np.float32).tobytes()
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_firmware_train_step_matches_litert_after_10_steps(tflm_firmware, student, batches, litert_run, tmp_path):
     w0 = initial_weights(student)
     (tmp_path / "in.bin").write_bytes(_driver_input(w0, batches))
@@ -143,6 +144,7 @@ def test_firmware_train_step_matches_litert_after_10_steps(tflm_firmware, studen
     np.testing.assert_allclose(flat, np.concatenate([py_weights[n].ravel() for n in w0]), atol=1e-6)
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_firmware_keeps_its_weights_when_a_step_is_not_finite(tflm_firmware, student, batches, tmp_path):
     (tmp_path / "in.bin").write_bytes(_driver_input(initial_weights(student), batches[:1], lr=float("nan")))
     done = run_driver(tflm_firmware.driver, "train", tmp_path / "in.bin", tmp_path / "out.bin", 1, check=False)

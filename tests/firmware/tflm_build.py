@@ -27,6 +27,9 @@ MARKERS = {"TFLM_DIR": "tensorflow/lite/micro/micro_interpreter.h",
            "FLATBUFFERS_DIR": "include/flatbuffers/flatbuffers.h", "RUY_DIR": "ruy/profiler/instrumentation.h"}
 GEMMLOWP = Path("/usr/include/gemmlowp/fixedpoint/fixedpoint.h")
 MCU_CLASS = "meter"
+# The first session compiles TFLite-Micro (about 30 files of kernels plus its runtime: several minutes
+# on 2 busy cores); the tests that build it may take that long once, later sessions ~1 minute in all.
+COLD_BUILD_SECONDS = 1800
 
 
 def source_trees() -> dict[str, Path] | str:

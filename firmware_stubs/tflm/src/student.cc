@@ -1,5 +1,6 @@
-// The student's functional train step: weights fed in from the caller's buffer, new weights read
-// back from the outputs (export/student_train_step.py writes the graph).
+// The student's functional train step: weights fed in from the caller's buffer, the graph returns
+// the loss and the gradients, the glue applies w <- w - lr * g to the buffer (export/student_train_step.py).
+// Built with -ffp-contract=off: lr * g and the difference are rounded separately, as TF's assign_sub.
 #include <math.h>
 #include <string.h>
 
@@ -11,13 +12,13 @@ namespace {
 constexpr size_t kMaxTensors = 16;  // 8 dense layers
 constexpr size_t kNameLen = 32;
 
-enum Hyper { kX, kY, kTeacher, kAlpha, kTau, kLr, kNumHyper };
-const char* const kHyperNames[kNumHyper] = {"x", "y", "teacher_logits", "alpha", "tau", "lr"};
+enum Hyper { kX, kY, kTeacher, kAlpha, kTau, kNumHyper };
+const char* const kHyperNames[kNumHyper] = {"x", "y", "teacher_logits", "alpha", "tau"};
 
 struct WeightTensor {
   char name[kNameLen];  // dense_0/kernel
   int input;            // subgraph input index of its current value
-  int output;           // subgraph output index of its updated value
+  int output;           // subgraph output index of its gradient
   size_t offset;        // into the caller's packed buffer
   size_t count;
 };
@@ -128,7 +129,7 @@ dmskd_tflm_status map_signature(const tflite::Model* model, Student* s) {
     if (pos < 0) return DMSKD_TFLM_BAD_SIGNATURE;
     if (strcmp(name, "loss") == 0) {
       s->loss_output = pos;
-    } else if (starts_with(name, "new_") && weight_key(name + 4, &layer, &kind) &&
+    } else if (starts_with(name, "grad_") && weight_key(name + 5, &layer, &kind) &&
                static_cast<size_t>(layer * 2 + kind) < s->num_tensors) {
       s->tensors[layer * 2 + kind].output = pos;
     } else {
@@ -142,7 +143,7 @@ dmskd_tflm_status map_signature(const tflite::Model* model, Student* s) {
   return DMSKD_TFLM_OK;
 }
 
-// Sizes from the allocated tensors; every input and output float32, new weights shaped as the old.
+// Sizes from the allocated tensors; every input and output float32, gradients shaped as their weights.
 dmskd_tflm_status lay_out(tflite::MicroInterpreter* interp, Student* s) {
   size_t offset = 0;
   for (size_t k = 0; k < s->num_tensors; ++k) {
@@ -161,13 +162,6 @@ dmskd_tflm_status lay_out(tflite::MicroInterpreter* interp, Student* s) {
   }
   s->num_weights = offset;
   return DMSKD_TFLM_OK;
-}
-
-bool all_finite(const float* v, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (!isfinite(v[i])) return false;
-  }
-  return true;
 }
 
 }  // namespace
@@ -242,21 +236,25 @@ extern "C" dmskd_tflm_status dmskd_tflm_student_train_step(const float* x, const
   }
   interp->input(student.hyper[kAlpha])->data.f[0] = alpha;
   interp->input(student.hyper[kTau])->data.f[0] = tau;
-  interp->input(student.hyper[kLr])->data.f[0] = lr;
   for (size_t k = 0; k < student.num_tensors; ++k) {
     const WeightTensor& w = student.tensors[k];
     memcpy(interp->input(w.input)->data.f, student.weights + w.offset, w.count * sizeof(float));
   }
   if (interp->Invoke() != kTfLiteOk) return DMSKD_TFLM_INVOKE_FAILED;
   const float step_loss = interp->output(student.loss_output)->data.f[0];
-  if (!isfinite(step_loss)) return DMSKD_TFLM_NOT_FINITE;
-  for (size_t k = 0; k < student.num_tensors; ++k) {
+  if (!isfinite(step_loss) || !isfinite(lr)) return DMSKD_TFLM_NOT_FINITE;
+  for (size_t k = 0; k < student.num_tensors; ++k) {  // check every new weight before writing any
     const WeightTensor& w = student.tensors[k];
-    if (!all_finite(interp->output(w.output)->data.f, w.count)) return DMSKD_TFLM_NOT_FINITE;
+    const float* g = interp->output(w.output)->data.f;
+    for (size_t i = 0; i < w.count; ++i) {
+      if (!isfinite(student.weights[w.offset + i] - lr * g[i])) return DMSKD_TFLM_NOT_FINITE;
+    }
   }
-  for (size_t k = 0; k < student.num_tensors; ++k) {  // the read-back: outputs into the caller's buffer
+  for (size_t k = 0; k < student.num_tensors; ++k) {  // the SGD step, into the caller's buffer
     const WeightTensor& w = student.tensors[k];
-    memcpy(student.weights + w.offset, interp->output(w.output)->data.f, w.count * sizeof(float));
+    const float* g = interp->output(w.output)->data.f;
+    float* dst = student.weights + w.offset;
+    for (size_t i = 0; i < w.count; ++i) dst[i] = dst[i] - lr * g[i];
   }
   if (loss != nullptr) *loss = step_loss;
   return DMSKD_TFLM_OK;

@@ -2,6 +2,7 @@
 // file and writes the outputs, so tests compare them with the TFLite-Micro Python interpreter.
 //
 //   dmskd_tflm_driver info                 one line: shard and student shapes, arenas
+//   dmskd_tflm_driver errors               each misuse the glue refuses, and the status it returns
 //   dmskd_tflm_driver shard IN OUT         IN: N * input_len int8; OUT: N * num_classes int8
 //   dmskd_tflm_driver train IN OUT STEPS   IN: weights[num_weights] then per step x[B*D] y[B*C]
 //                                          t[B*C] alpha tau lr (float32); OUT: STEPS losses, weights
@@ -106,6 +107,43 @@ int run_train(const char* in_path, const char* out_path, long steps) {
   return refused ? 3 : 0;
 }
 
+const char* status_name(dmskd_tflm_status st) {
+  static const char* const names[] = {"OK", "BAD_ARGUMENT", "BAD_MODEL", "MISSING_OP", "ARENA_TOO_SMALL",
+                                      "BAD_SIGNATURE", "INVOKE_FAILED", "NOT_INITIALISED", "NOT_FINITE"};
+  return static_cast<unsigned>(st) < sizeof names / sizeof names[0] ? names[st] : "?";
+}
+
+void report(const char* what, dmskd_tflm_status st) { printf("%s %s\n", what, status_name(st)); }
+
+// Each misuse the glue must refuse, one line each: "<case> <STATUS>" (tests/firmware/test_tflm_shard.py).
+int run_errors() {
+  alignas(16) static uint8_t garbage[64] = {1, 2, 3};
+  alignas(16) static uint8_t copy[DMSKD_SHARD_MODEL_LEN + 16];
+  int8_t q[1] = {0};
+  float f[1] = {0.0f};
+  report("shard-run-before-init", dmskd_tflm_shard_run_int8(q, 1, q, 1));
+  report("student-step-before-init", dmskd_tflm_student_train_step(f, f, f, 0.5f, 1.0f, 0.1f, nullptr));
+  report("shard-not-a-model", dmskd_tflm_shard_init(garbage, sizeof garbage, shard_arena, sizeof shard_arena));
+  memcpy(copy + 1, DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN);
+  report("shard-unaligned", dmskd_tflm_shard_init(copy + 1, DMSKD_SHARD_MODEL_LEN, shard_arena, sizeof shard_arena));
+  report("shard-arena-too-small", dmskd_tflm_shard_init(DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN, shard_arena, 256));
+  report("shard-given-the-train-step", dmskd_tflm_shard_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN,
+                                                             student_arena, sizeof student_arena));
+  report("student-given-the-shard", dmskd_tflm_student_init(DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN, student_arena,
+                                                            sizeof student_arena, weights,
+                                                            DMSKD_STUDENT_NUM_WEIGHTS, 0));
+  report("student-wrong-weight-count", dmskd_tflm_student_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN,
+                                                               student_arena, sizeof student_arena, weights,
+                                                               DMSKD_STUDENT_NUM_WEIGHTS - 1, 0));
+  report("student-initial-weights-absent", dmskd_tflm_student_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN,
+                                                                   student_arena, sizeof student_arena, weights,
+                                                                   DMSKD_STUDENT_NUM_WEIGHTS, 1));
+  report("shard-ok", dmskd_tflm_shard_init(DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN, shard_arena,
+                                           sizeof shard_arena));
+  report("shard-wrong-input-length", dmskd_tflm_shard_run_int8(q, 1, q, 1));
+  return 0;
+}
+
 int run_info() {
   dmskd_tflm_status st = dmskd_tflm_shard_init(DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN, shard_arena,
                                                sizeof shard_arena);
@@ -135,8 +173,9 @@ int run_info() {
 
 int main(int argc, char** argv) {
   if (argc == 2 && strcmp(argv[1], "info") == 0) return run_info();
+  if (argc == 2 && strcmp(argv[1], "errors") == 0) return run_errors();
   if (argc == 4 && strcmp(argv[1], "shard") == 0) return run_shard(argv[2], argv[3]);
   if (argc == 5 && strcmp(argv[1], "train") == 0) return run_train(argv[2], argv[3], strtol(argv[4], nullptr, 10));
-  fprintf(stderr, "usage: %s info | shard IN OUT | train IN OUT STEPS\n", argv[0]);
+  fprintf(stderr, "usage: %s info | errors | shard IN OUT | train IN OUT STEPS\n", argv[0]);
   return 2;
 }

@@ -10,9 +10,9 @@
  *   dmskd_tflm_shard_init(DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN, shard_arena, sizeof shard_arena);
  *
  * The student's train step is a functional graph (export/student_train_step.py):
- *   train(weights..., x, y, teacher_logits, alpha, tau, lr) -> (new weights..., loss)
- * with no resource variables, so the weights live in the caller's float buffer (the read-back is
- * a memcpy of the step's outputs into it). Weight order is that of export/student.py:
+ *   train(weights..., x, y, teacher_logits, alpha, tau) -> (loss, gradients...)
+ * with no resource variables, so the weights live in the caller's float buffer; the glue applies
+ * w <- w - lr * g to it (the read-back is reading that buffer). Weight order is that of export/student.py:
  * dense_0/kernel, dense_0/bias, dense_1/kernel, ... each row-major, packed back to back.
  */
 #ifndef DMSKD_TFLM_GLUE_H_
@@ -68,7 +68,7 @@ dmskd_tflm_status dmskd_tflm_shard_run_int8(const int8_t *x, size_t x_len,
 dmskd_tflm_status dmskd_tflm_shard_run_float(const float *x, size_t x_len,
                                              float *logits, size_t num_classes);
 
-/* ---- the student's train step (functional: weights in, new weights and loss out) ---- */
+/* ---- the student's train step (functional: weights in, loss and gradients out, SGD in the glue) ---- */
 
 typedef struct {
   size_t batch;              /* fixed batch B of the train step */
