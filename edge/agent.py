@@ -28,7 +28,6 @@ fleet's plan: `unknown_device` says so and `finished` is set.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import queue
@@ -51,11 +50,10 @@ from edge.seeding import noise_generator, round_generator, rounding_generator
 from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
 from edge.stochastic_quantization import BITS_OF
 from edge.topics import FleetTopics
-from edge.wire import ModelStepMeta, PayloadRejected, content_hash, decode_model_step, decode_weights
+from edge.wire import ModelStepMeta, PayloadRejected, ack_digest, content_hash, decode_model_step, decode_weights
 
 log = logging.getLogger("dmskd.edge")
 
-ACK_DIGEST_CHARS = 32  # as cloud.aggregator publishes them in each device's next cohort notice
 PLAN_GRACE_S = 5.0  # how long after the fleet's manifest a missing plan means "not in the plan"
 MAX_IDLE_DOUBLINGS = 3  # the idle resync backs off to 2^3 = 8 x resend_interval_s
 
@@ -423,7 +421,7 @@ class DeviceAgent:
         blob = self._unacked.get(round_)
         if blob is None:
             return
-        if hashlib.sha256(blob).hexdigest()[:ACK_DIGEST_CHARS] in acks:
+        if ack_digest(blob) in acks:
             self.acknowledged.add(round_)
             self._forget(round_, None)
         else:
