@@ -301,6 +301,8 @@ CASES = [
     Case("run-alpha-out-of-range", (*RUN, "--alpha", "2"), 2, ("argument --alpha: must be between 0 and 1",)),
     Case("run-unknown-dp-mode", (*RUN, "--dp", "sometimes"), 2, ("argument --dp: invalid choice: 'sometimes'",)),
     Case("run-negative-seed", (*RUN, "--seed", "-1"), 2, ("argument --seed: must be an integer in 0..4294967295",)),
+    Case("chaos-negative-seed", ("simulator", "chaos", "--out", "{d}/c", "--seed", "-1"), 2,
+         ("argument --seed: must be an integer in 0..4294967295",)),
     Case("run-run-dir-is-a-file", ("simulator", "run", "--run-dir", "{d}/fleet.toml"), 1,
          ("--run-dir", "fleet.toml is a file; pass a directory")),
     Case("run-broker-closed-port", (*RUN, "--broker", "127.0.0.1:{port}"), 1,
