@@ -1,0 +1,20 @@
+/* Uniform words and doubles from the port's entropy callback. */
+#include "dmskd/entropy.h"
+
+dmskd_status dmskd_entropy_u64(const dmskd_entropy *src, uint64_t *out) {
+    uint8_t raw[8];
+    if (src == NULL || src->fill == NULL) return DMSKD_BAD_ARGUMENT;
+    if (src->fill(src->ctx, raw, sizeof raw) != 0) return DMSKD_ENTROPY_FAILED;
+    uint64_t word = 0;
+    for (int i = 7; i >= 0; i--) word = word << 8 | raw[i];
+    *out = word;
+    return DMSKD_OK;
+}
+
+dmskd_status dmskd_entropy_uniform(const dmskd_entropy *src, double *out) {
+    uint64_t word;
+    dmskd_status st = dmskd_entropy_u64(src, &word);
+    if (st != DMSKD_OK) return st;
+    *out = (double)(word >> 11) * (1.0 / 9007199254740992.0);
+    return DMSKD_OK;
+}
