@@ -28,6 +28,10 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The module fixture runs every case (about 140 Python processes, two at a time) before the first test: on a
+# loaded 2-core machine that passes the default 300 s per test (seen: 142 setup errors at load 6), so this
+# module gets its own budget.
+pytestmark = pytest.mark.timeout(1200)
 DIR = object()  # a file entry that makes a directory (replacing any file there)
 REMOVE = object()  # a file entry that deletes what the kit holds there
 Content = str | bytes | object | Callable[[Path], None]
