@@ -11,7 +11,7 @@ PROJECT := $(VENV)/.project-installed
 # (ItalyPowerDemand daily load), each meter's data through its own shift, 30 rounds (README, first section).
 DEMO_ARGS ?= --task italy-power --device-shift 0.5 --rounds 30
 
-.PHONY: demo test check bench clean-venv
+.PHONY: demo test check bench clean-venv firmware-size
 demo: $(PROJECT)
 	$(BIN)/python -m simulator run $(DEMO_ARGS) $(ARGS)
 
@@ -34,6 +34,11 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
+
+# The firmware core's flash and RAM on a Cortex-M4F (arm-none-eabi-gcc; Monocypher's source fetched once).
+firmware-size: $(PROJECT)
+	PYTHON=$(BIN)/python scripts/fetch_monocypher.sh firmware_stubs/build/monocypher
+	$(BIN)/python scripts/firmware_size.py
 
 clean-venv:
 	rm -rf $(VENV)

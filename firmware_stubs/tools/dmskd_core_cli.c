@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "cli_io.h"
+#include "cli_verbs.h"
+#include "dmskd/blob.h"
 #include "dmskd/sha256.h"
 
 static int cmd_sha256(int argc, char **argv) {
@@ -20,6 +22,21 @@ static int cmd_sha256(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_repr(int argc, char **argv) {
+    if (argc != 1) cli_usage_error("repr takes one file of float64 values", "dmskd_core_cli repr FILE");
+    size_t len;
+    uint8_t *data = cli_read_file(argv[0], &len);
+    for (size_t i = 0; i + 8 <= len; i += 8) {
+        double v;
+        char text[40];
+        memcpy(&v, data + i, sizeof v);
+        if (dmskd_format_python_float(v, text, sizeof text) != DMSKD_OK) snprintf(text, sizeof text, "(refused)");
+        printf("%s\n", text);
+    }
+    free(data);
+    return 0;
+}
+
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -28,6 +45,18 @@ typedef struct {
 
 static const command COMMANDS[] = {
     {"sha256", cmd_sha256, "sha256 FILE: the hex sha256 of FILE"},
+    {"repr", cmd_repr, "repr FILE: Python's repr of each float64 in FILE, one a line"},
+    {"encode-update", cli_encode_update, "encode-update --tensor NAME:SHAPE ... --values F32 --out BLOB [meta]"},
+    {"encode-weights", cli_encode_weights, "encode-weights --tensor NAME:SHAPE ... --values F32 --out BLOB"},
+    {"encode-step", cli_encode_step, "encode-step --tensor NAME:SHAPE ... --values NEW --old OLD --out BLOB"},
+    {"chunk", cli_chunk, "chunk PAYLOAD --id ID --limit BYTES --out-dir DIR"},
+    {"join", cli_join, "join --slots N --capacity B --limit B --pending P --out-dir DIR [--stream S] CHUNK..."},
+    {"verify", cli_verify, "verify --key PEM [--topic T] [--stream S] ENVELOPE..."},
+    {"plan", cli_plan, "plan PLAN.json"},
+    {"clip", cli_clip, "clip --size N ... --values F32 --clip C --out F32"},
+    {"privatise", cli_privatise, "privatise --size N ... --values F32 --clip C --noise Z --seed S --out F32"},
+    {"noise", cli_noise, "noise --sigma2 S | --round X --count N --seed S --out I64"},
+    {"decode", cli_decode, "decode update|weights|step BLOB [--tensor NAME:SHAPE ...] [--values-out F32]"},
 };
 
 int main(int argc, char **argv) {

@@ -7,9 +7,11 @@ with a reason naming TFLM_DIR."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +85,51 @@ def tflm_dir(firmware_build: FirmwareBuild) -> Path:
 def core_cli(firmware_build: FirmwareBuild) -> Path:
     """The core's test driver, dmskd_core_cli."""
     return firmware_build.binary("dmskd_core_cli")
+
+
+@pytest.fixture(scope="session")
+def monocypher_dir() -> Path:
+    """Monocypher's C source, fetched once (scripts/fetch_monocypher.sh, pinned sdist); skips when unreachable."""
+    target = SOURCE / "build" / "monocypher"
+    done = subprocess.run(["bash", str(REPO / "scripts" / "fetch_monocypher.sh"), str(target)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHON": sys.executable})
+    if done.returncode != 0:
+        pytest.skip(f"Monocypher's source could not be fetched (the Ed25519 backend of MCU builds): {done.stderr}")
+    return target
+
+
+@pytest.fixture(scope="session")
+def monocypher_cli(monocypher_dir: Path) -> Path:
+    """dmskd_core_cli built with the Monocypher Ed25519 backend (what a Cortex-M4F runs), on the host."""
+    build_dir = SOURCE / "build" / "pytest-host-monocypher"
+    run_cmake(["-S", str(SOURCE), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", "-DDMSKD_ED25519=monocypher",
+               f"-DMONOCYPHER_DIR={monocypher_dir}", "-DTFLM_DIR="], "configuring the Monocypher host build")
+    run_cmake(["--build", str(build_dir), "--target", "dmskd_core_cli", "--parallel", str(os.cpu_count() or 2)],
+              "building dmskd_core_cli with Monocypher")
+    return FirmwareBuild(build_dir, None).binary("dmskd_core_cli")
+
+
+@pytest.fixture(scope="session")
+def sanitized_cli() -> Path:
+    """dmskd_core_cli built with AddressSanitizer and UBSan, aborting on the first finding (hostile-input tests)."""
+    build_dir = SOURCE / "build" / "pytest-host-sanitized"
+    flags = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1"
+    run_cmake(["-S", str(SOURCE), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Debug", f"-DCMAKE_C_FLAGS={flags}",
+               "-DTFLM_DIR="], "configuring the sanitized host build")
+    run_cmake(["--build", str(build_dir), "--target", "dmskd_core_cli", "--parallel", str(os.cpu_count() or 2)],
+              "building the sanitized dmskd_core_cli")
+    return FirmwareBuild(build_dir, None).binary("dmskd_core_cli")
+
+
+@pytest.fixture(scope="session")
+def m4f_report(monocypher_dir: Path) -> dict:
+    """The Cortex-M4F build (cached under firmware_stubs/build/pytest-m4f) and its size report."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi; "
+                    ".ci/run does)")
+    monocypher = monocypher_dir
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "firmware_size.py"), "--build-dir",
+                           str(SOURCE / "build" / "pytest-m4f"), "--monocypher", str(monocypher), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include "dmskd/format.h"
 
 const char *dmskd_status_reason(dmskd_status status) {
     switch (status) {
@@ -25,7 +26,7 @@ dmskd_status dmskd_fail(dmskd_error *err, dmskd_status status, const char *fmt, 
         va_list args;
         va_start(args, fmt);
         err->status = status;
-        vsnprintf(err->message, sizeof err->message, fmt, args);
+        dmskd_vformat(err->message, sizeof err->message, fmt, args);
         va_end(args);
     }
     return status;

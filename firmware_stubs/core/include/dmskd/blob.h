@@ -75,7 +75,8 @@ typedef struct {
 /* A tensor of a parsed blob: its bytes point into the blob (unaligned: read with dmskd_view_f32). */
 typedef struct {
     char name[DMSKD_MAX_NAME];
-    dmskd_dtype dtype;
+    dmskd_dtype dtype;        /* 0 for a dtype the wire never carries (see dtype_name) */
+    char dtype_name[8];       /* the safetensors dtype as written ("F32", "U8", "F64", ...) */
     uint32_t ndim;
     uint32_t shape[DMSKD_MAX_DIMS];
     const uint8_t *data;
@@ -84,8 +85,10 @@ typedef struct {
 
 /* One metadata entry (key and unescaped value). */
 typedef struct {
-    char key[8];
-    char value[DMSKD_MAX_META_VALUE];
+    char key[16];
+    char value[DMSKD_MAX_META_VALUE];  /* "\x01" when the value is longer than this holds */
+    const char *raw;                   /* then: its JSON text in the blob (NULL if it has escapes) */
+    size_t raw_len;
 } dmskd_meta_entry;
 
 /* A parsed, checked blob: its tensors (in name order) and metadata. Lives as long as the blob bytes. */

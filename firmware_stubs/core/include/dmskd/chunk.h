@@ -51,6 +51,7 @@ typedef struct {
     uint32_t body_size;      /* the body size of a non-last chunk, 0 until one arrived */
     uint16_t received_count;
     uint64_t started;        /* arrival order, for oldest-first eviction */
+    uint64_t started_ms;     /* the port's clock at its first chunk (dmskd_assembler_add_at) */
 } dmskd_reassembly_slot;
 
 /* Reassembles interleaved messages of many streams in fixed memory: nslots partial messages of at most
@@ -61,8 +62,12 @@ typedef struct {
     size_t nslots;
     size_t slot_capacity;    /* the largest message accepted */
     size_t max_stream_pending;
+    size_t bitmap_bytes;     /* per slot: bounds the chunks a message may have */
     uint64_t clock;
-    uint32_t evictions;
+    uint32_t evictions;      /* partial messages dropped to make room or expired */
+    uint64_t ttl_ms;         /* a partial message older than this is dropped (0: never; dmskd_assembler_set_ttl) */
+    uint64_t now_ms;         /* the latest clock reading seen */
+    uint32_t expirations;    /* of the evictions, those for age */
 } dmskd_assembler;
 
 /* Bytes of memory an assembler of nslots messages of capacity bytes needs (buffers + bitmaps). */
@@ -78,6 +83,15 @@ dmskd_status dmskd_assembler_init(dmskd_assembler *a, dmskd_reassembly_slot *slo
    call) and *message_len is set, else *message is NULL. Refusals drop the partial message. */
 dmskd_status dmskd_assembler_add(dmskd_assembler *a, const char *stream, const uint8_t *chunk, size_t len,
                                  const uint8_t **message, size_t *message_len, dmskd_error *err);
+
+/* Drop partial messages incomplete after ttl_ms of the port's clock (edge.chunking.ChunkAssembler's ttl_s);
+   0 turns it off (the default). Ages are measured by dmskd_assembler_add_at's now_ms. */
+void dmskd_assembler_set_ttl(dmskd_assembler *a, uint64_t ttl_ms);
+
+/* dmskd_assembler_add at time now_ms of the port's clock (milliseconds, monotonic): first drops the partial
+   messages older than the time to live, then adds the chunk. */
+dmskd_status dmskd_assembler_add_at(dmskd_assembler *a, uint64_t now_ms, const char *stream, const uint8_t *chunk,
+                                    size_t len, const uint8_t **message, size_t *message_len, dmskd_error *err);
 
 #ifdef __cplusplus
 }
