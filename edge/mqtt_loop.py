@@ -144,6 +144,8 @@ class MqttLoop:
         self._descriptor_budget = 0
         self.reconnect_attempts = 0
         self._to_flush: dict[_Member, SocketLike] = {}  # clients with packets queued since the last flush
+        self._selecting = False  # the loop's thread waits in select(): a packet queued now needs a wake-up
+        self._woken = False  # a wake-up byte is on its way: later packets ride on it
 
     def __len__(self) -> int:
         return len(self._members)
@@ -248,9 +250,11 @@ class MqttLoop:
             if want is None:
                 self._watch_write_locked(member, sock, member.client.want_write())
             elif not member.events & _WRITE:  # a full socket is watched already; its writability will flush it
-                wake, self._to_flush[member] = not self._to_flush, sock
+                self._to_flush[member] = sock
+                wake = self._selecting and not self._woken  # a busy loop flushes at the end of its pass anyway
+                self._woken = self._woken or wake
         if wake:
-            self._wake()  # one wake-up per burst: the loop flushes every client queued meanwhile in one pass
+            self._wake()  # at most one wake-up per wait: the loop flushes every client queued meanwhile
 
     def _watch_write_locked(self, member: _Member, sock: SocketLike, write: bool) -> None:
         events = _READ | _WRITE if write else _READ
@@ -301,8 +305,12 @@ class MqttLoop:
                     self._shut_down_locked()
                     return
                 due = self._timers[0][0] if self._timers else next_tick
-            timeout = max(0.0, min(due, next_tick) - time.monotonic())
-            for key, mask in selector.select(timeout):
+                self._selecting = not self._to_flush  # else: something was queued after this pass's flush
+            timeout = max(0.0, min(due, next_tick) - time.monotonic()) if self._selecting else 0.0
+            ready = selector.select(timeout)
+            with self._lock:
+                self._selecting = self._woken = False
+            for key, mask in ready:
                 if key.data is None:
                     self._drain_wake()
                 else:
