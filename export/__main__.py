@@ -22,6 +22,7 @@ from edge.cli import (
     float_between,
     output_path_problem,
     positive_int,
+    topic_name,
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -41,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="edgetpu: export even if some operators would run on the host CPU (listed in the report)")
     p.add_argument("--arena-headroom", type=float_between(0, 10), default=0.25,
                    help="mcu: declared arena = measured * (1 + this), rounded up to 1 KiB; 0.25 = 25%%")
+    p.add_argument("--fleet", type=topic_name, default=None,
+                   help="mcu firmware: topic fleet name dmskd/<fleet>/ (default: the plan's fleet, sanitised, or demo)")
+    p.add_argument("--fleet-key", type=Path, default=None,
+                   help="mcu firmware: fleet-signing.pub (from `python -m cloud provision`) pinned in the image "
+                        "(default: none: the image then cannot verify signed plans and models)")
+    p.add_argument("--chunk-limit", type=positive_int, default=128 * 1024,
+                   help="mcu firmware: largest MQTT message in bytes (edge.chunking's default: 131072)")
+    p.add_argument("--student-hidden", type=positive_int, nargs="+", default=[64],
+                   help="mcu firmware: the student's hidden widths (as the aggregator's student)")
+    p.add_argument("--student-batch", type=positive_int, default=16, help="mcu firmware: train-step batch")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
     add_log_level(p)
     return p
@@ -84,11 +95,35 @@ def main(argv: list[str] | None = None) -> int:
         results = export_plan(plan, teacher, args.out, options, args.qat, QatConfig(epochs=args.qat_epochs), say)
     except (UnsupportedOnTarget, FileNotFoundError, InputError) as exc:
         return fail(str(exc))
+    from export.firmware_config import FleetSettings
+    from export.firmware_export import StudentSpec, export_firmware, read_fleet_key
+
+    try:
+        fleet = FleetSettings(args.fleet or _plan_fleet(plan.path), read_fleet_key(args.fleet_key), args.chunk_limit)
+        firmware = export_firmware(plan.path, results, teacher, args.out, fleet,
+                                   StudentSpec(tuple(args.student_hidden), args.student_batch),
+                                   args.arena_headroom, say)
+    except (InputError, ValueError) as exc:
+        return fail(str(exc))
     manifest = build_manifest(plan, teacher, results)
+    if firmware:
+        manifest["firmware"] = firmware
     path = write_manifest(args.out, manifest)
     print(summary_table(manifest))
     print(f"wrote {len(manifest['artefacts'])} artefacts and {path}")
     return EXIT_OK
+
+
+def _plan_fleet(plan_path: Path) -> str:
+    """The plan's fleet name as a topic name ('smart-meter pilot' -> 'smart-meter-pilot'); 'demo' if absent.
+
+    The same rule as cloud.provision.sanitise_fleet_name (export does not import cloud)."""
+    import json
+    import re
+
+    name = json.loads(plan_path.read_text(encoding="utf-8")).get("fleet")
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]+", "-", name.strip()).strip("-._") if isinstance(name, str) else ""
+    return cleaned or "demo"
 
 
 def summary_table(manifest: dict) -> str:

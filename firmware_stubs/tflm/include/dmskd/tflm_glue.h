@@ -80,7 +80,9 @@ typedef struct {
 } dmskd_tflm_student_info;
 
 /* Load the train-step model; `weights` (num_weights floats, the caller's, kept for the device's
- * lifetime) is filled with the model's initial weights when init_from_model is non-zero. */
+ * lifetime) is where the device puts the global model it fetched. The functional graph carries no
+ * weights of its own: init_from_model must be 0 unless the configuration defines
+ * DMSKD_STUDENT_INITIAL_WEIGHTS (python -m export writes none: devices train only the global model). */
 dmskd_tflm_status dmskd_tflm_student_init(const uint8_t *model, size_t model_len,
                                           uint8_t *arena, size_t arena_len,
                                           float *weights, size_t num_weights, int init_from_model);
