@@ -37,7 +37,8 @@ static struct {
     const dmskd_device_config *config;
     dmskd_entropy entropy;
     char prefix[96];
-    char plan_topic[DMSKD_TOPIC_BYTES], status_topic[DMSKD_TOPIC_BYTES];
+    char plan_topic[DMSKD_TOPIC_BYTES], status_topic[DMSKD_TOPIC_BYTES], will_topic[DMSKD_TOPIC_BYTES + 4];
+    uint8_t will_chunk[64];
     char plan_filter[DMSKD_TOPIC_BYTES], models_filter[DMSKD_TOPIC_BYTES], steps_filter[DMSKD_TOPIC_BYTES];
     char cohort_filter[DMSKD_TOPIC_BYTES], manifest_filter[DMSKD_TOPIC_BYTES];
     dmskd_replay_entry guard_entries[8];
@@ -64,6 +65,7 @@ static struct {
     unsigned idles;
     bool finished;
     uint64_t up_bytes, down_bytes, up_messages, down_messages;
+    uint64_t down_by_stream[STREAM_NONE + 1]; /* chunk bytes received per stream (STREAM_NONE: other) */
     uint32_t refused, ignored;
 } dev;
 
@@ -124,11 +126,12 @@ static void update_topic(int64_t round, char *out, size_t cap) {
 }
 
 static void forget_update(const char *problem) {
+    int64_t round = dev.outbox.round;
+    dmskd_outbox_clear(&dev.outbox, dev.port);
     if (problem != NULL) {
         LOG(DMSKD_LOG_WARNING, "%s: round %" PRId64 " update dropped from the outbox: %s", dev.config->device_id,
-            dev.outbox.round, problem);
+            round, problem);
     }
-    dmskd_outbox_clear(&dev.outbox, dev.port);
 }
 
 /* Send the unacknowledged update again, unless its round closed before this device heard its fate. */
@@ -287,9 +290,10 @@ static void on_round_result(const dmskd_cohort_notice *notice) {
     dmskd_sha256(dev.outbox.blob, dev.outbox.len, digest);
     dmskd_hex(digest, DMSKD_ACK_DIGEST_CHARS / 2, hex);
     if (notice->ack_accepted && strcmp(hex, notice->ack_digest) == 0) {
-        LOG(DMSKD_LOG_INFO, "%s: round %" PRId64 " update acknowledged (accepted by the aggregator)",
-            dev.config->device_id, dev.outbox.round);
+        int64_t round = dev.outbox.round;
         forget_update(NULL);
+        LOG(DMSKD_LOG_INFO, "%s: round %" PRId64 " update acknowledged (accepted by the aggregator)",
+            dev.config->device_id, round);
     } else {
         forget_update("the round closed without it (late, or rejected: see the aggregator's log)");
     }
@@ -354,6 +358,7 @@ static void send_update(int64_t round, const float *delta, float loss) {
         LOG(DMSKD_LOG_ERROR, "%s: the round %" PRId64 " update could not be stored in the outbox; sending it anyway",
             dev.config->device_id, round);
     }
+    if (dev.trained_count < DMSKD_ROUNDS_LISTED) dev.trained[dev.trained_count++] = round;
     char topic[DMSKD_TOPIC_BYTES];
     update_topic(round, topic, sizeof topic);
     uint16_t chunks = 0;
@@ -366,8 +371,7 @@ static void send_update(int64_t round, const float *delta, float loss) {
 }
 
 static void train_round(int64_t round) {
-    if (dev.trained_count < DMSKD_ROUNDS_LISTED) dev.trained[dev.trained_count++] = round;
-    dev.last_trained_round = round;
+    dev.last_trained_round = round; /* attempted: a round that cannot be trained is not retried */
     const char *held = dmskd_trainer_shard_hash();
     if (held[0] != '\0' && strcmp(held, dev.plan.shard_hash) != 0) {
         LOG(DMSKD_LOG_ERROR, "%s: round %" PRId64 ": the plan names shard %s (hash %s) but this firmware runs shard "
@@ -470,6 +474,7 @@ static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_
     if (base_len == 0 || base_len >= sizeof base) return;
     memcpy(base, topic, base_len);
     base[base_len] = '\0';
+    dev.down_by_stream[stream_of(base)] += len;
     const uint8_t *message = NULL;
     size_t message_len = 0;
     dmskd_error err;
@@ -482,8 +487,26 @@ static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_
 
 static void on_connected(void *ctx, bool reconnected) {
     (void)ctx;
-    dmskd_mqtt_publish(dev.port, dev.status_topic, (const uint8_t *)"online", 6, true);
+    publish_chunked(dev.status_topic, (const uint8_t *)"online", 6, true, NULL);
     if (reconnected) resend();
+}
+
+/* The Last Will: "offline" framed as a one-chunk message on status/<device>/0, as edge.mqtt_session does. */
+static bool frame_will(dmskd_mqtt_config *mqtt) {
+    uint8_t key[8];
+    dmskd_error err;
+    size_t len = 0;
+    dmskd_message_key("will", key);
+    if (dmskd_chunk_write((const uint8_t *)"offline", 7, key, DMSKD_CHUNK_MIN_LIMIT, 0, dev.will_chunk,
+                          sizeof dev.will_chunk, &len, &err) != DMSKD_OK) {
+        LOG(DMSKD_LOG_ERROR, "cannot frame the Last Will: %s", err.message);
+        return false;
+    }
+    snprintf(dev.will_topic, sizeof dev.will_topic, "%s/0", dev.status_topic);
+    mqtt->will_topic = dev.will_topic;
+    mqtt->will_payload = dev.will_chunk;
+    mqtt->will_len = len;
+    return true;
 }
 
 /* --- the loop --- */
@@ -549,6 +572,11 @@ static void report_finish(void) {
     printf("]\n");
     printf("%s: traffic up %" PRIu64 " bytes in %" PRIu64 " messages, down %" PRIu64 " bytes in %" PRIu64
            " messages\n", dev.config->device_id, dev.up_bytes, dev.up_messages, dev.down_bytes, dev.down_messages);
+    printf("%s: traffic down by stream:", dev.config->device_id);
+    for (int k = 0; k <= STREAM_NONE; k++) {
+        printf(" %s %" PRIu64, k == STREAM_NONE ? "other" : STREAM_NAMES[k], dev.down_by_stream[k]);
+    }
+    printf("\n");
     fflush(stdout);
 }
 
@@ -561,13 +589,15 @@ static bool idle_due(uint64_t now) {
 int dmskd_device_run(dmskd_port *port, const dmskd_mqtt_config *mqtt, const dmskd_device_config *config,
                      volatile sig_atomic_t *stop) {
     if (!setup(port, config)) return 1;
+    dmskd_mqtt_config session = *mqtt;
+    if (!frame_will(&session)) return 1;
     dmskd_mqtt_subscribe(port, dev.plan_filter);
     dmskd_mqtt_subscribe(port, dev.manifest_filter);
     dmskd_mqtt_subscribe(port, dev.models_filter);
     dev.full_model_subscribed = true;
     dmskd_mqtt_subscribe(port, dev.steps_filter);
     dmskd_mqtt_subscribe(port, dev.cohort_filter);
-    if (dmskd_mqtt_connect(port, mqtt, on_chunk, on_connected, NULL) != DMSKD_PORT_OK) return 1;
+    if (dmskd_mqtt_connect(port, &session, on_chunk, on_connected, NULL) != DMSKD_PORT_OK) return 1;
     dev.started_ms = dev.last_heard_ms = dmskd_port_clock_ms(port);
     LOG(DMSKD_LOG_INFO, "%s: connected to %s:%u as %s; fleet %s; %zu local samples of %zu features; training %s",
         config->device_id, mqtt->host, (unsigned)mqtt->port, mqtt->client_id, config->fleet, config->n, config->dim,
@@ -599,7 +629,7 @@ int dmskd_device_run(dmskd_port *port, const dmskd_mqtt_config *mqtt, const dmsk
         LOG(DMSKD_LOG_INFO, "%s: final model v%" PRId64 " (round %" PRId64 ") received: the run is over",
             config->device_id, dev.version, dev.round);
     }
-    dmskd_mqtt_publish(port, dev.status_topic, (const uint8_t *)"offline", 7, true);
+    publish_chunked(dev.status_topic, (const uint8_t *)"offline", 7, true, NULL);
     report_finish();
     dmskd_mqtt_disconnect(port);
     return 0;

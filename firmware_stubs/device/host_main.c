@@ -201,11 +201,10 @@ int main(int argc, char **argv) {
         return usage_error("--outbox path too long: ", outbox);
     if (dmskd_host_port_init(&port, state_dir, level) != DMSKD_PORT_OK) return 1;
 
-    char client_id[128], will_topic[160];
+    char client_id[128];
     snprintf(client_id, sizeof client_id, "%s-%s", fleet, device);
-    snprintf(will_topic, sizeof will_topic, "dmskd/%s/status/%s", fleet, device);
     dmskd_mqtt_config mqtt = {host, broker_port, client_id, username, password_file ? password : NULL,
-                              will_topic, "offline", 30};
+                              NULL, NULL, 0, 30}; /* the device loop sets its Last Will */
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     int rc = dmskd_device_run(&port, &mqtt, &config, &stop_requested);

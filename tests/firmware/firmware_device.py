@@ -49,10 +49,11 @@ class FirmwareDevice:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
 
     def log(self) -> str:
         """Everything the device logged so far."""
@@ -81,7 +82,9 @@ class FirmwareDevice:
 
     def finish(self, timeout: float = 30.0) -> tuple[int, str]:
         """Wait for the process to end by itself; its exit code and stdout."""
-        out, _ = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout)  # stderr belongs to the reader thread: communicate() would steal its lines
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
         self._reader.join(5)
         return self.proc.returncode, out
 
@@ -90,10 +93,13 @@ class FirmwareDevice:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.communicate(timeout=10)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.communicate()
+                self.proc.wait(10)
+        self._reader.join(5)  # it reads stderr to its end (the process is gone) and closes it
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 class FleetSide:

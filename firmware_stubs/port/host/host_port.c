@@ -172,7 +172,9 @@ static int open_session(dmskd_port *port) {
     options.password = c->password;
     if (c->will_topic != NULL) {
         will.topicName = c->will_topic;
-        will.message = c->will_payload;
+        will.message = NULL; /* binary: payload.data / payload.len (willOptions struct_version 1) */
+        will.payload.data = c->will_payload;
+        will.payload.len = (int)c->will_len;
         will.retained = 1;
         will.qos = 1;
         options.will = &will;

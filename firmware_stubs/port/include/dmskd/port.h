@@ -43,8 +43,9 @@ typedef struct {
     const char *client_id;
     const char *username;      /* NULL: no login */
     const char *password;      /* NULL: no login */
-    const char *will_topic;    /* retained Last Will (status/<device>), NULL: none */
-    const char *will_payload;  /* e.g. "offline" */
+    const char *will_topic;       /* retained Last Will (status/<device>/0), NULL: none */
+    const uint8_t *will_payload;  /* its bytes (the device loop frames "offline" as a one-chunk message) */
+    size_t will_len;
     uint32_t keepalive_s;
 } dmskd_mqtt_config;
 
