@@ -42,11 +42,11 @@ from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.signed_artifact import sign
 from edge.topics import FleetTopics
+from edge.wire import ACK_DIGEST_CHARS
 
 log = logging.getLogger("dmskd.aggregator")
 
 REPUBLISH_INTERVAL_S = 5.0  # a device announcing itself online more often gets its plan again at most this often
-ACK_DIGEST_CHARS = 32  # hex characters of an accepted update's sha256 in a device's notice (edge.agent reads them)
 
 
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from cloud.planner import DeviceProfile, ShardCandidate, plan_shards, plan_shards_greedy, total_objective
-from edge.cli import CliParser, positive_int
+from edge.cli import CliParser, positive_int, seed_int
 
 BASE_OPS = frozenset({"CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED"})
 TARGET_P = {"linux": 0.2, "edgetpu": 0.2, "mcu": 0.6}
@@ -109,7 +109,7 @@ def timing(devices: int, exits: int, seed: int, lam: float, max_shards: int | No
 def main(argv: list[str] | None = None) -> int:
     p = CliParser(prog="python -m cloud.bench_planner", description=__doc__.split("\n\n")[0])
     p.add_argument("--fleets", type=positive_int, default=1000, help="random fleets per setting")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random fleets and teachers")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random fleets and teachers")
     p.add_argument("--devices", type=positive_int, default=10_000, help="fleet size for the timing")
     args = p.parse_args(argv)
     if args.fleets < 1 or args.devices < 1:

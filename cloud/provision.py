@@ -149,6 +149,7 @@ def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
             ("read", f"{root}/shard/#"),
             ("read", f"{root}/student/#"),
             ("read", f"{root}/model/#"),
+            ("read", f"{root}/step/#"),
             ("read", f"{root}/round/+/result/#"),
             ("read", f"{root}/round/+/cohort/{device}/#")]
 
@@ -157,7 +158,8 @@ def aggregator_rules(fleet: str) -> list[tuple[str, str]]:
     """(access, topic filter) of the aggregator: write everything devices act on, read updates and status; and the
     aggregator-only subtree its sharded workers and gateways share (cloud/shard_protocol.py: the secret cohort)."""
     root = f"dmskd/{fleet}"
-    writes = [f"{root}/{leaf}/#" for leaf in ("plan", "fleet", "shard", "student", "model", "round/+/result",
+    writes = [f"{root}/{leaf}/#" for leaf in ("plan", "fleet", "shard", "student", "model", "step",
+                                                 "round/+/result",
                                                  "round/+/cohort")]
     return [("write", t) for t in writes] + [("read", f"{root}/round/+/update/+/#"), ("read", f"{root}/status/+/#"),
                                              ("readwrite", f"{root}/aggregators/#")]

@@ -43,19 +43,18 @@ from edge.artifact_cache import ArtifactCache
 from edge.device_workers import IDLE, DeviceWorkers
 from edge.local_training import distillation_targets, labels_in_use, train_round, update_payload
 from edge.log_rate import LogBudget
-from edge.model_step import apply_step
+from edge.model_step import add_step, step_template
 from edge.mqtt_session import MqttSession
 from edge.noise_source import InsecureSeededNoise, SecureNoise
 from edge.plan import DevicePlan
 from edge.seeding import noise_generator, round_generator, rounding_generator
 from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
-from edge.stochastic_quantization import BITS_OF
+from edge.stochastic_quantization import BITS_OF, dequantize
 from edge.topics import FleetTopics
-from edge.wire import ModelStepMeta, PayloadRejected, content_hash, decode_model_step, decode_weights
+from edge.wire import ModelStepMeta, PayloadRejected, ack_digest, content_hash, decode_model_step, decode_weights
 
 log = logging.getLogger("dmskd.edge")
 
-ACK_DIGEST_CHARS = 32  # as cloud.aggregator publishes them in each device's next cohort notice
 PLAN_GRACE_S = 5.0  # how long after the fleet's manifest a missing plan means "not in the plan"
 MAX_IDLE_DOUBLINGS = 3  # the idle resync backs off to 2^3 = 8 x resend_interval_s
 
@@ -89,6 +88,7 @@ class DeviceAgent:
         # a seeded noise is predictable: tests and simulations only; default: seeded exactly when a seed is given
         self.noise_seeded = seed is not None if noise_seeded is None else noise_seeded
         self.outbox = Path(outbox_dir) / device_id if outbox_dir else None
+        self._outbox_made = False  # its directory exists (made on the first update, not checked on every one)
         self.resend_interval_s = resend_interval_s
         self.plan: DevicePlan | None = None
         self.shard_bytes: bytes | None = None
@@ -148,10 +148,12 @@ class DeviceAgent:
         if reconnected:
             self._put("resend")
 
-    def _verified(self, topic: str, envelope: bytes, stream: str) -> bytes | None:
-        """The payload if the fleet key signed it for `topic` and it is not older than what is held on `stream`."""
+    def _verified(self, topic: str, envelope: bytes, stream: str, broadcast: bool = True) -> bytes | None:
+        """The payload if the fleet key signed it for `topic` and it is not older than what is held on `stream`;
+        a `broadcast` (the same bytes for every device) is verified once per process (edge.artifact_cache)."""
         try:
-            opened = open_envelope(self.fleet_key, topic, envelope)
+            opened = (self._artifacts.opened(self.fleet_key, topic, envelope) if broadcast
+                      else open_envelope(self.fleet_key, topic, envelope))
             self._guard.admit(stream, opened)
         except SignatureRejected as exc:
             self._note(self.refused, topic, f"refused: {exc}")
@@ -167,7 +169,7 @@ class DeviceAgent:
             where.append((topic, reason))
 
     def _on_plan(self, topic: str, envelope: bytes) -> None:
-        payload = self._verified(topic, envelope, "plan")
+        payload = self._verified(topic, envelope, "plan", broadcast=False)
         if payload is None:
             return
         try:
@@ -206,7 +208,7 @@ class DeviceAgent:
             self._put("manifest")
 
     def _on_cohort(self, topic: str, envelope: bytes) -> None:
-        payload = self._verified(topic, envelope, "cohort")
+        payload = self._verified(topic, envelope, "cohort", broadcast=False)
         if payload is None:
             return
         try:
@@ -250,16 +252,17 @@ class DeviceAgent:
         if payload is None:
             return
         try:
-            tensors, meta = decode_model_step(payload)
+            digest = hashlib.sha256(payload).digest()
+            tensors, meta = self._artifacts.shared(("step", digest), lambda: decode_model_step(payload))
         except PayloadRejected as exc:
             self._note(self.ignored, topic, f"invalid model step ignored: {exc}")
             return
         if meta.fleet != self.fleet:
             self._note(self.ignored, topic, f"model step of fleet {meta.fleet!r} ignored")
             return
-        self._put(("step", meta, tensors))  # applied on the device's worker, not the shared network thread
+        self._put(("step", meta, tensors, digest))  # applied on the device's worker, not the shared network thread
 
-    def _apply_step(self, meta: ModelStepMeta, tensors: dict[str, np.ndarray]) -> None:
+    def _apply_step(self, meta: ModelStepMeta, tensors: dict[str, np.ndarray], digest: bytes) -> None:
         """Rebuild the next global model from the held one; a step from a base not held asks for the full model."""
         held = self.latest_model
         if held is not None and meta.version == held[0]:
@@ -270,8 +273,11 @@ class DeviceAgent:
         if held is None or meta.base_version != held[0]:
             self._need_full_model(meta.version)  # it missed a version (or holds none): the full one is retained
             return
-        try:
-            weights = apply_step(held[2], tensors, BITS_OF[meta.encoding])
+        bits, template = BITS_OF[meta.encoding], step_template(held[2])
+        try:  # every device of this process holding the same student dequantises the same step alike: once
+            step = self._artifacts.shared(("dequantised", digest, bits, tuple(template.items())),
+                                          lambda: dequantize(tensors, bits, template))
+            weights = add_step(held[2], step)
         except PayloadRejected as exc:
             self._note(self.ignored, self.topics.model_step(meta.version), f"model step ignored: {exc}")
             self._need_full_model(meta.version)
@@ -330,8 +336,8 @@ class DeviceAgent:
             elif isinstance(item, tuple) and item[0] == "result":
                 self._on_round_result(item[1], item[2])
             else:
-                if isinstance(item, tuple):  # ("step", meta, tensors)
-                    self._apply_step(item[1], item[2])
+                if isinstance(item, tuple):  # ("step", meta, tensors, the step payload's sha256)
+                    self._apply_step(item[1], item[2], item[3])
                 self._check_membership()
                 self._maybe_train()
             self._subscribe_full_model(self._full_model_wanted())
@@ -386,7 +392,9 @@ class DeviceAgent:
         """Store the update in the outbox, then publish it; it stays until its next cohort notice acknowledges it."""
         path = self._outbox_path(round_)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._outbox_made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._outbox_made = True
             path.write_bytes(blob)
         self._unacked[round_] = blob
         self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
@@ -423,7 +431,7 @@ class DeviceAgent:
         blob = self._unacked.get(round_)
         if blob is None:
             return
-        if hashlib.sha256(blob).hexdigest()[:ACK_DIGEST_CHARS] in acks:
+        if ack_digest(blob) in acks:
             self.acknowledged.add(round_)
             self._forget(round_, None)
         else:

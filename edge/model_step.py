@@ -28,8 +28,16 @@ def quantised_step(old: dict[str, np.ndarray], new: dict[str, np.ndarray], bits:
 
 def apply_step(old: dict[str, np.ndarray], wire: dict[str, np.ndarray], bits: int) -> dict[str, np.ndarray]:
     """old + the dequantised step, in float32; PayloadRejected if the step does not fit `old` or is not finite."""
-    template = {k: tuple(np.shape(v)) for k, v in old.items()}
-    step = dequantize(wire, bits, template)
+    return add_step(old, dequantize(wire, bits, step_template(old)))
+
+
+def step_template(old: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """The names and shapes a step for `old` must have (what dequantize checks it against)."""
+    return {k: tuple(np.shape(v)) for k, v in old.items()}
+
+
+def add_step(old: dict[str, np.ndarray], step: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """old + an already dequantised step (one float32 addition per value); PayloadRejected if it leaves float32."""
     with np.errstate(over="ignore", invalid="ignore"):
         new = {k: (np.asarray(old[k], np.float32) + step[k]).astype(np.float32) for k in old}
     bad = sorted(k for k, v in new.items() if not np.all(np.isfinite(v)))

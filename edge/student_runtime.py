@@ -70,6 +70,7 @@ class TrainableStudent:
         details = self._runners["train"].get_input_details()
         self.batch_size, self.input_dim = (int(d) for d in details["x"]["shape"])
         self.num_classes = int(details["y"]["shape"][1])
+        self._weight_inputs_read: tuple[tuple[str, str, tuple[int, ...]], ...] | None = None
         self.program: bytes | None = None  # the flatbuffer it was loaded from (from_bytes): what a copy is built from
 
     @classmethod
@@ -181,8 +182,7 @@ class TrainableStudent:
         """Why `weights` cannot be this student's (names, shapes, finiteness), or None if they can."""
         if not isinstance(weights, dict):
             return "weights must be a dict {name: array} keyed like dense_0/kernel"
-        details = self._runner("set_weights").get_input_details()
-        expected = {_stable_name(k): tuple(int(s) for s in d["shape"]) for k, d in details.items()}
+        expected = self._weight_shapes()
         if set(weights) != set(expected):
             return (f"weights must have exactly the keys {sorted(expected)}; missing "
                     f"{sorted(set(expected) - set(weights))}, unexpected {sorted(set(weights) - set(expected))}")
@@ -194,10 +194,21 @@ class TrainableStudent:
                 return f"weight {name} contains NaN or inf"
         return None
 
+    def _weight_inputs(self) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+        """(signature input, stable name, shape) of every weight `set_weights` takes: read once, not every round."""
+        if self._weight_inputs_read is None:
+            details = self._runner("set_weights").get_input_details()
+            self._weight_inputs_read = tuple((k, _stable_name(k), tuple(int(s) for s in d["shape"]))
+                                             for k, d in details.items())
+        return self._weight_inputs_read
+
+    def _weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: shape for _, name, shape in self._weight_inputs()}
+
     def set_weights(self, weights: dict[str, Any]) -> None:
         """Replace all weights; keys must be exactly the stable names, shapes must match (else ValueError)."""
         mismatch = self.shape_mismatch(weights)
         if mismatch is not None:
             raise ValueError(mismatch)
         runner = self._runner("set_weights")
-        runner(**{key: np.asarray(weights[_stable_name(key)], dtype=np.float32) for key in runner.get_input_details()})
+        runner(**{key: np.asarray(weights[name], dtype=np.float32) for key, name, _ in self._weight_inputs()})

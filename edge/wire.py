@@ -121,6 +121,15 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+# hex characters of an accepted update's sha256 that the aggregator acks in the device's next cohort notice
+ACK_DIGEST_CHARS = 32
+
+
+def ack_digest(blob: bytes) -> str:
+    """How the aggregator names an accepted update in its acknowledgement (the device matches its outbox on it)."""
+    return hashlib.sha256(blob).hexdigest()[:ACK_DIGEST_CHARS]
+
+
 def tensor_checksum(tensors: dict[str, np.ndarray]) -> str:
     """sha256 over every tensor's little-endian C-order bytes, in name order (the data section of the canonical
     blob), its first CHECKSUM_BYTES as hex. Names, dtypes and shapes are checked against the student instead."""

@@ -39,6 +39,7 @@ class ScaleRow:
     command: str = ""  # the bench-scale command that measured it
     load_average: tuple[float, ...] = ()  # the machine's 1, 5 and 15 minute load when the run started
     train_seconds: tuple[float, ...] = ()  # Flower: seconds of DMSKD local training per round, summed over devices
+    repeat: int = 0  # which of the --repeats runs of this system and size (they alternate with the other system's)
 
     @property
     def completed(self) -> bool:
@@ -81,7 +82,7 @@ def merged_rows(kept: Sequence[ScaleRow], measured: Sequence[ScaleRow]) -> list[
     """The rows just measured, plus the kept ones of a system and size not measured again; by size, then system."""
     fresh = {(r.system, r.devices) for r in measured}
     rows = [*measured, *(r for r in kept if (r.system, r.devices) not in fresh)]
-    return sorted(rows, key=lambda r: (r.devices, r.system != DMSKD))
+    return sorted(rows, key=lambda r: (r.devices, r.repeat, r.system != DMSKD))
 
 
 def run_failure(watched: Watched, what: str) -> str | None:
@@ -177,7 +178,8 @@ def scale_table(rows: Sequence[ScaleRow]) -> str:
     """The Markdown table of every row."""
     lines = [TABLE_HEADER, "|" + "---|" * TABLE_HEADER.count(" | ") + "---|"]
     for r in rows:
-        lines.append(f"| {r.system} | {r.devices:,} | {_status(r)} | {_num(r.seconds_per_round, '.3f')} | "
+        run = f" (run {r.repeat + 1})" if r.repeat else ""
+        lines.append(f"| {r.system} | {r.devices:,}{run} | {_status(r)} | {_num(r.seconds_per_round, '.3f')} | "
                      f"{_num(r.ms_per_device_round, '.2f')} | {_num(r.steady_seconds_per_round, '.3f')} | "
                      f"{_num(r.bytes_per_round, ',.0f')} | {_num(r.update_bytes_per_device_round, ',.0f')} | "
                      f"{peak_summary(r.peaks)} | {r.peak_total_rss_bytes / MB:,.0f} MB | {r.wall_seconds:.0f} | "
@@ -185,22 +187,39 @@ def scale_table(rows: Sequence[ScaleRow]) -> str:
     return "\n".join(lines)
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or b is None or b == 0 else f"{a / b:.1f}x"
+def _spread(ratios: Sequence[float]) -> str:
+    """The median ratio; over several runs also its range, so a reader sees whether the spread covers a goal."""
+    if not ratios:
+        return "-"
+    median = f"{statistics.median(ratios):.1f}x"
+    return median if len(ratios) == 1 else f"{median} ({min(ratios):.1f}-{max(ratios):.1f}x over {len(ratios)} runs)"
+
+
+def _paired(rows: Sequence[ScaleRow], n: int) -> list[tuple[ScaleRow, ScaleRow]]:
+    """(DMSKD, Flower) rows of fleet size n, paired by repeat (each pair ran back to back)."""
+    dmskd = {r.repeat: r for r in rows if r.system == DMSKD and r.devices == n}
+    flower = {r.repeat: r for r in rows if r.system == FLOWER and r.devices == n}
+    return [(dmskd[k], flower[k]) for k in sorted(set(dmskd) & set(flower))]
 
 
 def ratio_table(rows: Sequence[ScaleRow]) -> str:
-    """Flower's per-round time over DMSKD's at every fleet size both ran: all rounds, and after the first."""
-    dmskd = {r.devices: r for r in rows if r.system == DMSKD}
-    flower = {r.devices: r for r in rows if r.system == FLOWER}
+    """Flower's per-round time over DMSKD's at every fleet size both ran: all rounds, and after the first; with
+    --repeats the median of the runs' ratios and their range."""
     lines = ["| devices | DMSKD s / round | Flower s / round | Flower / DMSKD | Flower / DMSKD after the first round | "
              "both completed |", "|---|---|---|---|---|---|"]
-    for n in sorted(set(dmskd) & set(flower)):
-        d, f = dmskd[n], flower[n]
-        lines.append(f"| {n:,} | {_num(d.seconds_per_round, '.3f')} | {_num(f.seconds_per_round, '.3f')} | "
-                     f"{_ratio(f.seconds_per_round, d.seconds_per_round)} | "
-                     f"{_ratio(f.steady_seconds_per_round, d.steady_seconds_per_round)} | "
-                     f"{'yes' if d.completed and f.completed else 'no'} |")
+    for n in sorted({r.devices for r in rows}):
+        pairs = _paired(rows, n)
+        if not pairs:
+            continue
+        d_s = [d.seconds_per_round for d, _ in pairs if d.seconds_per_round is not None]
+        f_s = [f.seconds_per_round for _, f in pairs if f.seconds_per_round is not None]
+        overall = [f.seconds_per_round / d.seconds_per_round for d, f in pairs
+                   if f.seconds_per_round is not None and d.seconds_per_round]
+        steady = [f.steady_seconds_per_round / d.steady_seconds_per_round for d, f in pairs
+                  if f.steady_seconds_per_round is not None and d.steady_seconds_per_round]
+        lines.append(f"| {n:,} | {_num(statistics.median(d_s) if d_s else None, '.3f')} | "
+                     f"{_num(statistics.median(f_s) if f_s else None, '.3f')} | {_spread(overall)} | "
+                     f"{_spread(steady)} | {'yes' if all(d.completed and f.completed for d, f in pairs) else 'no'} |")
     return "\n".join(lines)
 
 

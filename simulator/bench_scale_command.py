@@ -76,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-client", type=positive_float, default=1.0,
                    help="Ray CPUs per Flower virtual client (2 cores / 1.0 = two clients train at once, as DMSKD's "
                         "two device worker threads do)")
+    p.add_argument("--repeats", type=positive_int, default=1,
+                   help="runs of every system at every size; at a size both run, DMSKD and Flower alternate, so that "
+                        "a change in the machine's load falls on both, and the ratio's median and range are reported")
     p.add_argument("--keep-rows", action="store_true",
                    help="keep the rows of OUT/bench_scale.json whose system and size this run does not measure "
                         "(add N = 10,000 to an earlier report: --sizes 10000 --flower-sizes none --keep-rows)")
@@ -100,7 +103,11 @@ def fleet_flags(args: argparse.Namespace, devices: int) -> list[str]:
             "--teacher-epochs", str(args.teacher_epochs), "--log-level", "INFO"]
 
 
-def run_dmskd(args: argparse.Namespace, devices: int, progress: Callable[[str], None]) -> ScaleRow:
+def _log_name(name: str, repeat: int) -> str:
+    return f"{name}.log" if repeat == 0 else f"{name}-run{repeat + 1}.log"
+
+
+def run_dmskd(args: argparse.Namespace, devices: int, progress: Callable[[str], None], repeat: int = 0) -> ScaleRow:
     """One `python -m simulator run` over a mosquitto it starts; its row."""
     run_dir = args.work / f"dmskd-{devices}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a previous run's metrics must not be read as this one's
@@ -114,23 +121,27 @@ def run_dmskd(args: argparse.Namespace, devices: int, progress: Callable[[str], 
 
     command = [sys.executable, "-m", "simulator", "run", *fleet_flags(args, devices), "--broker", "mosquitto",
                "--run-dir", str(run_dir)]
-    watched = watch(command, timeout_for(args, devices), args.work / f"dmskd-{devices}.log", on_line=on_line)
-    return dmskd_row(devices, args.rounds, watched, _json(run_dir / "metrics.json"),
-                     _json(run_dir / "checkpoint" / "state.json"))
+    watched = watch(command, timeout_for(args, devices), args.work / _log_name(f"dmskd-{devices}", repeat),
+                    on_line=on_line)
+    row = dmskd_row(devices, args.rounds, watched, _json(run_dir / "metrics.json"),
+                    _json(run_dir / "checkpoint" / "state.json"))
+    return replace(row, repeat=repeat)
 
 
 def run_flower_side(args: argparse.Namespace, devices: int, python: Path | str,
-                    progress: Callable[[str], None]) -> ScaleRow:
-    """Prepare the same fleet, then Flower's simulation on it in the Flower venv; its row."""
+                    progress: Callable[[str], None], repeat: int = 0) -> ScaleRow:
+    """Prepare the same fleet (once per size: a repeat reuses it), then Flower's simulation on it in the Flower
+    venv; its row."""
     fleet_dir, figures_path = args.work / f"fleet-{devices}", args.work / f"flower-{devices}.json"
-    shutil.rmtree(fleet_dir, ignore_errors=True)
     figures_path.unlink(missing_ok=True)
-    progress(f"Flower N={devices:,}: preparing the fleet (python -m simulator prepare)")
-    prepare = [sys.executable, "-m", "simulator", "prepare", "--out", str(fleet_dir), *fleet_flags(args, devices)]
-    prepared = watch(prepare, timeout_for(args, devices), args.work / f"fleet-{devices}.log")
-    problem = run_failure(prepared, "preparing the fleet")
-    if problem is not None:
-        return flower_row(devices, args.rounds, prepared, None, problem)
+    if repeat == 0 or not (fleet_dir / "bundle" / "bundle.json").is_file():
+        shutil.rmtree(fleet_dir, ignore_errors=True)
+        progress(f"Flower N={devices:,}: preparing the fleet (python -m simulator prepare)")
+        prepare = [sys.executable, "-m", "simulator", "prepare", "--out", str(fleet_dir), *fleet_flags(args, devices)]
+        prepared = watch(prepare, timeout_for(args, devices), args.work / f"fleet-{devices}.log")
+        problem = run_failure(prepared, "preparing the fleet")
+        if problem is not None:
+            return replace(flower_row(devices, args.rounds, prepared, None, problem), repeat=repeat)
 
     def on_line(line: str) -> None:
         started = FLOWER_ROUND.search(line)
@@ -140,9 +151,9 @@ def run_flower_side(args: argparse.Namespace, devices: int, python: Path | str,
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     command = [str(python), "-m", "simulator.flower_side", "--fleet", str(fleet_dir), "--rounds", str(args.rounds),
                "--seed", str(args.seed), "--cpus-per-client", str(args.cpus_per_client), "--out", str(figures_path)]
-    watched = watch(command, timeout_for(args, devices), args.work / f"flower-{devices}.log", env=env,
+    watched = watch(command, timeout_for(args, devices), args.work / _log_name(f"flower-{devices}", repeat), env=env,
                     on_line=on_line, cwd=REPO)
-    return flower_row(devices, args.rounds, watched, _json(figures_path))
+    return replace(flower_row(devices, args.rounds, watched, _json(figures_path)), repeat=repeat)
 
 
 def flower_python(args: argparse.Namespace, progress: Callable[[str], None]) -> tuple[Path | None, str | None]:
@@ -193,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     sizes = sorted(set(args.sizes) | set(args.flower_sizes))
-    steps = [(DMSKD, n) for n in sizes] + [(FLOWER, n) for n in sorted(set(args.flower_sizes))]
-    steps.sort(key=lambda s: (s[1], s[0] == FLOWER))
+    steps = [(system, n, rep) for n in sizes for rep in range(args.repeats)
+             for system in (DMSKD, FLOWER) if system == DMSKD or n in args.flower_sizes]
     args.work.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(steps), desc="bench-scale", unit="run", file=sys.stdout)
     progress = bar.set_postfix_str
@@ -205,17 +216,18 @@ def run(args: argparse.Namespace) -> int:
         if key in earlier_facts and any(r.system == FLOWER for r in kept):
             facts.setdefault(key, earlier_facts[key])
     try:
-        for system, n in steps:
+        for system, n, rep in steps:
             load = tuple(round(x, 2) for x in os.getloadavg())
             try:
                 if system == DMSKD:
-                    row = run_dmskd(args, n, progress)
+                    row = run_dmskd(args, n, progress, repeat=rep)
                 elif python is None:
-                    row = flower_row(n, args.rounds, None, None, setup_problem)
+                    row = replace(flower_row(n, args.rounds, None, None, setup_problem), repeat=rep)
                 else:
-                    row = run_flower_side(args, n, python, progress)
+                    row = run_flower_side(args, n, python, progress, repeat=rep)
             except Exception as exc:  # the harness itself failed on this run: a row says so, the others still run
-                row = ScaleRow(system, n, args.rounds, (), (), f"the benchmark failed on this run: {exc!r}")
+                row = ScaleRow(system, n, args.rounds, (), (), f"the benchmark failed on this run: {exc!r}",
+                               repeat=rep)
             rows.append(replace(row, command=args.command_line, load_average=load))
             bar.update(1)
             bar.write(one_line(rows[-1]))

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.cli import EXIT_FAILURE, EXIT_OK, fail, positive_float, positive_int, usage
+from edge.cli import EXIT_FAILURE, EXIT_OK, fail, positive_float, positive_int, seed_int, usage
 
 MB = 1e6
 
@@ -163,7 +163,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=positive_int, default=5, help="devices of the fleet")
     p.add_argument("--rounds", type=positive_int, default=5, help="federated rounds per fault")
     p.add_argument("--teacher-epochs", type=positive_int, default=5, help="epochs of the cloud's teacher")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, teacher, devices and floods")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the split, teacher, devices and floods")
     p.add_argument("--deadline", type=positive_float, default=20.0,
                    help="seconds a round waits at most for devices that look online")
     p.add_argument("--faults", default=names, help=f"comma-separated faults to run, of {names}")

@@ -40,6 +40,44 @@ def plot_accuracy(run_dir: Path, history: list[dict], teacher_accuracy: float) -
     return path
 
 
+DEVICES_LISTED = 50  # above this many devices the report groups them by shard and local FLOPs
+
+
+def wire_rows(m: dict) -> list[str]:
+    """Report rows for what one device sends and receives per round against the bits x parameters limit, and
+    how the fleet was sampled (metrics of runs before these keys existed give no rows)."""
+    rows = []
+    if "update_bits" in m and m.get("update_bytes_limit"):
+        rows.append(f"| update per device-round: bits / bytes on the wire (MQTT included) / limit "
+                    f"({m['student_parameters']:,} parameters x bits) | {m['update_bits']} / "
+                    f"{m['update_bytes_per_device_round']:,.0f} / {m['update_bytes_limit']:,.0f} "
+                    f"({m['update_bytes_per_device_round'] / m['update_bytes_limit']:.3f}x) |")
+    if "model_bits" in m and m.get("model_bytes_limit") and m.get("model_step_bytes"):
+        rows.append(f"| global model down per round: bits / step bytes / limit | {m['model_bits']} / "
+                    f"{m['model_step_bytes']:,.0f} / {m['model_bytes_limit']:,.0f} "
+                    f"({m['model_step_bytes'] / m['model_bytes_limit']:.3f}x) |")
+    if "sampling_rate" in m:
+        rows.append(f"| devices sampled per round (q) | {m['sampling_rate']:g} |")
+    scheme = (m.get("device_sampling") or {}).get("scheme")
+    if scheme:
+        rows.append(f"| device data | {scheme}" + (f", {m['device_sampling']['samples_per_device']} samples per device"
+                                                 if "samples_per_device" in m["device_sampling"] else "") + " |")
+    return rows
+
+
+def device_table(flops: dict[str, int], plan: dict[str, str]) -> list[str]:
+    """One row per device for a small fleet; for a large one, one row per (shard, local FLOPs) with its count."""
+    if len(flops) <= DEVICES_LISTED:
+        return ["| device | shard | local FLOPs / epoch |", "|---|---|---|",
+                *(f"| {dev} | {plan[dev]} | {f:,} |" for dev, f in flops.items())]
+    groups: dict[tuple[str, int], list[str]] = {}
+    for dev, f in flops.items():
+        groups.setdefault((plan[dev], f), []).append(dev)
+    return ["| shard | local FLOPs / epoch | devices | first, last |", "|---|---|---|---|",
+            *(f"| {shard} | {f:,} | {len(devs)} | {devs[0]}, {devs[-1]} |"
+              for (shard, f), devs in sorted(groups.items()))]
+
+
 def write_report(run_dir: Path, m: dict) -> Path:
     """A Markdown summary a person reads next to the plot."""
     lines = [
@@ -60,6 +98,7 @@ def write_report(run_dir: Path, m: dict) -> Path:
         f"| FedAvg (full teacher) bytes, total | {m['fedavg_bytes_total']:,} |",
         f"| DMSKD / FedAvg bytes | {m['bytes_total'] / m['fedavg_bytes_total']:.4f} |",
         f"| shard bytes (downloaded once) | {m['shard_bytes_total']:,} |",
+        *wire_rows(m),
         f"| noise multiplier z | {m['noise_multiplier']} |",
         f"| DP noise | {NOISE_WORDS[m['noise_seeded']] if m['dp_mode'] != 'none' else 'none'} |",
         f"| epsilon (RDP accountant, delta={m['delta']}) | {m['epsilon']} |",
@@ -76,9 +115,7 @@ def write_report(run_dir: Path, m: dict) -> Path:
                if "shard_device_accuracy" in s else "-")
         lines.append(f"| {sid} | {s['exit']} | {s['bytes']:,} | {s['devices']} | {s['top1_agreement']:.4f} "
                      f"| {s['tflite_accuracy']:.4f} | {own} |")
-    lines += ["", "## Devices", "", "| device | shard | local FLOPs / epoch |", "|---|---|---|"]
-    for dev, flops in m["local_flops_per_epoch"].items():
-        lines.append(f"| {dev} | {m['plan'][dev]} | {flops:,} |")
+    lines += ["", "## Devices", "", *device_table(m["local_flops_per_epoch"], m["plan"])]
     lines += ["", "## Rounds", "", "| round | accuracy | accepted | rejected | up bytes | down bytes |",
               "|---|---|---|---|---|---|"]
     for h, up, down in zip(m["history"], m["bytes_up_per_round"], m["bytes_down_per_round"]):

@@ -28,6 +28,10 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The module fixture runs every case (about 140 Python processes, two at a time) before the first test: on a
+# loaded 2-core machine that passes the default 300 s per test (seen: 142 setup errors at load 6), so this
+# module gets its own budget.
+pytestmark = pytest.mark.timeout(1200)
 DIR = object()  # a file entry that makes a directory (replacing any file there)
 REMOVE = object()  # a file entry that deletes what the kit holds there
 Content = str | bytes | object | Callable[[Path], None]
@@ -301,6 +305,8 @@ CASES = [
     Case("run-alpha-out-of-range", (*RUN, "--alpha", "2"), 2, ("argument --alpha: must be between 0 and 1",)),
     Case("run-unknown-dp-mode", (*RUN, "--dp", "sometimes"), 2, ("argument --dp: invalid choice: 'sometimes'",)),
     Case("run-negative-seed", (*RUN, "--seed", "-1"), 2, ("argument --seed: must be an integer in 0..4294967295",)),
+    Case("chaos-negative-seed", ("simulator", "chaos", "--out", "{d}/c", "--seed", "-1"), 2,
+         ("argument --seed: must be an integer in 0..4294967295",)),
     Case("run-run-dir-is-a-file", ("simulator", "run", "--run-dir", "{d}/fleet.toml"), 1,
          ("--run-dir", "fleet.toml is a file; pass a directory")),
     Case("run-broker-closed-port", (*RUN, "--broker", "127.0.0.1:{port}"), 1,

@@ -417,25 +417,26 @@ def test_connection_is_refused_at_once_rather_than_after_a_timeout(tls_broker: C
 # -- the real broker: what each identity may do ----------------------------------------------------------------
 
 
-def test_aggregator_publishes_plans_models_shards_and_reads_updates_and_status(
+def test_aggregator_publishes_plans_models_steps_shards_and_reads_updates_and_status(
         fleet: Provisioned, tls_broker: ConfiguredMosquitto) -> None:
     version, shard, rnd = 1000 + int(uuid.uuid4().int % 1000), unique("shard"), 100
     device, aggregator_inbox = Inbox(), Inbox()
-    subs = {TOPICS.plan(A): device, TOPICS.all_models: device, TOPICS.shard(shard): device,
-            TOPICS.result(rnd): device}
+    subs = {TOPICS.plan(A): device, TOPICS.all_models: device, TOPICS.all_model_steps: device,
+            TOPICS.shard(shard): device, TOPICS.result(rnd): device}
     with session(tls_broker, identity(fleet, AGGREGATOR), "agg",
                  {TOPICS.all_updates: aggregator_inbox, f"{TOPICS.root}/status/+": aggregator_inbox}) as agg, \
             session(tls_broker, identity(fleet, A), "dev", subs) as dev:
         agg.publish(TOPICS.plan(A), b"plan for a")
         agg.publish(TOPICS.shard(shard), b"shard")
         agg.publish(TOPICS.result(rnd), b"result")
+        agg.publish(TOPICS.model_step(version), b"step")
         agg.publish(TOPICS.model(version), b"model")
         got = dict(device.wait_for(TOPICS.model(version)))
         dev.publish(TOPICS.status(A), b"online")
         dev.publish(TOPICS.update(rnd, A), b"update of a")
         seen = dict(aggregator_inbox.wait_for(TOPICS.update(rnd, A)))
     assert got == {TOPICS.plan(A): b"plan for a", TOPICS.shard(shard): b"shard", TOPICS.result(rnd): b"result",
-                   TOPICS.model(version): b"model"}
+                   TOPICS.model_step(version): b"step", TOPICS.model(version): b"model"}
     assert seen == {TOPICS.status(A): b"online", TOPICS.update(rnd, A): b"update of a"}
 
 
@@ -452,15 +453,16 @@ def test_device_cannot_publish_on_another_devices_update_or_status_topic(
     assert got == [(TOPICS.update(7, A), b"marker")]
 
 
-def test_device_cannot_publish_plans_models_shards_students_results_or_cohorts(
+def test_device_cannot_publish_plans_models_steps_shards_students_results_or_cohorts(
         fleet: Provisioned, tls_broker: ConfiguredMosquitto) -> None:
     version, shard, student, rnd = 2000 + int(uuid.uuid4().int % 1000), unique("shard"), unique("student"), 200
     cohort = TOPICS.cohort(rnd, B)
-    forged = [TOPICS.plan(B), TOPICS.model(version), TOPICS.shard(shard), TOPICS.student_program(student),
-              TOPICS.result(rnd), cohort]
+    forged = [TOPICS.plan(B), TOPICS.model(version), TOPICS.model_step(version), TOPICS.shard(shard),
+              TOPICS.student_program(student), TOPICS.result(rnd), cohort]
     victim = Inbox()
-    subs = {TOPICS.plan(B): victim, TOPICS.all_models: victim, TOPICS.shard(shard): victim,
-            TOPICS.student_program(student): victim, TOPICS.result(rnd): victim, cohort: victim}
+    subs = {TOPICS.plan(B): victim, TOPICS.all_models: victim, TOPICS.all_model_steps: victim,
+            TOPICS.shard(shard): victim, TOPICS.student_program(student): victim, TOPICS.result(rnd): victim,
+            cohort: victim}
     with session(tls_broker, identity(fleet, B), "dev-b", subs), \
             session(tls_broker, identity(fleet, A), "dev-a") as attacker, \
             session(tls_broker, identity(fleet, AGGREGATOR), "agg") as agg:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import threading
 import time
@@ -11,11 +10,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edge.agent import ACK_DIGEST_CHARS, DeviceAgent
+from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession
 from edge.signed_artifact import generate_signing_key, sign
 from edge.topics import FleetTopics
-from edge.wire import UpdateMeta, decode_update, encode_update
+from edge.wire import UpdateMeta, ack_digest, decode_update, encode_update
 
 FLEET, DEVICE = "outbox-test", "dev-a"
 
@@ -51,7 +50,7 @@ class _Listener:
     def publish_result(self, acked: list[bytes]) -> None:
         """The next round's notice to the device, acknowledging the first of `acked` (none: null)."""
         topic = FleetTopics(FLEET).cohort(5, DEVICE)
-        digest = hashlib.sha256(acked[0]).hexdigest()[:ACK_DIGEST_CHARS] if acked else None
+        digest = ack_digest(acked[0]) if acked else None
         notice = {"round": 5, "selected": False, "ack": {"round": 4, "update": digest}}
         self.session.publish(topic, sign(self.key, topic, 5, json.dumps(notice).encode()), retain=True)
 

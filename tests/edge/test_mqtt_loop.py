@@ -89,6 +89,50 @@ def test_two_hundred_sessions_share_one_thread_and_exchange_chunked_messages(bro
     assert not loop.running and len(loop) == 0  # the thread ends with its last session
 
 
+def test_publishes_and_pubacks_go_out_without_an_epoll_registration_each(broker) -> None:
+    top, loop = root(), MqttLoop()
+    got = Counter()
+    with closing([MqttSession(f"flush-{i}-{top[-8:]}", broker.host, broker.port, loop=loop)
+                  for i in range(20)]) as devices, \
+            closing([MqttSession(f"flush-server-{top[-8:]}", broker.host, broker.port)]) as server:
+        server[0].subscribe(f"{top}/up/+", got)
+        server[0].connect()
+        for device in devices:
+            device.subscribe(f"{top}/down", Counter())
+            device.connect()
+        selector, modified = loop._selector, []
+        assert selector is not None
+        real_modify = selector.modify
+        selector.modify = lambda *a, **k: (modified.append(a[1]), real_modify(*a, **k))[1]  # type: ignore[method-assign]
+        for i in range(10):  # 200 publishes from this thread, and 200 QoS 1 deliveries that each need a PUBACK
+            server[0].publish(f"{top}/down", b"model %d" % i, wait=False)
+            for device in devices:
+                device.publish(f"{top}/up/{device.client_id}", b"update %d" % i, wait=False)
+        assert len(got.wait_for(200)) == 200
+    assert len(modified) < 20  # before: two epoll_ctl per packet, 800 here
+
+
+def test_a_burst_beyond_the_socket_buffer_is_finished_when_the_socket_drains(broker) -> None:
+    top, loop = root(), MqttLoop()
+    got, blob = Counter(), bytes(range(256)) * 1024  # 40 x 256 KiB at once: far beyond a loopback socket's buffer
+    with closing([MqttSession(f"burst-{top[-8:]}", broker.host, broker.port, loop=loop)]) as dev, \
+            closing([MqttSession(f"burst-server-{top[-8:]}", broker.host, broker.port)]) as srv:
+        srv[0].subscribe(f"{top}/up", got)
+        srv[0].connect()
+        dev[0].connect()
+        sock = dev[0]._client.socket()
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # the kernel takes a few KiB per send at most
+        selector, watched = loop._selector, []
+        assert selector is not None
+        real_modify = selector.modify
+        selector.modify = lambda *a, **k: (watched.append(a[1]), real_modify(*a, **k))[1]  # type: ignore[method-assign]
+        for _ in range(40):
+            dev[0].publish(f"{top}/up", blob, wait=False)
+        assert [p for _, p in got.wait_for(40, timeout=30)] == [blob] * 40
+    assert watched  # the socket did fill: it was watched for writability, and that finished the burst
+
+
 def test_waiting_from_a_handler_raises_at_once_instead_of_stalling_every_session(broker) -> None:
     top, loop = root(), MqttLoop()
     errors: list[str] = []

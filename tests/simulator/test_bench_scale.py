@@ -87,6 +87,41 @@ def test_ratio_table_divides_flower_by_dmskd_per_round_overall_and_after_the_fir
     assert "| 100 |" not in table  # Flower did not run at 100
 
 
+def test_ratio_table_with_repeats_gives_the_median_ratio_and_its_range_over_paired_runs():
+    rows = [ScaleRow(DMSKD, 1000, 2, (2.0, 2.0), (1000, 1000), None, repeat=0),
+            ScaleRow(FLOWER, 1000, 2, (12.0, 8.0), (1000, 1000), None, repeat=0),
+            ScaleRow(DMSKD, 1000, 2, (4.0, 4.0), (1000, 1000), None, repeat=1),
+            ScaleRow(FLOWER, 1000, 2, (12.0, 12.0), (1000, 1000), None, repeat=1),
+            ScaleRow(DMSKD, 1000, 2, (1.0, 1.0), (1000, 1000), None, repeat=2)]  # Flower's third run is missing
+    table = ratio_table(rows)
+    # ratios 5.0x and 3.0x (after the first round 4.0x and 3.0x); the unpaired third DMSKD run is left out
+    assert "| 1,000 | 3.000 | 11.000 | 4.0x (3.0-5.0x over 2 runs) | 3.5x (3.0-4.0x over 2 runs) | yes |" in table
+    assert "1,000 (run 2)" in scale_table(rows) and "1,000 (run 3)" in scale_table(rows)
+
+
+def test_repeats_alternate_dmskd_and_flower_at_each_size(tmp_path, monkeypatch):
+    from simulator import bench_scale_command
+
+    order = []
+
+    def fake_dmskd(args, devices, progress, repeat=0):
+        order.append((DMSKD, devices, repeat))
+        return ScaleRow(DMSKD, devices, args.rounds, (0.1,), (devices,), None, repeat=repeat)
+
+    def fake_flower(args, devices, python, progress, repeat=0):
+        order.append((FLOWER, devices, repeat))
+        return ScaleRow(FLOWER, devices, args.rounds, (0.5,), (devices,), None, repeat=repeat)
+
+    monkeypatch.setattr(bench_scale_command, "run_dmskd", fake_dmskd)
+    monkeypatch.setattr(bench_scale_command, "run_flower_side", fake_flower)
+    monkeypatch.setattr(bench_scale_command, "flower_python", lambda args, progress: (Path("python"), None))
+    code = main(["bench-scale", "--sizes", "5", "--flower-sizes", "10", "--rounds", "1", "--repeats", "2",
+                 "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert order == [(DMSKD, 5, 0), (DMSKD, 5, 1), (DMSKD, 10, 0), (FLOWER, 10, 0), (DMSKD, 10, 1), (FLOWER, 10, 1)]
+    assert "5.0x (5.0-5.0x over 2 runs)" in (tmp_path / "out" / "bench_scale.md").read_text()
+
+
 def test_kept_rows_survive_a_json_round_trip_and_yield_to_rows_measured_again():
     old = dmskd_row(10, 3, _watched(), {"history": _history([10, 10, 10])}, None)
     old10000 = ScaleRow(DMSKD, 10_000, 3, (30.0,), (10_000,), "1 of 3 rounds closed", command="bench-scale A",
@@ -161,7 +196,7 @@ def test_flower_is_pinned_in_its_own_requirements_and_never_in_the_project_ones(
 def test_a_harness_failure_on_one_run_becomes_its_row_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     from simulator import bench_scale_command
 
-    def fake_run(args, devices, progress):
+    def fake_run(args, devices, progress, repeat=0):
         if devices == 10:
             raise OSError("disk full")
         return ScaleRow(DMSKD, devices, args.rounds, (0.1,), (devices,), None)
