@@ -23,6 +23,7 @@
 #define PLAN_GRACE_MS 5000      /* after the manifest, a plan missing this long: not in the fleet's plan */
 #define PLAN_WARNING_MS 30000   /* a device still without a plan says so this often */
 #define MAX_IDLE_DOUBLINGS 3    /* the idle resend backs off to 8 x the resend interval */
+#define REASSEMBLY_TTL_MS 600000u /* edge.chunking.ChunkAssembler's ttl_s */
 
 typedef enum { STREAM_PLAN, STREAM_MODEL, STREAM_STEP, STREAM_COHORT, STREAM_MANIFEST, STREAM_NONE } stream_kind;
 static const char *const STREAM_NAMES[] = {"plan", "model", "model-step", "cohort", "manifest"};
@@ -482,7 +483,8 @@ static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_
     const uint8_t *message = NULL;
     size_t message_len = 0;
     dmskd_error err;
-    if (dmskd_assembler_add(&dev.assembler, base, payload, len, &message, &message_len, &err) != DMSKD_OK) {
+    if (dmskd_assembler_add_at(&dev.assembler, dmskd_port_clock_ms(dev.port), base, payload, len, &message,
+                               &message_len, &err) != DMSKD_OK) {
         LOG(DMSKD_LOG_WARNING, "%s: dropped chunk on %.120s: %s", dev.config->device_id, topic, err.message);
         return;
     }
@@ -556,6 +558,7 @@ static bool setup(dmskd_port *port, const dmskd_device_config *config) {
         LOG(DMSKD_LOG_ERROR, "reassembly needs %zu bytes, this build reserves %zu", needed, sizeof reassembly_memory);
         return false;
     }
+    dmskd_assembler_set_ttl(&dev.assembler, REASSEMBLY_TTL_MS); /* a message that never completes is dropped */
     if (config->chunk_limit < DMSKD_CHUNK_MIN_LIMIT || config->chunk_limit > sizeof chunk_buf) {
         LOG(DMSKD_LOG_ERROR, "chunk limit %zu outside %d..%zu; pass --chunk-limit in that range", config->chunk_limit,
             DMSKD_CHUNK_MIN_LIMIT, sizeof chunk_buf);
