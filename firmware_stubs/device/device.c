@@ -71,7 +71,9 @@ static struct {
 } dev;
 
 static float global_w[DMSKD_MAX_PARAMS], local_w[DMSKD_MAX_PARAMS];
-static uint8_t reassembly_memory[DMSKD_REASSEMBLY_SLOTS * (DMSKD_MAX_MESSAGE_BYTES + 4096)];
+/* each slot: the message and one bit per chunk of at least DMSKD_CHUNK_MIN_LIMIT bytes */
+#define SLOT_BYTES (DMSKD_MAX_MESSAGE_BYTES + DMSKD_MAX_MESSAGE_BYTES / 2048 + 64)
+static uint8_t reassembly_memory[DMSKD_REASSEMBLY_SLOTS * SLOT_BYTES];
 static uint8_t chunk_buf[DMSKD_MAX_CHUNK_BYTES];
 
 static int port_entropy(void *ctx, uint8_t *out, size_t n) { return dmskd_port_entropy((dmskd_port *)ctx, out, n); }

@@ -6,7 +6,8 @@
 #define DMSKD_MAX_PARAMS 65536 /* student parameters held (global, local, delta: 3 x 4 bytes each) */
 #endif
 #ifndef DMSKD_MAX_MESSAGE_BYTES
-#define DMSKD_MAX_MESSAGE_BYTES (DMSKD_MAX_PARAMS * 4 + 16384) /* a signed full model with its header */
+#define DMSKD_MAX_MESSAGE_BYTES (DMSKD_MAX_PARAMS * 4 + 4096) /* a signed full model: weights, safetensors
+                                                              header, envelope and signature */
 #endif
 #ifndef DMSKD_REASSEMBLY_SLOTS
 #define DMSKD_REASSEMBLY_SLOTS 4 /* partial messages held at once (model, step, plan, cohort) */
