@@ -22,7 +22,8 @@
 
 static const char USAGE[] =
     "usage: dmskd-firmware --device ID --data FILE --fleet-key PEM [--fleet NAME] [--broker HOST:PORT]\n"
-    "                      [--outbox DIR] [--username NAME --password-file FILE]\n"
+    "                      [--outbox DIR] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]\n"
+    "                      [--username NAME --password-file FILE]\n"
     "                      [--resend-interval SECONDS] [--chunk-limit BYTES] [--log-level LEVEL]\n"
     "\n"
     "One DMSKD device (firmware build) until the round schedule ends; the protocol of `python -m edge run`.\n"
@@ -33,6 +34,8 @@ static const char USAGE[] =
     "  --outbox DIR          on-disk outbox; this device's records go to DIR/<device>/ (default: outbox)\n"
     "  --fleet-key PEM       the fleet's public signing key (fleet-signing.pub): the device acts only on what it\n"
     "                        signed (required)\n"
+    "  --tls-ca PEM          TLS to the broker: the CA that signed its certificate (python -m cloud provision)\n"
+    "  --tls-cert PEM, --tls-key PEM  mutual TLS: this device's certificate and key (DIR/devices/<device>/)\n"
     "  --username NAME, --password-file FILE  broker login (python -m cloud provision --password-auth)\n"
     "  --resend-interval S   silence after which an unacknowledged update is resent, doubling (default: 10)\n"
     "  --chunk-limit BYTES   the largest MQTT message published, 512..131072 (default: 131072)\n"
@@ -96,6 +99,7 @@ static bool read_text(const char *path, char *out, size_t cap, size_t *len) {
 int main(int argc, char **argv) {
     const char *device = NULL, *fleet = "demo", *data = NULL, *broker = "127.0.0.1:1883", *outbox = "outbox";
     const char *fleet_key = NULL, *username = NULL, *password_file = NULL;
+    const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
     double resend_s = 10.0;
     long chunk_limit = 131072;
     dmskd_log_level level = DMSKD_LOG_INFO;
@@ -105,7 +109,8 @@ int main(int argc, char **argv) {
         {"outbox", required_argument, 0, 'o'},   {"fleet-key", required_argument, 0, 'k'},
         {"username", required_argument, 0, 'u'}, {"password-file", required_argument, 0, 'p'},
         {"resend-interval", required_argument, 0, 'r'}, {"chunk-limit", required_argument, 0, 'c'},
-        {"log-level", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"log-level", required_argument, 0, 'l'}, {"tls-ca", required_argument, 0, 'A'},
+        {"tls-cert", required_argument, 0, 'C'}, {"tls-key", required_argument, 0, 'K'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     opterr = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -119,6 +124,9 @@ int main(int argc, char **argv) {
         case 'k': fleet_key = optarg; break;
         case 'u': username = optarg; break;
         case 'p': password_file = optarg; break;
+        case 'A': tls_ca = optarg; break;
+        case 'C': tls_cert = optarg; break;
+        case 'K': tls_key = optarg; break;
         case 'r':
             resend_s = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(resend_s > 0 && resend_s < 86400))
@@ -149,6 +157,10 @@ int main(int argc, char **argv) {
     if (!name_ok(fleet)) return usage_error("--fleet must be 1..48 letters, digits, '-', '_' or '.', got ", fleet);
     if ((username == NULL) != (password_file == NULL))
         return usage_error("a broker login needs both --username and --password-file", NULL);
+    if ((tls_cert == NULL) != (tls_key == NULL))
+        return usage_error("a client certificate needs its key: pass --tls-cert and --tls-key together", NULL);
+    if (tls_cert != NULL && tls_ca == NULL)
+        return usage_error("--tls-cert needs --tls-ca (the CA that signed the broker's certificate)", NULL);
     char host[256];
     uint16_t broker_port = 0;
     if (!parse_broker(broker, host, sizeof host, &broker_port))
@@ -181,6 +193,16 @@ int main(int argc, char **argv) {
         }
         password[strcspn(password, "\r\n")] = '\0';
     }
+    const char *const tls_files[][2] = {{"--tls-ca", tls_ca}, {"--tls-cert", tls_cert}, {"--tls-key", tls_key}};
+    for (size_t i = 0; i < 3; i++) {
+        FILE *probe = tls_files[i][1] == NULL ? NULL : fopen(tls_files[i][1], "rb");
+        if (tls_files[i][1] != NULL && probe == NULL) {
+            snprintf(message, sizeof message, "%s %s not found; `python -m cloud provision --fleet FILE --out DIR` "
+                     "writes DIR/devices/<device>/{ca.crt,client.crt,client.key}", tls_files[i][0], tls_files[i][1]);
+            return failure(message);
+        }
+        if (probe != NULL) fclose(probe);
+    }
     dmskd_samples samples;
     if (!dmskd_load_samples(data, sample_x, DMSKD_MAX_SAMPLE_FLOATS, sample_labels, DMSKD_MAX_SAMPLES, &samples,
                             message, sizeof message))
@@ -204,7 +226,7 @@ int main(int argc, char **argv) {
     char client_id[128];
     snprintf(client_id, sizeof client_id, "%s-%s", fleet, device);
     dmskd_mqtt_config mqtt = {host, broker_port, client_id, username, password_file ? password : NULL,
-                              NULL, NULL, 0, 30}; /* the device loop sets its Last Will */
+                              NULL, NULL, 0, 30, tls_ca, tls_cert, tls_key}; /* the loop sets the Last Will */
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     int rc = dmskd_device_run(&port, &mqtt, &config, &stop_requested);

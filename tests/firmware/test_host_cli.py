@@ -40,6 +40,8 @@ def _free_port() -> int:
     (["--device", "d", "--data", "x", "--fleet-key", "k", "--broker", "host"], "--broker must be host:port"),
     (["--device", "d", "--data", "x", "--fleet-key", "k", "--chunk-limit", "100"], "--chunk-limit must be"),
     (["--device", "d", "--data", "x", "--fleet-key", "k", "--username", "u"], "needs both --username and"),
+    (["--device", "d", "--data", "x", "--fleet-key", "k", "--tls-cert", "c"], "pass --tls-cert and --tls-key together"),
+    (["--device", "d", "--data", "x", "--fleet-key", "k", "--tls-cert", "c", "--tls-key", "k"], "needs --tls-ca"),
 ])
 def test_usage_mistakes_exit_2_naming_the_flag(firmware_build, args, message):
     done = _run(firmware_build.binary("dmskd-firmware"), *args)
@@ -58,6 +60,9 @@ def test_missing_or_wrong_files_and_no_broker_exit_1_naming_the_fix(firmware_bui
     assert done.returncode == 1 and "is not a DMSKD sample file" in done.stderr
     assert "export.firmware_samples.write_samples" in done.stderr
     done = _run(binary, *base, "--data", str(files["data"]), "--fleet-key", str(files["key"]),
+                "--tls-ca", str(tmp_path / "ca.crt"))
+    assert done.returncode == 1 and "--tls-ca" in done.stderr and "python -m cloud provision" in done.stderr
+    done = _run(binary, *base, "--data", str(files["data"]), "--fleet-key", str(files["key"]),
                 "--broker", f"127.0.0.1:{_free_port()}")
     assert done.returncode == 1 and "is the broker running at --broker" in done.stderr
 
@@ -65,6 +70,7 @@ def test_missing_or_wrong_files_and_no_broker_exit_1_naming_the_fix(firmware_bui
 def test_help_lists_every_flag(firmware_build):
     done = _run(firmware_build.binary("dmskd-firmware"), "--help")
     assert done.returncode == 0
-    for flag in ("--device", "--fleet", "--data", "--broker", "--outbox", "--fleet-key", "--username",
+    for flag in ("--device", "--fleet", "--data", "--broker", "--outbox", "--fleet-key", "--tls-ca", "--tls-cert",
+                 "--tls-key", "--username",
                  "--password-file", "--resend-interval", "--chunk-limit", "--log-level"):
         assert flag in done.stdout

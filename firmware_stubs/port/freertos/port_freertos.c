@@ -68,7 +68,8 @@ static void on_event(MQTTContext_t *mqtt, MQTTPacketInfo_t *packet, MQTTDeserial
 }
 
 static int open_session(dmskd_port *port) {
-    if (board_net_connect(port->network, port->config.host, port->config.port) != 0) { /* HAL: TCP/TLS */
+    /* HAL: TCP, or TLS when config.tls_ca is set (the board's TLS stack holds the CA and device key) */
+    if (board_net_connect(port->network, port->config.host, port->config.port) != 0) {
         dmskd_port_log(port, DMSKD_LOG_ERROR, "cannot reach %s:%u", port->config.host, (unsigned)port->config.port);
         return DMSKD_PORT_ERR_CONNECT;
     }

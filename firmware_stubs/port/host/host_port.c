@@ -179,12 +179,26 @@ static int open_session(dmskd_port *port) {
         will.qos = 1;
         options.will = &will;
     }
+    MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
+    if (c->tls_ca != NULL) {
+        ssl.trustStore = c->tls_ca;
+        ssl.keyStore = c->tls_cert;
+        ssl.privateKey = c->tls_key;
+        ssl.enableServerCertAuth = 1;
+        ssl.verify = 1; /* the broker's certificate must name the host dialled */
+        options.ssl = &ssl;
+    }
     int rc = MQTTClient_connect(port->client, &options);
     if (rc != MQTTCLIENT_SUCCESS) {
         const char *hint = rc == 4 || rc == 5
                                ? "the broker refused the login: check --username and --password-file "
                                  "(python -m cloud provision --password-auth writes them)"
-                               : "is the broker running at --broker, and is the address right?";
+                           : c->tls_ca != NULL
+                               ? "is the broker running at --broker, does --tls-ca hold the CA that signed its "
+                                 "certificate, and were --tls-cert/--tls-key issued by the fleet CA it trusts "
+                                 "(python -m cloud provision)?"
+                               : "is the broker running at --broker, and is the address right? A provisioned "
+                                 "broker needs --tls-ca (and --tls-cert, --tls-key)";
         dmskd_port_log(port, DMSKD_LOG_ERROR, "cannot connect %s to %s:%u (paho code %d: %s); %s", c->client_id, c->host,
                   (unsigned)c->port, rc, MQTTClient_strerror(rc), hint);
         return DMSKD_PORT_ERR_CONNECT;
@@ -209,7 +223,8 @@ int dmskd_mqtt_connect(dmskd_port *port, const dmskd_mqtt_config *config, dmskd_
     port->on_connected = on_connected;
     port->ctx = ctx;
     char uri[DMSKD_HOST_MAX_FILTER + 16];
-    snprintf(uri, sizeof uri, "tcp://%s:%u", config->host, (unsigned)config->port);
+    snprintf(uri, sizeof uri, "%s://%s:%u", config->tls_ca != NULL ? "ssl" : "tcp", config->host,
+             (unsigned)config->port);
     if (!port->client_created) {
         int rc = MQTTClient_create(&port->client, uri, config->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
         if (rc != MQTTCLIENT_SUCCESS) {

@@ -47,6 +47,9 @@ typedef struct {
     const uint8_t *will_payload;  /* its bytes (the device loop frames "offline" as a one-chunk message) */
     size_t will_len;
     uint32_t keepalive_s;
+    const char *tls_ca;           /* TLS: the CA that signed the broker's certificate (host: a PEM path); NULL: TCP */
+    const char *tls_cert;         /* mutual TLS: this device's certificate and key, NULL: none */
+    const char *tls_key;
 } dmskd_mqtt_config;
 
 /* One port instance: opaque, defined by each port (host: paho client, storage directory, log file). */
