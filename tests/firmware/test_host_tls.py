@@ -39,6 +39,19 @@ def tls_broker(fleet: Provisioned) -> Iterator[ConfiguredMosquitto]:
         broker.stop()
 
 
+@pytest.fixture(scope="module")
+def password_broker(tmp_path_factory) -> Iterator[tuple[Provisioned, ConfiguredMosquitto]]:
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto); these tests need the real broker")
+    provisioned = provision(FleetIdentities(FLEET, (DEVICE,)), tmp_path_factory.mktemp("fw-pw"), port=free_port(),
+                            password_auth=True)
+    broker = ConfiguredMosquitto(provisioned.broker_config).start()
+    try:
+        yield provisioned, broker
+    finally:
+        broker.stop()
+
+
 def _device(binary, fleet: Provisioned, broker, tmp_path, *tls: str) -> FirmwareDevice:
     data = tmp_path / "d.samples"
     data.write_bytes(samples_bytes(np.zeros((4, 64), np.float32), None))
@@ -81,3 +94,23 @@ def test_firmware_with_the_ca_but_no_certificate_is_refused_naming_its_certifica
     code, _ = device.finish(timeout=30)
     assert code == 1
     assert "were --tls-cert/--tls-key issued by the fleet CA it trusts" in device.log()
+
+
+def test_firmware_logs_in_with_its_password_over_tls_and_a_wrong_one_is_refused(firmware_build, password_broker,
+                                                                               tmp_path):
+    provisioned, broker = password_broker
+    ids = provisioned.identity_dir(DEVICE)
+    binary = firmware_build.binary("dmskd-firmware")
+    device = _device(binary, provisioned, broker, tmp_path, "--tls-ca", str(ids / "ca.crt"), "--username", DEVICE,
+                     "--password-file", str(ids / "password"))
+    try:
+        device.wait_for(r"connected to .* as ")
+    finally:
+        device.stop()
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    device = _device(binary, provisioned, broker, tmp_path, "--tls-ca", str(ids / "ca.crt"), "--username", DEVICE,
+                     "--password-file", str(wrong))
+    code, _ = device.finish(timeout=30)
+    assert code == 1
+    assert "the broker refused the login: check --username and --password-file" in device.log()
