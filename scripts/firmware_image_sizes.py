@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's export/, not an installed one
@@ -89,6 +90,14 @@ def mcu_classes(fleet_path: Path) -> dict[str, tuple[int | None, int | None]]:
     return classes
 
 
+def _limit(text: str) -> tuple[str, int]:
+    """NAME=VALUE of --limit, NAME one of LIMITS."""
+    name, _, value = text.partition("=")
+    if name not in LIMITS or not value.isdigit():
+        sys.exit(f"error: --limit {text}: expected NAME=INTEGER with NAME one of {', '.join(LIMITS)}")
+    return name, int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Export, cross-build and size the whole image of every shard; print the table and the verdicts."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -99,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", nargs="+", default=None, help="only these shards (e.g. P1 P4); default all")
     p.add_argument("--student-hidden", type=int, nargs="+", default=[64], help="student hidden widths")
     p.add_argument("--student-batch", type=int, default=16, help="train-step batch")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a device limit, e.g. DMSKD_REASSEMBLY_SLOTS=2 (defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in LIMITS.items()) + ")")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = p.parse_args(argv)
     trees = source_trees()
@@ -116,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                     "--student-batch", str(args.student_batch),
                     "--student-hidden", *map(str, args.student_hidden)]) != 0:
         return 1
-    rows = []
+    rows: list[dict[str, Any]] = []
+    limits = {**LIMITS, **dict(_limit(text) for text in args.limit)}
     for k in range(1, exits + 1):
         if args.shards and f"P{k}" not in args.shards:
             continue
-        elf = build_image(out / "firmware" / f"size-P{k}", args.build, trees, LIMITS)
+        elf = build_image(out / "firmware" / f"size-P{k}", args.build, trees, limits)
         rows.append({"shard": f"P{k}", **image_sizes(elf)})
     classes = mcu_classes(args.fleet)
     for r in rows:
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("Whole Cortex-M4F image (arm-none-eabi-gcc -Os, hard float): core + Monocypher + device loop + TFLM "
           "glue/runtime/shard/train step + FreeRTOS V11.1.0 (static) + coreMQTT v2.3.1 + size-only HAL")
-    print("device limits: " + ", ".join(f"{k}={v}" for k, v in LIMITS.items()) +
+    print("device limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()) +
           f"; student hidden {','.join(map(str, args.student_hidden))}, batch {args.student_batch}")
     head = ("shard", "text", ".rodata", ".data", ".bss", "flash", "RAM")
     table = [head] + [(r["shard"], *(f"{r[c]:,}" for c in ("text", "rodata", "data", "bss", "flash", "ram")))
@@ -141,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     print("\nflash = text + .rodata + .data; RAM = .data + .bss (all static: no heap, the task stack included)\n")
     for name, (flash_limit, ram_limit) in classes.items():
-        limits = (f"flash {flash_limit / 1024:.0f} KB" if flash_limit else "flash -") + ", " + (
+        budget = (f"flash {flash_limit / 1024:.0f} KB" if flash_limit else "flash -") + ", " + (
             f"RAM {ram_limit / 1024:.0f} KB" if ram_limit else "RAM -")
-        print(f"{name} ({limits}): " + "; ".join(f"{r['shard']} {r['classes'][name]}" for r in rows))
+        print(f"{name} ({budget}): " + "; ".join(f"{r['shard']} {r['classes'][name]}" for r in rows))
     return 0
 
 
