@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,18 @@ def image_sizes(elf: Path) -> dict[str, int]:
     return {"text": text, "rodata": s.get(".rodata", 0), "data": s.get(".data", 0), "bss": s.get(".bss", 0),
             "flash": text + s.get(".rodata", 0) + s.get(".data", 0) + s.get(".isr_vector", 0),
             "ram": sum(s.get(name, 0) for name in RAM_SECTIONS)}
+
+
+def ram_symbols(elf: Path, at_least: int = 1024) -> list[tuple[str, int]]:
+    """The image's RAM objects of at_least bytes (.data/.bss symbols), largest first: where the RAM goes."""
+    out = subprocess.run(["arm-none-eabi-nm", "-S", "--size-sort", "-r", str(elf)], capture_output=True, text=True,
+                         check=True).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "bBdD" and int(parts[1], 16) >= at_least:
+            found.append((parts[3], int(parts[1], 16)))
+    return found
 
 
 def verdict(flash: int, ram: int, flash_limit: int | None, ram_limit: int | None) -> str:
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.shards and f"P{k}" not in args.shards:
             continue
         elf = build_image(out / "firmware" / f"size-P{k}", args.build, trees, limits)
-        rows.append({"shard": f"P{k}", **image_sizes(elf)})
+        rows.append({"shard": f"P{k}", **image_sizes(elf), "ram_objects": dict(ram_symbols(elf))})
     classes = mcu_classes(args.fleet)
     for r in rows:
         r["classes"] = {name: verdict(r["flash"], r["ram"], *limit) for name, limit in classes.items()}
@@ -153,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in table:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     print("\nflash = text + .rodata + .data; RAM = .data + .bss (all static: no heap, the task stack included)\n")
+    last = rows[-1]
+    print(f"RAM objects of {last['shard']} (>= 1 KiB): " +
+          ", ".join(f"{n} {b:,}" for n, b in last["ram_objects"].items()) + "\n")
     for name, (flash_limit, ram_limit) in classes.items():
         budget = (f"flash {flash_limit / 1024:.0f} KB" if flash_limit else "flash -") + ", " + (
             f"RAM {ram_limit / 1024:.0f} KB" if ram_limit else "RAM -")
