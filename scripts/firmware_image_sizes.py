@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", nargs="+", default=None, help="only these shards (e.g. P1 P4); default all")
     p.add_argument("--student-hidden", type=int, nargs="+", default=[64], help="student hidden widths")
     p.add_argument("--student-batch", type=int, default=16, help="train-step batch")
+    p.add_argument("--arena-headroom", type=float, default=0.25, help="the exporter's arena headroom")
     p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="override a device limit, e.g. DMSKD_REASSEMBLY_SLOTS=2 (defaults: "
                         + ", ".join(f"{k}={v}" for k, v in LIMITS.items()) + ")")
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     write_plan(plan, args.teacher, exits)
     out = args.work / "export"
     if export_main(["--plan", str(plan), "--out", str(out), "--qat", "never", "--quiet",
-                    "--student-batch", str(args.student_batch),
+                    "--arena-headroom", str(args.arena_headroom), "--student-batch", str(args.student_batch),
                     "--student-hidden", *map(str, args.student_hidden)]) != 0:
         return 1
     rows: list[dict[str, Any]] = []
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print("Whole Cortex-M4F image (arm-none-eabi-gcc -Os, hard float): core + Monocypher + device loop + TFLM "
           "glue/runtime/shard/train step + FreeRTOS V11.1.0 (static) + coreMQTT v2.3.1 + size-only HAL")
     print("device limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()) +
-          f"; student hidden {','.join(map(str, args.student_hidden))}, batch {args.student_batch}")
+          f"; student hidden {','.join(map(str, args.student_hidden))}, batch {args.student_batch}, "
+          f"arena headroom {args.arena_headroom:g}")
     head = ("shard", "text", ".rodata", ".data", ".bss", "flash", "RAM")
     table = [head] + [(r["shard"], *(f"{r[c]:,}" for c in ("text", "rodata", "data", "bss", "flash", "ram")))
                       for r in rows]
