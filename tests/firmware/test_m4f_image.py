@@ -21,6 +21,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import firmware_image_sizes as sizes  # noqa: E402
 from firmware_tflm_sizes import write_plan  # noqa: E402
 
+from .tflm_build import COLD_BUILD_SECONDS  # noqa: E402
+
 BUILD = REPO / "firmware_stubs" / "build" / "pytest-image-m4f"
 FLEET = REPO / "examples" / "fleet.toml"
 
@@ -49,6 +51,7 @@ def _symbols(elf: Path) -> set[str]:
     return {line.split()[-1] for line in out.splitlines() if line.strip()}
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)  # the first session compiles TFLite-Micro for the M4F
 def test_the_image_links_every_layer_of_the_firmware(image):
     elf, _ = image
     assert elf.is_file()
@@ -60,6 +63,7 @@ def test_the_image_links_every_layer_of_the_firmware(image):
     assert not {"pvPortMalloc", "malloc_dummy"} & kept  # static allocation: no FreeRTOS heap linked
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)  # the first session compiles TFLite-Micro for the M4F
 def test_the_size_figures_add_up_and_hold_the_arenas_and_models(image):
     elf, cfg = image
     s = sizes.sections(elf)
@@ -73,6 +77,7 @@ def test_the_size_figures_add_up_and_hold_the_arenas_and_models(image):
     assert got["bss"] >= floor
 
 
+@pytest.mark.timeout(COLD_BUILD_SECONDS)  # the first session compiles TFLite-Micro for the M4F
 def test_the_verdicts_follow_the_figures_against_the_fleet_classes(image):
     elf, _ = image
     got = sizes.image_sizes(elf)
