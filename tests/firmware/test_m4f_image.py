@@ -28,7 +28,7 @@ FLEET = REPO / "examples" / "fleet.toml"
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory, default_teacher_dir) -> tuple[Path, dict]:
+def image(tmp_path_factory, request) -> tuple[Path, dict]:
     """P1 of the default teacher exported for the digits student (64 hidden) and its whole image built."""
     missing = [tool for tool in ("arm-none-eabi-gcc", "arm-none-eabi-size", "cmake") if shutil.which(tool) is None]
     if missing:
@@ -37,6 +37,8 @@ def image(tmp_path_factory, default_teacher_dir) -> tuple[Path, dict]:
     if isinstance(trees, str):
         pytest.skip(trees)
     from export.__main__ import main as export_main
+
+    default_teacher_dir = request.getfixturevalue("default_teacher_dir")  # trained only when it can build
 
     work = tmp_path_factory.mktemp("m4f_image")
     write_plan(work / "plan.json", default_teacher_dir, 1)
