@@ -9,7 +9,7 @@ firmware_stubs/cmake/cortex-m4f.cmake, -Os): the core with Monocypher's Ed25519,
 cohort_notice.c, outbox.c, trainer_tflm.c), the TFLM glue, runtime, shard and train step, port_freertos.c
 over FreeRTOS-Kernel V11.1.0 (ARM_CM4F, static allocation, no heap) and coreMQTT v2.3.1, the size-only HAL
 (size_hal.c: not a board) and image_main.c (one static 8 KiB task). arm-none-eabi-size reads its sections:
-flash = code (.text etc.) + .rodata + .data's initialisers; RAM = .data + .bss (arenas, weights, the
+flash = code (.text etc.) + .rodata + .data's initialisers + the vector table; RAM = .data + .bss (arenas, weights, the
 device loop's buffers, the task stack and the kernel's idle task: everything is static).
 Needs TFLM_DIR (FLATBUFFERS_DIR, RUY_DIR), FREERTOS_KERNEL_DIR and COREMQTT_DIR (defaults /opt/...) and
 Monocypher (scripts/fetch_monocypher.sh; default firmware_stubs/build/monocypher).
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    print("\nflash = text + .rodata + .data; RAM = .data + .bss (all static: no heap, the task stack included)\n")
+    print("\nflash = text + .rodata + .data + .isr_vector; RAM = .data + .bss "
+          "(all static: no heap, the task stack included)\n")
     last = rows[-1]
     print(f"RAM objects of {last['shard']} (>= 1 KiB): " +
           ", ".join(f"{n} {b:,}" for n, b in last["ram_objects"].items()) + "\n")
