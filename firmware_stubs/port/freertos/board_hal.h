@@ -33,4 +33,8 @@ int board_trng_fill(uint8_t *buf, size_t len);
 /* Write one log line (UART, SEGGER RTT, or a RAM ring read over the debugger). */
 void board_log_write(const char *line);
 
+/* port_freertos.c's own: the device's one port (static), for the task that calls dmskd_device_run. */
+struct dmskd_port;
+struct dmskd_port *dmskd_freertos_port(void);
+
 #endif

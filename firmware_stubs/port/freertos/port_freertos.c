@@ -50,6 +50,12 @@ struct dmskd_port {
     bool ever_connected;
 };
 
+/* The one port of this device, statically allocated (the device task passes it to dmskd_device_run). */
+dmskd_port *dmskd_freertos_port(void) {
+    static dmskd_port port;
+    return &port;
+}
+
 static uint32_t now_ms(void) { return (uint32_t)(xTaskGetTickCount() * portTICK_PERIOD_MS); }
 
 /* coreMQTT hands every incoming packet here, from MQTT_ProcessLoop on the device task. */
