@@ -31,8 +31,9 @@ bool dmskd_trainer_available(void);
 /* Prepare the trainer once (the configuration's shard and train step in their arenas); false with `why`. */
 bool dmskd_trainer_init(char *why, size_t why_cap);
 
-/* Train the job's local epochs and write the local weights (template order) to local_out[count];
- * *mean_loss gets the last epoch's mean loss. false with `why` naming the problem. */
+/* Train the job's local epochs in local_out[count] (template order; it starts as a copy of the global
+ * weights and is the train step's own buffer, so there is no second copy); *mean_loss gets the last
+ * epoch's mean loss. false with `why` naming the problem (local_out is then undefined). */
 bool dmskd_trainer_run(const dmskd_train_job *job, float *local_out, float *mean_loss, char *why, size_t why_cap);
 
 /* The content hash (sha256, first 16 hex) of the shard this device runs, "" when it holds none. */

@@ -2,7 +2,8 @@
  * the distillation targets), and the student's functional train step runs the local epochs as
  * edge/local_training.py's train_round does (shuffled passes, the last batch topped up by resampling,
  * hard targets: the local label where the plan lets the device use it, else the shard's arg-max).
- * The models, arenas and shapes come from the device configuration `python -m export` wrote. */
+ * The models, arenas and shapes come from the device configuration `python -m export` wrote. The train
+ * step runs in the caller's local-weight buffer, in template order (dmskd_tflm_student_bind): no copy. */
 #include <math.h>
 #include <stdalign.h>
 #include <stdio.h>
@@ -22,7 +23,6 @@
 
 alignas(16) static uint8_t shard_arena[DMSKD_SHARD_ARENA_BYTES];
 alignas(16) static uint8_t student_arena[DMSKD_STUDENT_ARENA_BYTES];
-static float step_weights[DMSKD_STUDENT_NUM_WEIGHTS];
 static float logits[DMSKD_MAX_LOGITS];
 static float batch_x[BATCH_FLOATS], batch_y[BATCH_CLASSES], batch_t[BATCH_CLASSES];
 static size_t order[DMSKD_MAX_LOGITS / DMSKD_STUDENT_NUM_CLASSES + DMSKD_STUDENT_BATCH];
@@ -41,7 +41,7 @@ bool dmskd_trainer_init(char *why, size_t why_cap) {
                                                 sizeof shard_arena);
     if (s == DMSKD_TFLM_OK) {
         s = dmskd_tflm_student_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN, student_arena, sizeof student_arena,
-                                    step_weights, DMSKD_STUDENT_NUM_WEIGHTS, 0); /* the global model fills it */
+                                    NULL, DMSKD_STUDENT_NUM_WEIGHTS, 0); /* each run binds the local weights */
     }
     if (s != DMSKD_TFLM_OK) {
         snprintf(why, why_cap, "TFLite-Micro could not load the device configuration's models: %s",
@@ -110,9 +110,8 @@ static bool label_samples(const dmskd_train_job *job, char *why, size_t why_cap)
     return true;
 }
 
-/* Copy between the template-order weights and the train step's packed order, tensor by tensor (by name). */
-static bool map_weights(const dmskd_train_job *job, const float *from, float *to, bool into_step, char *why,
-                        size_t why_cap) {
+/* Bind the train step to local_out in template order: each of its tensors at that tensor's offset (by name). */
+static bool bind_local(const dmskd_train_job *job, float *local_out, char *why, size_t why_cap) {
     dmskd_tflm_student_info info;
     dmskd_tflm_student_get_info(&info);
     if (info.num_weights != job->count || info.num_tensors != job->tmpl->count) {
@@ -121,17 +120,22 @@ static bool map_weights(const dmskd_train_job *job, const float *from, float *to
                  info.num_weights, info.num_tensors);
         return false;
     }
+    size_t offsets[DMSKD_MAX_TENSORS];
+    if (info.num_tensors > DMSKD_MAX_TENSORS) {
+        snprintf(why, why_cap, "the student has %zu weight tensors, this build binds %d (raise DMSKD_MAX_TENSORS)",
+                 info.num_tensors, DMSKD_MAX_TENSORS);
+        return false;
+    }
     for (size_t i = 0; i < info.num_tensors; i++) {
         const char *name = NULL;
-        size_t offset = 0, count = 0, at = 0;
-        dmskd_tflm_student_tensor(i, &name, &offset, &count);
+        size_t count = 0, at = 0;
+        dmskd_tflm_student_tensor(i, &name, NULL, &count);
         bool found = false;
         for (size_t t = 0; t < job->tmpl->count && !found; t++) {
             const dmskd_tensor_spec *spec = &job->tmpl->tensors[t];
             size_t elements = dmskd_shape_elements(spec->ndim, spec->shape);
             if (strcmp(spec->name, name) == 0 && elements == count) {
-                if (into_step) memcpy(to + offset, from + at, count * sizeof(float));
-                else memcpy(to + at, from + offset, count * sizeof(float));
+                offsets[i] = at;
                 found = true;
             }
             at += elements;
@@ -142,6 +146,13 @@ static bool map_weights(const dmskd_train_job *job, const float *from, float *to
             return false;
         }
     }
+    dmskd_tflm_status s = dmskd_tflm_student_bind(local_out, job->count, offsets);
+    if (s != DMSKD_TFLM_OK) {
+        snprintf(why, why_cap, "the global model's tensors do not tile the student's weights: %s",
+                 dmskd_tflm_status_text(s));
+        return false;
+    }
+    memcpy(local_out, job->global, job->count * sizeof(float)); /* training starts from the global model */
     return true;
 }
 
@@ -157,8 +168,7 @@ bool dmskd_trainer_run(const dmskd_train_job *job, float *local_out, float *mean
         snprintf(why, why_cap, "local samples have %zu features, the student takes %zu", job->dim, d);
         return false;
     }
-    if (!label_samples(job, why, why_cap) || !map_weights(job, job->global, step_weights, true, why, why_cap))
-        return false;
+    if (!label_samples(job, why, why_cap) || !bind_local(job, local_out, why, why_cap)) return false;
     size_t padded = job->n + (b - job->n % b) % b;
     float epoch_loss = 0.0f;
     for (int64_t epoch = 0; epoch < job->local_epochs; epoch++) {
@@ -194,5 +204,5 @@ bool dmskd_trainer_run(const dmskd_train_job *job, float *local_out, float *mean
         epoch_loss = (float)(total / (double)(padded / b));
     }
     *mean_loss = epoch_loss;
-    return map_weights(job, step_weights, local_out, false, why, why_cap);
+    return true;
 }

@@ -68,7 +68,7 @@ extern "C" const char* dmskd_tflm_status_text(dmskd_tflm_status status) {
     case DMSKD_TFLM_BAD_SIGNATURE:
       return "the model's inputs or outputs are not what the glue expects: export the shard with the mcu target and the train step with export.student_train_step";
     case DMSKD_TFLM_INVOKE_FAILED: return "a kernel failed while running the model (see the DebugLog output)";
-    case DMSKD_TFLM_NOT_INITIALISED: return "not initialised: call dmskd_tflm_shard_init / dmskd_tflm_student_init first";
+    case DMSKD_TFLM_NOT_INITIALISED: return "not initialised: call dmskd_tflm_shard_init / dmskd_tflm_student_init (and bind a weight buffer) first";
     case DMSKD_TFLM_NOT_FINITE:
       return "the train step produced NaN or inf: weights kept; lower lr or check the inputs";
   }

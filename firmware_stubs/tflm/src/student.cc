@@ -173,7 +173,7 @@ extern "C" dmskd_tflm_status dmskd_tflm_student_init(const uint8_t* model, size_
   const tflite::Model* m = nullptr;
   dmskd_tflm_status st = dmskd_glue::checked_model(model, model_len, &m);
   if (st != DMSKD_TFLM_OK) return st;
-  if (weights == nullptr) return DMSKD_TFLM_BAD_ARGUMENT;
+  if (weights == nullptr && init_from_model) return DMSKD_TFLM_BAD_ARGUMENT;  // nowhere to put them
   if (!student_ops_registered) {
     if (DMSKD_STUDENT_REGISTER_OPS(student_resolver) != kTfLiteOk) return DMSKD_TFLM_MISSING_OP;
     student_ops_registered = true;
@@ -194,13 +194,32 @@ extern "C" dmskd_tflm_status dmskd_tflm_student_init(const uint8_t* model, size_
     student_slot.reset();
     return st;
   }
+  student.weights = weights;  // nullptr: unbound until dmskd_tflm_student_bind
+  return DMSKD_TFLM_OK;
+}
+
+extern "C" dmskd_tflm_status dmskd_tflm_student_bind(float* weights, size_t num_weights, const size_t* offsets) {
+  if (student_slot.get() == nullptr) return DMSKD_TFLM_NOT_INITIALISED;
+  if (weights == nullptr) return DMSKD_TFLM_BAD_ARGUMENT;
+  size_t at[kMaxTensors], used = 0;
+  for (size_t k = 0; k < student.num_tensors; ++k) {
+    const size_t count = student.tensors[k].count;
+    at[k] = offsets == nullptr ? used : offsets[k];
+    if (at[k] > num_weights || count > num_weights - at[k]) return DMSKD_TFLM_BAD_ARGUMENT;
+    for (size_t j = 0; j < k; ++j) {  // no two tensors share a float
+      if (at[k] < at[j] + student.tensors[j].count && at[j] < at[k] + count) return DMSKD_TFLM_BAD_ARGUMENT;
+    }
+    used += count;
+  }
+  if (used != num_weights) return DMSKD_TFLM_BAD_ARGUMENT;  // every float of the buffer is a weight
+  for (size_t k = 0; k < student.num_tensors; ++k) student.tensors[k].offset = at[k];
   student.weights = weights;
   return DMSKD_TFLM_OK;
 }
 
 extern "C" dmskd_tflm_status dmskd_tflm_student_get_info(dmskd_tflm_student_info* info) {
   tflite::MicroInterpreter* interp = student_slot.get();
-  if (interp == nullptr || student.weights == nullptr) return DMSKD_TFLM_NOT_INITIALISED;
+  if (interp == nullptr) return DMSKD_TFLM_NOT_INITIALISED;
   if (info == nullptr) return DMSKD_TFLM_BAD_ARGUMENT;
   const TfLiteTensor* x = interp->input(student.hyper[kX]);
   const TfLiteTensor* y = interp->input(student.hyper[kY]);
@@ -215,7 +234,7 @@ extern "C" dmskd_tflm_status dmskd_tflm_student_get_info(dmskd_tflm_student_info
 
 extern "C" dmskd_tflm_status dmskd_tflm_student_tensor(size_t i, const char** name, size_t* offset,
                                                        size_t* count) {
-  if (student_slot.get() == nullptr || student.weights == nullptr) return DMSKD_TFLM_NOT_INITIALISED;
+  if (student_slot.get() == nullptr) return DMSKD_TFLM_NOT_INITIALISED;
   if (i >= student.num_tensors) return DMSKD_TFLM_BAD_ARGUMENT;
   if (name != nullptr) *name = student.tensors[i].name;
   if (offset != nullptr) *offset = student.tensors[i].offset;

@@ -80,17 +80,24 @@ typedef struct {
 } dmskd_tflm_student_info;
 
 /* Load the train-step model; `weights` (num_weights floats, the caller's, kept for the device's
- * lifetime) is where the device puts the global model it fetched. The functional graph carries no
- * weights of its own: init_from_model must be 0 unless the configuration defines
- * DMSKD_STUDENT_INITIAL_WEIGHTS (python -m export writes none: devices train only the global model). */
+ * lifetime, packed order) is where the device puts the global model it fetched, or NULL to bind a
+ * buffer later (dmskd_tflm_student_bind). The functional graph carries no weights of its own:
+ * init_from_model must be 0 unless the configuration defines DMSKD_STUDENT_INITIAL_WEIGHTS
+ * (python -m export writes none: devices train only the global model). */
 dmskd_tflm_status dmskd_tflm_student_init(const uint8_t *model, size_t model_len,
                                           uint8_t *arena, size_t arena_len,
                                           float *weights, size_t num_weights, int init_from_model);
 
+/* Train in the caller's `weights` from now on (num_weights floats, kept until the next bind): weight
+ * tensor i at offsets[i] (NULL: the packed order), so a device trains in its own buffer, in its own
+ * tensor order, with no copy. BAD_ARGUMENT unless the tensors tile the buffer exactly. */
+dmskd_tflm_status dmskd_tflm_student_bind(float *weights, size_t num_weights, const size_t *offsets);
+
 /* Shapes of the loaded train step. */
 dmskd_tflm_status dmskd_tflm_student_get_info(dmskd_tflm_student_info *info);
 
-/* Name ("dense_0/kernel"), offset into the packed buffer and element count of weight tensor i. */
+/* Name ("dense_0/kernel"), offset into the bound buffer (the packed order until a bind with offsets)
+ * and element count of weight tensor i. */
 dmskd_tflm_status dmskd_tflm_student_tensor(size_t i, const char **name, size_t *offset, size_t *count);
 
 /* One SGD step on exactly one batch: x[B*D], y[B*C] one-hot (all-zero rows for unlabelled
@@ -100,7 +107,7 @@ dmskd_tflm_status dmskd_tflm_student_train_step(const float *x, const float *y,
                                                 const float *teacher_logits,
                                                 float alpha, float tau, float lr, float *loss);
 
-/* The weight buffer given to init (read-only view: the read-back for an update). */
+/* The weight buffer given to init or bind (read-only view: the read-back for an update). */
 const float *dmskd_tflm_student_weights(void);
 
 #ifdef __cplusplus
