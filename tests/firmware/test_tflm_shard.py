@@ -80,6 +80,8 @@ GLUE_REFUSALS = {  # driver case -> the status the glue must return (tools/glue_
     "shard-given-the-train-step": "MISSING_OP", "student-given-the-shard": "BAD_SIGNATURE",
     "student-wrong-weight-count": "BAD_ARGUMENT", "student-initial-weights-absent": "BAD_ARGUMENT",
     "shard-ok": "OK", "shard-wrong-input-length": "BAD_ARGUMENT",
+    "student-unbound-ok": "OK", "student-step-unbound": "NOT_INITIALISED",  # init with no buffer, bind later
+    "student-bind-overlapping": "BAD_ARGUMENT", "student-bind-short": "BAD_ARGUMENT", "student-bind-packed": "OK",
 }
 
 

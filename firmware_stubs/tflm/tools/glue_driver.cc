@@ -138,6 +138,13 @@ int run_errors() {
   report("student-initial-weights-absent", dmskd_tflm_student_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN,
                                                                    student_arena, sizeof student_arena, weights,
                                                                    DMSKD_STUDENT_NUM_WEIGHTS, 1));
+  report("student-unbound-ok", dmskd_tflm_student_init(DMSKD_STUDENT_MODEL, DMSKD_STUDENT_MODEL_LEN, student_arena,
+                                                       sizeof student_arena, nullptr, DMSKD_STUDENT_NUM_WEIGHTS, 0));
+  report("student-step-unbound", dmskd_tflm_student_train_step(f, f, f, 0.5f, 1.0f, 0.1f, nullptr));
+  static const size_t same_offset[16] = {0};
+  report("student-bind-overlapping", dmskd_tflm_student_bind(weights, DMSKD_STUDENT_NUM_WEIGHTS, same_offset));
+  report("student-bind-short", dmskd_tflm_student_bind(weights, DMSKD_STUDENT_NUM_WEIGHTS - 1, nullptr));
+  report("student-bind-packed", dmskd_tflm_student_bind(weights, DMSKD_STUDENT_NUM_WEIGHTS, nullptr));
   report("shard-ok", dmskd_tflm_shard_init(DMSKD_SHARD_MODEL, DMSKD_SHARD_MODEL_LEN, shard_arena,
                                            sizeof shard_arena));
   report("shard-wrong-input-length", dmskd_tflm_shard_run_int8(q, 1, q, 1));
