@@ -28,7 +28,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's export/, not an installed one
 sys.path.insert(0, str(REPO / "scripts"))
-from firmware_tflm_sizes import CODE_SECTIONS, RAM_SECTIONS, cmake, sections, write_plan  # noqa: E402
+from firmware_tflm_sizes import (  # noqa: E402
+    CODE_SECTIONS,
+    RAM_SECTIONS,
+    cmake,
+    export_size_configs,
+    mcu_classes,
+    sections,
+    verdict,
+)
 
 FIRMWARE = REPO / "firmware_stubs"
 TOOLCHAIN = FIRMWARE / "cmake" / "cortex-m4f.cmake"
@@ -85,24 +93,6 @@ def ram_symbols(elf: Path, at_least: int = 1024) -> list[tuple[str, int]]:
     return found
 
 
-def verdict(flash: int, ram: int, flash_limit: int | None, ram_limit: int | None) -> str:
-    """fits, or no (flash) / no (RAM) / no (flash+RAM)."""
-    short = [what for what, used, limit in (("flash", flash, flash_limit), ("RAM", ram, ram_limit))
-             if limit is not None and used > limit]
-    return "fits" if not short else f"no ({'+'.join(short)})"
-
-
-def mcu_classes(fleet_path: Path) -> dict[str, tuple[int | None, int | None]]:
-    """Each mcu class of a fleet file: (flash bytes, RAM bytes)."""
-    from cloud.fleet_file import load_fleet_file
-
-    classes: dict[str, tuple[int | None, int | None]] = {}
-    for d in load_fleet_file(fleet_path).devices:
-        if d.target == "mcu":
-            classes.setdefault(d.device_class or d.device_id, (d.flash_bytes, d.arena_bytes))
-    return classes
-
-
 def _limit(text: str) -> tuple[str, int]:
     """NAME=VALUE of --limit, NAME one of LIMITS."""
     name, _, value = text.partition("=")
@@ -130,18 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     trees = source_trees()
     if isinstance(trees, str):
         sys.exit(f"error: {trees}")
-    from export.__main__ import main as export_main
-    from export.teacher_dir import load_teacher_dir
-
-    exits = load_teacher_dir(args.teacher).num_exits
-    args.work.mkdir(parents=True, exist_ok=True)
-    plan = args.work / "plan.json"
-    write_plan(plan, args.teacher, exits)
-    out = args.work / "export"
-    if export_main(["--plan", str(plan), "--out", str(out), "--qat", "never", "--quiet",
-                    "--arena-headroom", str(args.arena_headroom), "--student-batch", str(args.student_batch),
-                    "--student-hidden", *map(str, args.student_hidden)]) != 0:
+    exported = export_size_configs(args.teacher, args.work, [
+        "--arena-headroom", str(args.arena_headroom), "--student-batch", str(args.student_batch),
+        "--student-hidden", *map(str, args.student_hidden)])
+    if exported is None:
         return 1
+    out, exits = exported
     rows: list[dict[str, Any]] = []
     limits = {**LIMITS, **dict(_limit(text) for text in args.limit)}
     for k in range(1, exits + 1):

@@ -53,6 +53,40 @@ def write_plan(path: Path, teacher: Path, exits: int) -> None:
                                 "devices": devices}))
 
 
+def verdict(flash: int, ram: int, flash_limit: int | None, ram_limit: int | None) -> str:
+    """fits, or no (flash) / no (RAM) / no (flash+RAM)."""
+    short = [what for what, used, limit in (("flash", flash, flash_limit), ("RAM", ram, ram_limit))
+             if limit is not None and used > limit]
+    return "fits" if not short else f"no ({'+'.join(short)})"
+
+
+def mcu_classes(fleet_path: Path) -> dict[str, tuple[int | None, int | None]]:
+    """Each mcu class of a fleet file: (flash bytes, RAM bytes)."""
+    from cloud.fleet_file import load_fleet_file
+
+    classes: dict[str, tuple[int | None, int | None]] = {}
+    for d in load_fleet_file(fleet_path).devices:
+        if d.target == "mcu":
+            classes.setdefault(d.device_class or d.device_id, (d.flash_bytes, d.arena_bytes))
+    return classes
+
+
+def export_size_configs(teacher: Path, work: Path, flags: list[str]) -> tuple[Path, int] | None:
+    """Export one mcu configuration per shard of `teacher` into work/export (write_plan's classes size-P<k>);
+    (the export directory, the number of shards), or None if the exporter failed."""
+    from export.__main__ import main as export_main
+    from export.teacher_dir import load_teacher_dir
+
+    exits = load_teacher_dir(teacher).num_exits
+    work.mkdir(parents=True, exist_ok=True)
+    plan = work / "plan.json"
+    write_plan(plan, teacher, exits)
+    out = work / "export"
+    if export_main(["--plan", str(plan), "--out", str(out), "--qat", "never", "--quiet", *flags]) != 0:
+        return None
+    return out, exits
+
+
 def cmake(args: list[str]) -> None:
     done = subprocess.run(["cmake", *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -74,19 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     trees = {var: os.environ.get(var) or default for var, default in DEFAULTS.items()}
     if not Path(trees["TFLM_DIR"], "tensorflow/lite/micro").is_dir():
         sys.exit(f"error: TFLM_DIR={trees['TFLM_DIR']} is not a TFLite-Micro checkout; see firmware_stubs/README.md")
-    from cloud.fleet_file import load_fleet_file
-    from export.__main__ import main as export_main
-    from export.teacher_dir import load_teacher_dir
-
-    exits = load_teacher_dir(args.teacher).num_exits
-    args.work.mkdir(parents=True, exist_ok=True)
-    plan = args.work / "plan.json"
-    write_plan(plan, args.teacher, exits)
-    out = args.work / "export"
-    if export_main(["--plan", str(plan), "--out", str(out), "--qat", "never", "--quiet",
-                    "--student-batch", str(args.student_batch),
-                    "--student-hidden", *map(str, args.student_hidden)]) != 0:
+    exported = export_size_configs(args.teacher, args.work, ["--student-batch", str(args.student_batch),
+                                                             "--student-hidden", *map(str, args.student_hidden)])
+    if exported is None:
         return 1
+    out, exits = exported
     toolchain = TOOLCHAIN
     build = args.build
     rows = []
@@ -105,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"P{k}", text, s.get(".rodata", 0), s.get(".data", 0), s.get(".bss", 0),
                      cfg["shard_model_bytes"], cfg["student_model_bytes"], cfg["shard_arena_bytes"],
                      cfg["student_arena_bytes"], arenas, flash, ram))
-    fleet = load_fleet_file(args.fleet)
-    classes: dict[str, tuple[int | None, int | None]] = {}
-    for d in fleet.devices:
-        if d.target == "mcu":
-            classes.setdefault(d.device_class or d.device_id, (d.flash_bytes, d.arena_bytes))
+    classes = mcu_classes(args.fleet)
     head = ("shard", "text", ".rodata", ".data", ".bss", "shard B", "step B", "shard arena", "step arena",
             "flash", "RAM")
     table = [head] + [tuple(f"{v:,}" if isinstance(v, int) else v for v in (r[:5] + r[5:9] + r[10:]))
@@ -121,12 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
     print("\nflash = text + .rodata + .data; RAM = .data + .bss (both arenas, the weights and one batch, static)\n")
     for name, (flash_limit, ram_limit) in classes.items():
-        verdicts = []
-        for r in rows:
-            ok_flash = flash_limit is None or r[10] <= flash_limit
-            ok_ram = ram_limit is None or r[11] <= ram_limit
-            why = [] if ok_flash and ok_ram else [w for w, ok in (("flash", ok_flash), ("RAM", ok_ram)) if not ok]
-            verdicts.append(f"{r[0]} {'fits' if not why else 'no (' + '+'.join(why) + ')'}")
+        verdicts = [f"{r[0]} {verdict(r[10], r[11], flash_limit, ram_limit)}" for r in rows]
         limits = (f"flash {flash_limit / 1024:.0f} KB" if flash_limit else "flash -") + ", " + (
             f"RAM {ram_limit / 1024:.0f} KB" if ram_limit else "RAM -")
         print(f"{name} ({limits}): " + "; ".join(verdicts))
