@@ -26,6 +26,7 @@ from cloud.checkpoint import read_weights
 from cloud.declared_settings import DeclaredSettings
 from cloud.round_engine import EngineConfig
 from cloud.strategy import DpMode, FedAvgConfig
+from edge.chunking import DEFAULT_CHUNK_LIMIT
 from edge.cli import NAME_PATTERN
 from edge.plan import DP_MODES, DevicePlan
 from edge.stochastic_quantization import encoding_for_bits
@@ -46,6 +47,8 @@ class RoundSettings:
     sampling_rate: float = 1.0  # q: each round's cohort is a Poisson sample of the fleet at this rate
     quorum_fraction: float = 1.0  # the share of a round's cohort whose accepted updates close it (cloud.round_closing)
     model_bits: int = 32  # the global model goes down as a step of this width (edge.model_step); 32: whole
+    chunk_limit: int = DEFAULT_CHUNK_LIMIT  # the largest MQTT message the aggregator publishes: an mcu fleet's
+    #                                         network buffer (firmware DMSKD_MAX_CHUNK_BYTES, e.g. 4096)
 
 
 @dataclass
@@ -108,6 +111,7 @@ class BundleError(ValueError):
 
 BUNDLE_FILES = ("bundle.json", "plans.json", "student.tflite", "student_init.safetensors")
 BUNDLE_FIX = "fix it, or re-create the bundle with `python -m simulator prepare --out DIR` (it writes DIR/bundle)"
+MIN_FLEET_CHUNK_LIMIT = 1024  # what python -m export --chunk-limit accepts for a firmware's chunks
 _TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
     "str": ("a string", (str,)), "int": ("an integer", (int,)), "float": ("a number", (int, float)),
     "float | None": ("a number or null", (int, float, type(None)))}
@@ -124,7 +128,8 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "quorum_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "deadline_s": (lambda v: v > 0, "a positive number of seconds"),
     "sampling_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "model_bits": (lambda v: v in (32, 8, 4, 2), "32, 8, 4 or 2")}
+    "model_bits": (lambda v: v in (32, 8, 4, 2), "32, 8, 4 or 2"),
+    "chunk_limit": (lambda v: v >= MIN_FLEET_CHUNK_LIMIT, f"at least {MIN_FLEET_CHUNK_LIMIT} bytes")}
 _MATCH_SETTINGS = ("fleet", "rounds", "dp_mode")  # what every plan must share with bundle.json
 
 

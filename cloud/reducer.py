@@ -225,7 +225,8 @@ def start_local_workers(bundle: FleetBundle, host: str, port: int, credentials: 
     fleet, started = bundle.settings.fleet, []
     try:
         for i in range(count):
-            session = MqttSession(f"{fleet}-aggregator-w{i}", host, port, will=worker_will(fleet, f"w{i}"),
+            session = MqttSession(f"{fleet}-aggregator-w{i}", host, port, bundle.settings.chunk_limit,
+                                  will=worker_will(fleet, f"w{i}"),
                                   tls=credentials.tls, username=credentials.username, password=credentials.password)
             worker = AggregatorWorker.from_bundle(bundle, session, np.random.SeedSequence(seed), f"w{i}",
                                                   insecure_seeded_noise=seed is not None)

@@ -52,7 +52,7 @@ def serve(bundle_dir: Path, broker: str, checkpoint_dir: Path, holdout: Path | N
     host, port = parse_broker_url(broker)
     evaluate = holdout_evaluator(bundle.student_program, holdout) if holdout else None
     creds = credentials or BrokerCredentials()
-    session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port, tls=creds.tls,
+    session = MqttSession(f"{bundle.settings.fleet}-aggregator", host, port, st.chunk_limit, tls=creds.tls,
                           username=creds.username, password=creds.password)
     kind = ShardedAggregatorService if sharded or workers else AggregatorService
     local_workers = start_local_workers(bundle, host, port, creds, workers, seed)

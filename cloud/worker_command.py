@@ -78,7 +78,8 @@ def serve_worker(bundle_dir: Path, broker: str, worker: str, credentials: Broker
     if unknown:
         raise ValueError(f"--gateway-for names devices not in the bundle's plan: {unknown[:5]}")
     host, port = parse_broker_url(broker)
-    session = MqttSession(f"{fleet}-aggregator-{worker}", host, port, will=worker_will(fleet, worker),
+    session = MqttSession(f"{fleet}-aggregator-{worker}", host, port, bundle.settings.chunk_limit,
+                          will=worker_will(fleet, worker),
                           tls=credentials.tls, username=credentials.username, password=credentials.password)
     service = AggregatorWorker.from_bundle(bundle, session, np.random.SeedSequence(), worker, meters=meters)
     session.connect()

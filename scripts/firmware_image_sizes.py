@@ -46,9 +46,10 @@ DEFAULTS = {"TFLM_DIR": "/opt/tflite-micro", "FLATBUFFERS_DIR": "/opt/flatbuffer
 MARKERS = {"TFLM_DIR": "tensorflow/lite/micro/micro_interpreter.h", "FLATBUFFERS_DIR": "include/flatbuffers",
            "RUY_DIR": "ruy/profiler", "FREERTOS_KERNEL_DIR": "portable/GCC/ARM_CM4F/port.c",
            "COREMQTT_DIR": "source/core_mqtt.c", "MONOCYPHER_DIR": "monocypher.c"}
-# The device limits the image's device loop is compiled with: the digits student (64-64-10: 4,810 weights),
-# the default fleet chunk limit of 4 KiB, 3 reassembly slots, logits of up to 256 samples x 10 classes.
-LIMITS = {"DMSKD_MAX_PARAMS": 5120, "DMSKD_MAX_CHUNK_BYTES": 4096, "DMSKD_REASSEMBLY_SLOTS": 3,
+# The meter-plus limits the image's device loop is compiled with (port/freertos/CMakeLists.txt's
+# DMSKD_METER_PLUS_LIMITS): the digits student (64-64-10: 4,810 weights), a fleet chunk limit of 4 KiB,
+# 2 reassembly slots (the model and the step; one-chunk messages take none), logits of 256 samples x 10 classes.
+LIMITS = {"DMSKD_MAX_PARAMS": 5120, "DMSKD_MAX_CHUNK_BYTES": 4096, "DMSKD_REASSEMBLY_SLOTS": 2,
           "DMSKD_MAX_LOGITS": 2560}
 
 
@@ -66,7 +67,7 @@ def build_image(config: Path, build: Path, trees: dict[str, str], limits: dict[s
     """Configure and build dmskd_m4f_image against one exported device configuration; the ELF's path."""
     cmake(["-S", str(FIRMWARE), "-B", str(build), f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}",
            "-DCMAKE_BUILD_TYPE=MinSizeRel", f"-DDMSKD_DEVICE_CONFIG={config}",
-           "-DDMSKD_IMAGE_LIMITS=" + ";".join(f"{k}={v}" for k, v in limits.items()),
+           "-DDMSKD_DEVICE_LIMITS=" + ";".join(f"{k}={v}" for k, v in limits.items()),
            *(f"-D{var}={path}" for var, path in trees.items())])
     cmake(["--build", str(build), "--parallel", str(os.cpu_count() or 2), "--target", "dmskd_m4f_image"])
     return build / "port" / "freertos" / "dmskd_m4f_image.elf"
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", nargs="+", default=None, help="only these shards (e.g. P1 P4); default all")
     p.add_argument("--student-hidden", type=int, nargs="+", default=[64], help="student hidden widths")
     p.add_argument("--student-batch", type=int, default=16, help="train-step batch")
-    p.add_argument("--arena-headroom", type=float, default=0.25, help="the exporter's arena headroom")
+    p.add_argument("--arena-headroom", type=float, default=0.05,
+                   help="the exporter's arena headroom (0.05: the meter-plus configuration, run on QEMU by the tests; "
+                        "python -m export's default is 0.25)")
     p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="override a device limit, e.g. DMSKD_REASSEMBLY_SLOTS=2 (defaults: "
                         + ", ".join(f"{k}={v}" for k, v in LIMITS.items()) + ")")
@@ -120,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     trees = source_trees()
     if isinstance(trees, str):
         sys.exit(f"error: {trees}")
+    limits = {**LIMITS, **dict(_limit(text) for text in args.limit)}
     exported = export_size_configs(args.teacher, args.work, [
         "--arena-headroom", str(args.arena_headroom), "--student-batch", str(args.student_batch),
+        "--chunk-limit", str(limits["DMSKD_MAX_CHUNK_BYTES"]),
         "--student-hidden", *map(str, args.student_hidden)])
     if exported is None:
         return 1
     out, exits = exported
     rows: list[dict[str, Any]] = []
-    limits = {**LIMITS, **dict(_limit(text) for text in args.limit)}
     for k in range(1, exits + 1):
         if args.shards and f"P{k}" not in args.shards:
             continue

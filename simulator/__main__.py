@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from cloud.rejections import rejected_total
+from edge.chunking import DEFAULT_CHUNK_LIMIT
 from edge.cli import (
     EXIT_OK,
     SEED_MAX,
@@ -167,13 +168,18 @@ def training_from(args: argparse.Namespace) -> TrainingSettings:
 
 
 def add_update_bits_flag(parser: argparse.ArgumentParser) -> None:
-    """--update-bits, --model-bits: the widths on the wire, up (updates) and down (the global model's step)."""
+    """--update-bits, --model-bits: the widths on the wire, up (updates) and down (the global model's step);
+    --chunk-limit: the largest MQTT message."""
     parser.add_argument("--update-bits", type=int, choices=(32, 8, 4, 2), default=8,
                         help="bits per value of a device's update: 32 sends float32, 8, 4 and 2 send unbiased "
                              "stochastically rounded codes with a scale and zero point per tensor (default 8)")
     parser.add_argument("--model-bits", type=int, choices=(32, 8, 4, 2), default=8,
                         help="bits per value of the global model's step from the version a device holds "
                              "(edge.model_step); 32 sends the whole float32 model every round (default 8)")
+    parser.add_argument("--chunk-limit", type=int, default=DEFAULT_CHUNK_LIMIT, metavar="BYTES",
+                        help="largest MQTT message on the wire: longer ones go as chunks (edge.chunking). A fleet "
+                             "with TFLite-Micro meters uses their network buffer, e.g. 4096 (default "
+                             f"{DEFAULT_CHUNK_LIMIT}, AWS IoT Core's cap)")
 
 
 def add_round_closing_flags(parser: argparse.ArgumentParser) -> None:
@@ -349,7 +355,8 @@ def prepare(args: argparse.Namespace) -> int:
     try:
         config = ExperimentConfig(devices=args.devices, rounds=args.rounds, seed=args.seed, deadline_s=args.deadline,
                                   quorum_fraction=args.quorum, update_bits=args.update_bits,
-                                  model_bits=args.model_bits, **data_config(args))
+                                  model_bits=args.model_bits, chunk_limit=args.chunk_limit,
+                                  **data_config(args))
     except ValueError as exc:
         return usage(str(exc))
     from simulator.artifacts import prepare_cloud  # TensorFlow: only once the flags are known to be good
@@ -498,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                                   delta=args.delta, training=training, insecure_seeded_noise=args.insecure_seeded_noise,
                                   sampling_rate=args.sampling_rate, deadline_s=args.deadline,
                                   quorum_fraction=args.quorum, update_bits=args.update_bits,
-                                  model_bits=args.model_bits, engine=args.engine,
+                                  model_bits=args.model_bits, chunk_limit=args.chunk_limit, engine=args.engine,
                                   ray_address=args.ray_address, device_processes=args.device_processes,
                                   **data_config(args))
     except ValueError as exc:

@@ -67,7 +67,7 @@ def fleet_bundle(config: ExperimentConfig, art: CloudArtifacts, noise_multiplier
                              config.delta,
                              config.target_epsilon, deadline_s=config.deadline_s,
                              sampling_rate=config.sampling_rate, quorum_fraction=config.quorum_fraction,
-                             model_bits=config.model_bits)
+                             model_bits=config.model_bits, chunk_limit=config.chunk_limit)
     return FleetBundle(settings, plans, art.student_program, art.start_weights, art.shards)
 
 

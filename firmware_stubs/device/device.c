@@ -473,6 +473,12 @@ static void on_message(const char *base, const uint8_t *message, size_t len) {
 static void on_chunk(void *ctx, const char *topic, const uint8_t *payload, size_t len) {
     (void)ctx;
     if (len == 0) return; /* a cleared retained message */
+    if (len > DMSKD_MAX_CHUNK_BYTES) { /* more than an MCU's network buffer receives: the host port does the same */
+        LOG(DMSKD_LOG_WARNING, "%s: dropped a %zu-byte chunk on %.120s: this build receives chunks of at most "
+            "DMSKD_MAX_CHUNK_BYTES=%d bytes; run the fleet with a chunk limit of at most that (chunk_limit in the "
+            "bundle's bundle.json)", dev.config->device_id, len, topic, DMSKD_MAX_CHUNK_BYTES);
+        return;
+    }
     dev.down_bytes += len;
     dev.down_messages++;
     char base[DMSKD_MAX_STREAM];
@@ -581,6 +587,9 @@ static void report_finish(void) {
     printf("]\n");
     printf("%s: traffic up %" PRIu64 " bytes in %" PRIu64 " messages, down %" PRIu64 " bytes in %" PRIu64
            " messages\n", dev.config->device_id, dev.up_bytes, dev.up_messages, dev.down_bytes, dev.down_messages);
+    printf("%s: reassembly peak %zu of %d slots, %u evictions (%u for age)\n", dev.config->device_id,
+           dev.assembler.peak_pending, DMSKD_REASSEMBLY_SLOTS, (unsigned)dev.assembler.evictions,
+           (unsigned)dev.assembler.expirations);
     printf("%s: traffic down by stream:", dev.config->device_id);
     for (int k = 0; k <= STREAM_NONE; k++) {
         printf(" %s %" PRIu64, k == STREAM_NONE ? "other" : STREAM_NAMES[k], dev.down_by_stream[k]);

@@ -9,9 +9,17 @@
 #include <sys/stat.h>
 
 #include "device.h"
+#include "device_limits.h"
 #include "host_port.h"
 #include "local_samples.h"
 #include "trainer.h"
+
+#if __has_include("dmskd_device_config.h")
+#include "dmskd_device_config.h" /* python -m export's configuration: its fleet chunk limit is the default */
+#define DEFAULT_CHUNK_LIMIT DMSKD_CHUNK_LIMIT
+#else
+#define DEFAULT_CHUNK_LIMIT DMSKD_MAX_CHUNK_BYTES
+#endif
 
 #ifndef DMSKD_MAX_SAMPLE_FLOATS
 #define DMSKD_MAX_SAMPLE_FLOATS (1u << 22) /* 16 MiB of local features */
@@ -38,7 +46,8 @@ static const char USAGE[] =
     "  --tls-cert PEM, --tls-key PEM  mutual TLS: this device's certificate and key (DIR/devices/<device>/)\n"
     "  --username NAME, --password-file FILE  broker login (python -m cloud provision --password-auth)\n"
     "  --resend-interval S   silence after which an unacknowledged update is resent, doubling (default: 10)\n"
-    "  --chunk-limit BYTES   the largest MQTT message published, 512..131072 (default: 131072)\n"
+    "  --chunk-limit BYTES   the largest MQTT message published, 512..DMSKD_MAX_CHUNK_BYTES of this build\n"
+    "                        (default: the exported configuration's chunk limit, else DMSKD_MAX_CHUNK_BYTES)\n"
     "  --log-level LEVEL     DEBUG, INFO, WARNING or ERROR (default: INFO)\n";
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -101,7 +110,7 @@ int main(int argc, char **argv) {
     const char *fleet_key = NULL, *username = NULL, *password_file = NULL;
     const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
     double resend_s = 10.0;
-    long chunk_limit = 131072;
+    long chunk_limit = DEFAULT_CHUNK_LIMIT;
     dmskd_log_level level = DMSKD_LOG_INFO;
     static const struct option options[] = {
         {"device", required_argument, 0, 'd'},   {"fleet", required_argument, 0, 'f'},
@@ -134,8 +143,11 @@ int main(int argc, char **argv) {
             break;
         case 'c':
             chunk_limit = strtol(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || chunk_limit < 512 || chunk_limit > 131072)
-                return usage_error("--chunk-limit must be an integer in 512..131072, got ", optarg);
+            if (end == optarg || *end != '\0' || chunk_limit < 512 || chunk_limit > DMSKD_MAX_CHUNK_BYTES) {
+                fprintf(stderr, "error: --chunk-limit must be an integer in 512..%d (this build's "
+                        "DMSKD_MAX_CHUNK_BYTES), got %s; see `dmskd-firmware --help`\n", DMSKD_MAX_CHUNK_BYTES, optarg);
+                return 2;
+            }
             break;
         case 'l':
             if (strcmp(optarg, "DEBUG") == 0) level = DMSKD_LOG_DEBUG;

@@ -112,7 +112,8 @@ int cli_join(int argc, char **argv) {
         }
         free(chunk);
     }
-    printf("], \"evictions\": %u, \"expirations\": %u}\n", (unsigned)a.evictions, (unsigned)a.expirations);
+    printf("], \"evictions\": %u, \"expirations\": %u, \"peak\": %zu}\n", (unsigned)a.evictions,
+           (unsigned)a.expirations, a.peak_pending);
     free(memory);
     free(slot_array);
     return 0;

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.chunking import DEFAULT_CHUNK_LIMIT
 from edge.mqtt_session import MqttSession
 from edge.plan import DevicePlan
 from edge.signed_artifact import public_pem, sign
@@ -105,10 +106,12 @@ class FirmwareDevice:
 class FleetSide:
     """The aggregator's half of the wire for one device, from Python: signed publications, updates heard."""
 
-    def __init__(self, broker: object, fleet: str, device: str, key: Ed25519PrivateKey) -> None:
+    def __init__(self, broker: object, fleet: str, device: str, key: Ed25519PrivateKey,
+                 chunk_limit: int = DEFAULT_CHUNK_LIMIT) -> None:
         self.fleet, self.device, self.key = fleet, device, key
         self.topics = FleetTopics(fleet)
-        self.session = MqttSession(f"fleet-side-{fleet}", broker.host, broker.port)  # type: ignore[attr-defined]
+        self.session = MqttSession(f"fleet-side-{fleet}", broker.host, broker.port,  # type: ignore[attr-defined]
+                                   chunk_limit)
         self.updates: list[tuple[str, bytes, float]] = []
         self._heard = threading.Condition()
         self.session.subscribe(f"{self.topics.root}/round/+/update/{device}", self._on_update)

@@ -174,6 +174,23 @@ def test_a_flood_of_partial_messages_stays_in_fixed_memory_and_evicts(core_cli: 
     assert result.out["memory"] < 3 * 4096 + 64  # the memory is fixed by slots x capacity, whatever arrives
 
 
+def test_a_one_chunk_message_takes_no_slot_so_two_slots_keep_two_partial_messages(core_cli: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A meter's 2 slots hold the model and the step; the cohort notices and plans between their chunks
+    (one chunk each) pass without evicting either."""
+    rng = np.random.default_rng(7)
+    model, step, notice, tampered = rng.bytes(3000), rng.bytes(1200), rng.bytes(300), bytearray(rng.bytes(300))
+    cm, cs = split_message(model, "model", 512), split_message(step, "step", 512)
+    one = split_message(notice, "notice", 512)
+    bad = split_message(bytes(tampered), "bad", 512)[0][:-1] + b"\x00"  # its body no longer matches its hash
+    feed = [("model", cm[0]), ("step", cs[0]), ("cohort", one[0]), ("cohort", bad), *[("model", c) for c in cm[1:]],
+            *[("step", c) for c in cs[1:]]]
+    result, messages = c_join(core_cli, tmp_path, feed, slots=2, capacity=4096, pending=2)
+    assert messages == [notice, model, step]
+    assert (result.out["evictions"], result.out["peak"]) == (0, 2)
+    assert any(isinstance(e, dict) and "sha256" in e.get("detail", "") for e in result.out["events"]), result.out
+
+
 def test_the_same_message_id_on_two_streams_does_not_mix(core_cli: Path, tmp_path: Path) -> None:
     a, b = b"A" * 1000, b"B" * 1000
     ca, cb = split_message(a, "shared", 512), split_message(b, "shared", 512)

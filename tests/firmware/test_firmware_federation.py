@@ -3,12 +3,16 @@ Python devices (edge.agent.DeviceAgent, as the simulator runs them), for 3 round
 are accepted, the global student improves on held-out digits, and a forged model published by a stranger
 is refused by the firmware. Prints the firmware-vs-Python figures: seconds and bytes per round.
 
+The firmware is built in the meter-plus configuration the size report finds fitting (tflm_build.METER_PLUS_*:
+2 reassembly slots, 4 KiB chunks, 256 samples, 5% arena headroom) and the fleet runs with a 4 KiB chunk limit.
+
 Needs TFLite-Micro (TFLM_DIR): the firmware is built with the device configuration of its shard and the
 fleet's student (export.firmware_config), in a cached build dir (firmware_stubs/build/pytest-federation)."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from pathlib import Path
@@ -30,10 +34,12 @@ from export.firmware_samples import write_samples
 from .conftest import SOURCE, run_cmake
 from .firmware_device import FirmwareDevice, FleetSide, write_fleet_key
 from .round_figures import RoundSniffer, figures_table
-from .tflm_build import source_trees
+from .tflm_build import METER_PLUS_LIMITS, source_trees
 from .tiny_fleet import ROUNDS, tiny_fleet
 
 FLEET = "fw-federation"
+CHUNK_LIMIT = METER_PLUS_LIMITS["DMSKD_MAX_CHUNK_BYTES"]  # the meter's network buffer: the fleet's chunk limit
+METER_SAMPLES = METER_PLUS_LIMITS["DMSKD_MAX_LOGITS"] // 10  # the samples a meter-plus build labels (10 classes)
 BUILD = SOURCE / "build" / "pytest-federation"
 
 
@@ -50,8 +56,9 @@ def _firmware_config(out: Path, shard_id: str, shard: bytes, weights: dict[str, 
     stack = DenseStack(kernels[0].shape[0], tuple(k.shape[1] for k in kernels[:-1]), kernels[-1].shape[1])
     measured = minimum_arena_bytes(shard, recorded_total=measure_arena_bytes(shard))
     files = ShardFiles(shard_id, c_identifier(f"shard_{shard_id}"), shard, tuple(sorted(model_ops(shard))),
-                       measured, arena_with_headroom(measured, 0.25))
-    write_device_config(out, "fw-meter", files, student_step(stack, batch, 0.25), FleetSettings(FLEET, None, 131072))
+                       measured, arena_with_headroom(measured, 0.05))
+    write_device_config(out, "fw-meter", files, student_step(stack, batch, 0.05),
+                        FleetSettings(FLEET, None, CHUNK_LIMIT))
     return out
 
 
@@ -61,7 +68,8 @@ def _build_firmware(config_dir: Path) -> Path:
     if isinstance(trees, str):
         pytest.skip(trees)
     run_cmake(["-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release",
-               f"-DDMSKD_DEVICE_CONFIG={config_dir}", *(f"-D{var}={path}" for var, path in trees.items())],
+               f"-DDMSKD_DEVICE_CONFIG={config_dir}", *(f"-D{var}={path}" for var, path in trees.items()),
+               "-DDMSKD_DEVICE_LIMITS=" + ";".join(f"{k}={v}" for k, v in METER_PLUS_LIMITS.items())],
               "configuring the federation firmware")
     run_cmake(["--build", str(BUILD), "--target", "dmskd-firmware", "--parallel", "2"], "building dmskd-firmware")
     return BUILD / "device" / "dmskd-firmware"
@@ -71,7 +79,7 @@ def _forge_step(broker, weights: dict[str, np.ndarray], version: int) -> None:
     """A stranger (not the fleet key) publishes a model step in the fleet's name."""
     wire, _ = quantised_step(weights, {k: v + 1 for k, v in weights.items()}, 8, np.random.default_rng(0))
     topic = FleetTopics(FLEET).model_step(version)
-    session = MqttSession("fw-federation-stranger", broker.host, broker.port)
+    session = MqttSession("fw-federation-stranger", broker.host, broker.port, CHUNK_LIMIT)  # chunks a meter takes
     session.connect()
     blob = encode_model_step(wire, ModelStepMeta(FLEET, version, version, version - 1))
     session.publish(topic, sign(generate_signing_key(), topic, version, blob))
@@ -91,6 +99,7 @@ class TrainingFirmware:
 @pytest.fixture(scope="module")
 def training_firmware(tflm_dir) -> TrainingFirmware:
     config, art = tiny_fleet()
+    config = dataclasses.replace(config, chunk_limit=CHUNK_LIMIT)
     device = art.assignments[0]
     config_dir = _firmware_config(BUILD / "device-config", device.shard_id, art.shards[device.shard_id],
                                   art.start_weights, config.training.batch_size)  # beside the build it feeds
@@ -109,12 +118,13 @@ def test_firmware_device_joins_a_federation_its_updates_count_and_it_refuses_a_f
     test_x, test_y = art.split.test.x, art.split.test.y
     np.savez(tmp_path / "test.npz", x=test_x, y=test_y)
     fw_plan, *py_plans = bundle.plans
-    samples = write_samples(_npz(tmp_path / "fw.npz", art.split.devices[0]), tmp_path / "fw.samples")
+    samples = write_samples(_npz(tmp_path / "fw.npz", _meter_data(art)), tmp_path / "fw.samples")
 
     sniffer = RoundSniffer(broker, FLEET)
     firmware = FirmwareDevice(binary, fw_plan.device, FLEET, broker, samples, tmp_path / PUBLIC_KEY_FILE,
                               tmp_path / "outbox")
-    agents = [DeviceAgent(plan.device, FLEET, MqttSession(f"{FLEET}-{plan.device}", broker.host, broker.port),
+    agents = [DeviceAgent(plan.device, FLEET, MqttSession(f"{FLEET}-{plan.device}", broker.host, broker.port,
+                                                          CHUNK_LIMIT),
                           data.x, data.y, key.public_key(), outbox_dir=tmp_path / "outbox").start()
               for plan, data in zip(py_plans, art.split.devices[1:])]
     history: list[dict] = []
@@ -142,6 +152,9 @@ def test_firmware_device_joins_a_federation_its_updates_count_and_it_refuses_a_f
     for record in history:
         assert fw_plan.device in record["accepted"], (record, firmware.log()[-3000:])
     assert f"{fw_plan.device}: rounds done [0, 1, 2]" in out, out
+    peak = re.search(r"reassembly peak (\d+) of 2 slots, 0 evictions \(0 for age\)", out)
+    assert peak is not None and 1 <= int(peak.group(1)) <= 2, out  # 2 slots held every message it was sent
+    assert "dropped" not in firmware.log(), firmware.log()[-3000:]  # every chunk fit its 4 KiB buffer
     for r in range(ROUNDS - 1):
         firmware.wait_for(rf"round {r} update acknowledged", timeout=1)
     student = TrainableStudent.from_bytes(art.student_program)
@@ -157,6 +170,14 @@ def test_firmware_device_joins_a_federation_its_updates_count_and_it_refuses_a_f
 def _npz(path: Path, data) -> Path:
     np.savez(path, x=data.x, y=data.y)
     return path
+
+
+def _meter_data(art):
+    """The firmware device's samples: its split's first METER_SAMPLES (what a meter-plus build labels)."""
+    data = art.split.devices[0]
+    held = slice(0, METER_SAMPLES)
+    return dataclasses.replace(data, x=data.x[held], y=data.y[held],
+                               labelled=None if data.labelled is None else data.labelled[held])
 
 
 
@@ -175,8 +196,8 @@ def test_trained_update_survives_a_kill_is_resent_identically_and_decodes_within
     key_path = write_fleet_key(key, tmp_path / "fleet-signing.pub")
     plan = DevicePlan(fleet, device, art.assignments[0].shard_id, training_firmware.shard_hash, "0" * 16, 3,
                       training=config.training, update_bits=8, model_bits=8)
-    side = FleetSide(broker, fleet, device, key)
-    samples = write_samples(_npz(tmp_path / "d.npz", art.split.devices[0]), tmp_path / "d.samples")
+    side = FleetSide(broker, fleet, device, key, CHUNK_LIMIT)
+    samples = write_samples(_npz(tmp_path / "d.npz", _meter_data(art)), tmp_path / "d.samples")
     record = tmp_path / "outbox" / device / "outbox"
     devices = []
     try:
@@ -206,7 +227,7 @@ def test_trained_update_survives_a_kill_is_resent_identically_and_decodes_within
     delta = decoded_delta(tensors, meta.encoding, template)
     norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in delta.values())))
     assert (meta.device, meta.round, meta.base_version, meta.encoding) == (device, 0, 0, "sq8-delta")
-    assert meta.num_examples == len(art.split.devices[0].x) and meta.clip == config.training.clip
+    assert meta.num_examples == len(_meter_data(art).x) and meta.clip == config.training.clip
     assert meta.training == training_digest(config.training.declaration())
     assert 0 < norm <= config.training.clip + rounding_bound(tensors, template) + 1e-6
     assert BITS_OF[meta.encoding] == 8

@@ -81,6 +81,22 @@ def test_m4f_shard_on_qemu_equals_the_host_build_bit_for_bit(tflm_firmware, qemu
 
 
 @pytest.mark.timeout(COLD_BUILD_SECONDS)
+def test_the_meter_plus_arenas_hold_on_the_m4f_with_5_percent_headroom(tflm_firmware, qemu_lines):
+    """The exported arenas (the host's measurement + 5%) allocate on the 32-bit target: the QEMU run
+    initialised both interpreters in them and reports what each really used."""
+    cfg = tflm_firmware.config
+    used = {line.split()[1]: [int(v, 16) for v in line.split()[2:]] for line in qemu_lines
+            if line.startswith("arena ")}
+    assert used["shard"][1] == cfg["shard_arena_bytes"] and used["student"][1] == cfg["student_arena_bytes"]
+    for name in ("shard", "student"):
+        measured = cfg[f"{name}_arena_measured_bytes"]
+        assert cfg[f"{name}_arena_bytes"] <= measured * 1.05 + 1024  # the meter-plus export: 5% (1 KiB steps)
+        assert 0 < used[name][0] <= used[name][1]
+        print(f"\n{name} arena on the M4F: used {used[name][0]} B of {used[name][1]} declared "
+              f"(host measured {measured} B)")
+
+
+@pytest.mark.timeout(COLD_BUILD_SECONDS)
 def test_m4f_train_step_on_qemu_matches_the_host_build(tflm_firmware, qemu_lines, tmp_path):
     inputs = _inputs(tflm_firmware.config)
     hp = np.array([0.7, 2.0, 0.05], np.float32)

@@ -27,6 +27,14 @@ MARKERS = {"TFLM_DIR": "tensorflow/lite/micro/micro_interpreter.h",
            "FLATBUFFERS_DIR": "include/flatbuffers/flatbuffers.h", "RUY_DIR": "ruy/profiler/instrumentation.h"}
 GEMMLOWP = Path("/usr/include/gemmlowp/fixedpoint/fixedpoint.h")
 MCU_CLASS = "meter"
+# The configuration the size report finds fitting meter-plus (scripts/firmware_image_sizes.py's defaults): its
+# device loop's limits (port/freertos/CMakeLists.txt's DMSKD_METER_PLUS_LIMITS: 2 reassembly slots, 4 KiB chunks,
+# logits of 256 samples), and the export: the digits student (64 hidden), arenas of the host's measurement + 5%
+# (the QEMU run checks them on the M4F) and the fleet's 4 KiB chunk limit.
+METER_PLUS_LIMITS = {"DMSKD_MAX_PARAMS": 5120, "DMSKD_MAX_CHUNK_BYTES": 4096, "DMSKD_REASSEMBLY_SLOTS": 2,
+                     "DMSKD_MAX_LOGITS": 2560}
+METER_PLUS_EXPORT = ("--student-hidden", "64", "--arena-headroom", "0.05",
+                     "--chunk-limit", str(METER_PLUS_LIMITS["DMSKD_MAX_CHUNK_BYTES"]))
 # The first session compiles TFLite-Micro (about 30 files of kernels plus its runtime: several minutes
 # on 2 busy cores); the tests that build it may take that long once, later sessions ~1 minute in all.
 COLD_BUILD_SECONDS = 1800
@@ -36,9 +44,11 @@ def source_trees() -> dict[str, Path] | str:
     """The TFLM, flatbuffers and ruy trees to build with, or why they are absent (naming the variable)."""
     trees = {}
     for var, default in DEFAULTS.items():
-        path = Path(os.environ.get(var, "").strip() or default)
+        given = os.environ.get(var, "").strip()
+        path = Path(given or default)
         if not (path / MARKERS[var]).is_file():
-            return (f"{var}={path} holds no {MARKERS[var]}: set {var} to a checkout at the pinned commit "
+            where = f"{var}={path} holds" if given else f"{var} is unset and its default {path} holds"
+            return (f"{where} no {MARKERS[var]}: set {var} to a checkout at the pinned commit "
                     f"(firmware_stubs/README.md)")
         trees[var] = path
     if not GEMMLOWP.is_file():
@@ -99,7 +109,7 @@ def exported_firmware(workdir: Path, teacher_dir: Path, fleet_key: Path | None) 
 
     out = workdir / "export"
     argv = ["--plan", str(write_mcu_plan(workdir / "plan.json", teacher_dir)), "--out", str(out), "--qat", "never",
-            "--student-hidden", "32", "--quiet"]
+            *METER_PLUS_EXPORT, "--quiet"]
     if fleet_key is not None:
         argv += ["--fleet-key", str(fleet_key)]
     if main(argv) != 0:

@@ -34,6 +34,7 @@ dmskd_status dmskd_assembler_init(dmskd_assembler *a, dmskd_reassembly_slot *slo
     a->bitmap_bytes = bits;
     a->clock = 0;
     a->evictions = 0;
+    a->peak_pending = 0;
     a->ttl_ms = 0;
     a->now_ms = 0;
     a->expirations = 0;
@@ -153,6 +154,16 @@ dmskd_status dmskd_assembler_add_at(dmskd_assembler *a, uint64_t now_ms, const c
         return dmskd_fail(err, DMSKD_CHUNK_REJECTED, "chunks of message %s carry more bytes than the %lu it declares",
                           id, (unsigned long)h.total_length);
     }
+    if (s == NULL && h.count == 1) { /* whole in one chunk: checked in place, no slot taken, nothing evicted */
+        uint8_t whole[DMSKD_SHA256_BYTES];
+        dmskd_sha256(body, body_len, whole);
+        if (body_len != h.total_length || memcmp(whole, h.hash, 16) != 0) {
+            return dmskd_fail(err, DMSKD_CHUNK_REJECTED, "message %s failed its sha256 check after reassembly", id);
+        }
+        *message = body;
+        *message_len = body_len;
+        return DMSKD_OK;
+    }
     if (s == NULL) {
         s = claim(a, stream);
         memset(s->received, 0, a->bitmap_bytes);
@@ -164,6 +175,9 @@ dmskd_status dmskd_assembler_add_at(dmskd_assembler *a, uint64_t now_ms, const c
         s->received_count = 0;
         s->started = a->clock++;
         s->started_ms = a->now_ms;
+        size_t held = 0;
+        for (size_t i = 0; i < a->nslots; i++) held += a->slots[i].in_use ? 1u : 0u;
+        if (held > a->peak_pending) a->peak_pending = held;
     }
     if (!last) s->body_size = (uint32_t)body_len;
     memcpy(s->buffer + offset, body, body_len);

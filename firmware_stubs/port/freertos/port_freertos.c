@@ -25,8 +25,11 @@
 #include "board_hal.h" /* HAL: the board's network, flash, TRNG and log */
 #include "dmskd/port.h"
 
+#ifndef DMSKD_MAX_CHUNK_BYTES
+#define DMSKD_MAX_CHUNK_BYTES 4096 /* the fleet's chunk limit (DMSKD_DEVICE_LIMITS: the device loop's too) */
+#endif
 #ifndef DMSKD_MCU_NETWORK_BUFFER
-#define DMSKD_MCU_NETWORK_BUFFER (4096 + 256) /* the fleet's chunk limit + topic and MQTT header */
+#define DMSKD_MCU_NETWORK_BUFFER (DMSKD_MAX_CHUNK_BYTES + 256) /* a chunk + topic and MQTT header */
 #endif
 #define MAX_FILTERS 8
 #define MAX_FILTER_BYTES 128

@@ -87,6 +87,15 @@ int run() {
     for (size_t i = 0; i < info.num_classes; ++i) put_hex((uint8_t)logits[i], 2);
     put("\n");
   }
+  dmskd_tflm_student_info student;
+  dmskd_tflm_student_get_info(&student);
+  put("arena shard ");  // used on this 32-bit target, declared (the host's measurement + the export's headroom)
+  put_hex((uint32_t)info.arena_used_bytes, 8);
+  put_hex((uint32_t)sizeof shard_arena, 8);
+  put("\narena student ");
+  put_hex((uint32_t)student.arena_used_bytes, 8);
+  put_hex((uint32_t)sizeof student_arena, 8);
+  put("\n");
   float loss = 0.0f;
   if (dmskd_tflm_student_train_step(x, y, teacher, 0.7f, 2.0f, 0.05f, &loss) != DMSKD_TFLM_OK) {
     put("train failed\n");

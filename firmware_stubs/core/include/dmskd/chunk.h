@@ -56,7 +56,8 @@ typedef struct {
 
 /* Reassembles interleaved messages of many streams in fixed memory: nslots partial messages of at most
    slot_capacity bytes each, at most max_stream_pending per stream; a new message evicts the oldest
-   (its own stream's first), counted in evictions. Never allocates. */
+   (its own stream's first), counted in evictions. A message of one chunk is checked in place and takes
+   no slot. Never allocates. */
 typedef struct {
     dmskd_reassembly_slot *slots;
     size_t nslots;
@@ -68,6 +69,7 @@ typedef struct {
     uint64_t ttl_ms;         /* a partial message older than this is dropped (0: never; dmskd_assembler_set_ttl) */
     uint64_t now_ms;         /* the latest clock reading seen */
     uint32_t expirations;    /* of the evictions, those for age */
+    size_t peak_pending;     /* the most partial messages held at once (a single-chunk message holds no slot) */
 } dmskd_assembler;
 
 /* Bytes of memory an assembler of nslots messages of capacity bytes needs (buffers + bitmaps). */
@@ -80,7 +82,8 @@ dmskd_status dmskd_assembler_init(dmskd_assembler *a, dmskd_reassembly_slot *slo
                                   size_t max_stream_pending, dmskd_error *err);
 
 /* Feed one chunk of stream; when it completes a message, *message points at it (valid until the next
-   call) and *message_len is set, else *message is NULL. Refusals drop the partial message. */
+   call; into chunk itself for a one-chunk message) and *message_len is set, else *message is NULL.
+   Refusals drop the partial message. */
 dmskd_status dmskd_assembler_add(dmskd_assembler *a, const char *stream, const uint8_t *chunk, size_t len,
                                  const uint8_t **message, size_t *message_len, dmskd_error *err);
 

@@ -10,7 +10,13 @@
 
 #include "board_hal.h"
 #include "device.h"
+#include "device_limits.h"
+#include "dmskd_device_config.h" /* python -m export's configuration: fleet, key, chunk limit, student */
 #include "trainer.h"
+
+_Static_assert(DMSKD_CHUNK_LIMIT <= DMSKD_MAX_CHUNK_BYTES,
+               "the exported chunk limit exceeds what this image receives: export with --chunk-limit at most "
+               "DMSKD_MAX_CHUNK_BYTES (4096 in the meter-plus limits)");
 
 #ifndef DMSKD_IMAGE_TASK_STACK_WORDS
 #define DMSKD_IMAGE_TASK_STACK_WORDS 2048 /* 8 KiB for the device task (device loop + TFLM invoke) */
@@ -50,8 +56,13 @@ static void device_task(void *arg) {
     (void)arg;
     static const dmskd_mqtt_config mqtt = {.host = "broker", .port = 1883, .client_id = "meter-0",
                                            .keepalive_s = 60};
-    static dmskd_device_config config = {.device_id = "meter-0", .fleet = "fleet", .x = no_samples, .n = 0,
-                                         .dim = 64, .resend_interval_ms = 30000, .chunk_limit = 4096};
+    /* The device id and broker are the board's (provisioning); the rest comes from the exported configuration. */
+    static dmskd_device_config config = {.device_id = "meter-0", .fleet = DMSKD_FLEET, .x = no_samples, .n = 0,
+                                         .dim = DMSKD_STUDENT_INPUT_DIM, .resend_interval_ms = 30000,
+#if DMSKD_HAVE_FLEET_PUBLIC_KEY
+                                         .fleet_key = DMSKD_FLEET_PUBLIC_KEY_BYTES,
+#endif
+                                         .chunk_limit = DMSKD_CHUNK_LIMIT};
     char why[160];
     if (dmskd_trainer_init(why, sizeof why)) /* the shard and train step in their arenas, as host_main.c */
         dmskd_device_run(dmskd_freertos_port(), &mqtt, &config, &stop);
