@@ -36,6 +36,7 @@ typedef struct {
 static struct {
     dmskd_port *port;
     const dmskd_device_config *config;
+    dmskd_entropy_pool entropy_pool; /* the port's entropy, read 256 bytes at a time */
     dmskd_entropy entropy;
     char prefix[96];
     char plan_topic[DMSKD_TOPIC_BYTES], status_topic[DMSKD_TOPIC_BYTES], will_topic[DMSKD_TOPIC_BYTES + 4];
@@ -543,7 +544,7 @@ static bool setup(dmskd_port *port, const dmskd_device_config *config) {
     memset(&dev, 0, sizeof dev);
     dev.port = port;
     dev.config = config;
-    dev.entropy = (dmskd_entropy){port_entropy, port};
+    dev.entropy = dmskd_entropy_pooled(&dev.entropy_pool, (dmskd_entropy){port_entropy, port});
     dev.guard = (dmskd_replay_guard){dev.guard_entries, sizeof dev.guard_entries / sizeof dev.guard_entries[0]};
     dev.full_model_needed = -1;
     dev.last_trained_round = -1;

@@ -83,7 +83,8 @@ static int cli_clip_or_privatise(int argc, char **argv, int privatise) {
     if (4 * offset != len) cli_usage_error("the sizes do not add up to the values file", USAGE);
     dmskd_error err;
     double norm = 0;
-    dmskd_entropy src = {splitmix_fill, &seed};
+    dmskd_entropy_pool pool; /* as the device draws: through a pool (the same bytes in the same order) */
+    dmskd_entropy src = dmskd_entropy_pooled(&pool, (dmskd_entropy){splitmix_fill, &seed});
     dmskd_status st = privatise ? dmskd_privatise_local(t.ptrs, t.sizes, t.count, clip, noise, &src, &err)
                                 : dmskd_clip_update(t.ptrs, t.sizes, t.count, clip, &norm, &err);
     if (st != DMSKD_OK) return cli_report_error(&err);
@@ -114,7 +115,8 @@ int cli_noise(int argc, char **argv) {
     }
     if (out == NULL) cli_usage_error("--out is required", USAGE);
     int64_t *draws = malloc(8 * (count + 1));
-    dmskd_entropy src = {splitmix_fill, &seed};
+    dmskd_entropy_pool pool;
+    dmskd_entropy src = dmskd_entropy_pooled(&pool, (dmskd_entropy){splitmix_fill, &seed});
     for (size_t i = 0; i < count; i++) {
         dmskd_status st = round_mode ? dmskd_randomized_round(x, &src, &draws[i])
                                      : dmskd_discrete_gaussian(sigma2, &src, &draws[i]);

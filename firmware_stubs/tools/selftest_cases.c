@@ -73,7 +73,8 @@ int selftest_run(selftest_emit emit) {
                                                 DMSKD_ENC_SQ2_DELTA};
     for (int e = 0; e < 4; e++) {
         uint64_t seed = 100 + (uint64_t)e;
-        dmskd_entropy rng = {splitmix_fill, &seed};
+        dmskd_entropy_pool pool; /* as the device draws: the pool must hand out the words in their order */
+        dmskd_entropy rng = dmskd_entropy_pooled(&pool, (dmskd_entropy){splitmix_fill, &seed});
         dmskd_update_meta m = {"demo", "dev000", 29, 28, 100, 1.0, 0.0, "none", encodings[e], "f1731cfd17effbfa"};
         if (dmskd_encode_update(ta, 2, &m, &rng, blob, sizeof blob, &len, &err) != DMSKD_OK) failures++;
         dmskd_format(line, sizeof line, "update %s", dmskd_encoding_name(encodings[e]));

@@ -37,7 +37,7 @@ def test_export_writes_a_config_the_build_consumes(tflm_firmware, tmp_path_facto
     assert (int(student["batch"]), int(student["input_dim"]), int(student["num_classes"])) == (16, 64, 10)
     tensors = [line.split()[1] for line in info.splitlines() if line.startswith("tensor ")]
     assert tensors == ["dense_0/kernel", "dense_0/bias", "dense_1/kernel", "dense_1/bias"]
-    assert int(student["weights"]) == cfg["student_num_weights"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert int(student["weights"]) == cfg["student_num_weights"] == 64 * 64 + 64 + 64 * 10 + 10  # the digits student
 
 
 @pytest.mark.timeout(COLD_BUILD_SECONDS)

@@ -33,7 +33,7 @@
 #endif
 #define MAX_FILTERS 8
 #define MAX_FILTER_BYTES 128
-#define OUTGOING_QOS1 4
+#define OUTGOING_QOS1 8 /* publishes from a handler do not wait for their PUBACK: room for a few */
 #define PUBACK_TIMEOUT_MS 10000u
 
 struct dmskd_port {
@@ -51,6 +51,14 @@ struct dmskd_port {
     int filter_count;
     uint16_t awaited_puback;            /* the packet id dmskd_mqtt_publish waits for, 0 if none */
     bool ever_connected;
+    /* The message coreMQTT handed over, delivered by dmskd_mqtt_poll once MQTT_ProcessLoop has returned:
+     * the device loop never runs (and never publishes) inside coreMQTT's callback. ProcessLoop reads one
+     * packet per call and a message is delivered before the next call, so one is enough. */
+    bool held;
+    bool delivering; /* the device handles held_payload: a publish then must not run ProcessLoop */
+    size_t held_len;
+    char held_topic[MAX_FILTER_BYTES + 32];
+    uint8_t held_payload[DMSKD_MAX_CHUNK_BYTES];
 };
 
 /* The one port of this device, statically allocated (the device task passes it to dmskd_device_run). */
@@ -66,11 +74,17 @@ static void on_event(MQTTContext_t *mqtt, MQTTPacketInfo_t *packet, MQTTDeserial
     dmskd_port *port = (dmskd_port *)((uint8_t *)mqtt - offsetof(dmskd_port, mqtt));
     if ((packet->type & 0xF0u) == MQTT_PACKET_TYPE_PUBLISH) {
         const MQTTPublishInfo_t *p = info->pPublishInfo;
-        char topic[MAX_FILTER_BYTES + 32];
-        if (p->topicNameLength >= sizeof topic) return; /* longer than any DMSKD topic */
-        memcpy(topic, p->pTopicName, p->topicNameLength);
-        topic[p->topicNameLength] = '\0';
-        port->on_message(port->ctx, topic, (const uint8_t *)p->pPayload, p->payloadLength);
+        if (p->topicNameLength >= sizeof port->held_topic) return; /* longer than any DMSKD topic */
+        if (port->held || p->payloadLength > sizeof port->held_payload) {
+            dmskd_port_log(port, DMSKD_LOG_WARNING, "dropped a %u-byte message (%s); the device's resync "
+                           "recovers it", (unsigned)p->payloadLength, port->held ? "one is held" : "too long");
+            return;
+        }
+        memcpy(port->held_topic, p->pTopicName, p->topicNameLength);
+        port->held_topic[p->topicNameLength] = '\0';
+        memcpy(port->held_payload, p->pPayload, p->payloadLength);
+        port->held_len = p->payloadLength;
+        port->held = true;
     } else if (packet->type == MQTT_PACKET_TYPE_PUBACK && info->packetIdentifier == port->awaited_puback) {
         port->awaited_puback = 0;
     }
@@ -171,9 +185,12 @@ int dmskd_mqtt_publish(dmskd_port *port, const char *topic, const uint8_t *paylo
     uint16_t id = MQTT_GetPacketId(&port->mqtt);
     port->awaited_puback = id;
     if (MQTT_Publish(&port->mqtt, &info, id) != MQTTSuccess) return DMSKD_PORT_ERR_MQTT;
+    if (port->delivering) return DMSKD_PORT_OK; /* ProcessLoop would overwrite the message being handled: the
+                                                   PUBACK is read by later polls (the outbox resends if lost) */
     uint32_t started = now_ms();
     while (port->awaited_puback == id && now_ms() - started < PUBACK_TIMEOUT_MS) {
         if (MQTT_ProcessLoop(&port->mqtt) != MQTTSuccess) return DMSKD_PORT_ERR_CONNECT;
+        if (port->held) return DMSKD_PORT_OK; /* sent; its PUBACK is read by later polls, the message first */
     }
     return port->awaited_puback == 0 ? DMSKD_PORT_OK : DMSKD_PORT_ERR_MQTT;
 }
@@ -181,14 +198,21 @@ int dmskd_mqtt_publish(dmskd_port *port, const char *topic, const uint8_t *paylo
 int dmskd_mqtt_poll(dmskd_port *port, uint32_t timeout_ms) {
     uint32_t started = now_ms();
     do {
+        if (port->held) { /* outside coreMQTT: the device may publish from its handler */
+            port->held = false;
+            port->delivering = true;
+            port->on_message(port->ctx, port->held_topic, port->held_payload, port->held_len);
+            port->delivering = false;
+            continue;
+        }
         MQTTStatus_t status = MQTT_ProcessLoop(&port->mqtt);
         if (status != MQTTSuccess && status != MQTTNeedMoreBytes) {
             board_net_disconnect(port->network); /* HAL */
             vTaskDelay(pdMS_TO_TICKS(1000));
             return open_session(port) == DMSKD_PORT_OK ? DMSKD_PORT_OK : DMSKD_PORT_ERR_CONNECT;
         }
-        vTaskDelay(pdMS_TO_TICKS(10));
-    } while (now_ms() - started < timeout_ms);
+        if (!port->held) vTaskDelay(pdMS_TO_TICKS(10));
+    } while (port->held || now_ms() - started < timeout_ms);
     return DMSKD_PORT_OK;
 }
 

@@ -269,12 +269,45 @@ int dmskd_mqtt_unsubscribe(dmskd_port *port, const char *topic_filter) {
     return DMSKD_PORT_OK;
 }
 
+static bool delivered(MQTTClient client, MQTTClient_deliveryToken token) {
+    MQTTClient_deliveryToken *pending = NULL;
+    if (MQTTClient_getPendingDeliveryTokens(client, &pending) != MQTTCLIENT_SUCCESS) return false;
+    bool found = false;
+    for (int i = 0; pending != NULL && pending[i] != -1; i++) found = found || pending[i] == token;
+    MQTTClient_free(pending);
+    return !found;
+}
+
+/* The PUBACK of token, read a few milliseconds at a time (paho's waitForCompletion sleeps 100 ms per step):
+ * paho's receive reads it, and a message it hands over meanwhile is held for the next polls, in order. */
+static int wait_for_puback(dmskd_port *port, MQTTClient_deliveryToken token) {
+    uint64_t deadline = dmskd_port_clock_ms(port) + PUBACK_TIMEOUT_MS;
+    while (!delivered(port->client, token)) {
+        uint64_t now = dmskd_port_clock_ms(port);
+        if (now >= deadline || !MQTTClient_isConnected(port->client)) return MQTTCLIENT_FAILURE;
+        if (port->held_count == DMSKD_HOST_HELD_MESSAGES) { /* paho keeps further messages queued itself */
+            return MQTTClient_waitForCompletion(port->client, token, (unsigned long)(deadline - now));
+        }
+        char *topic = NULL;
+        int topic_len = 0;
+        MQTTClient_message *message = NULL;
+        int rc = MQTTClient_receive(port->client, &topic, &topic_len, &message, 2);
+        if (rc != MQTTCLIENT_SUCCESS && rc != MQTTCLIENT_TOPICNAME_TRUNCATED) continue; /* isConnected decides */
+        if (message != NULL) {
+            int at = (port->held_first + port->held_count++) % DMSKD_HOST_HELD_MESSAGES;
+            port->held[at].topic = topic;
+            port->held[at].message = message;
+        }
+    }
+    return MQTTCLIENT_SUCCESS;
+}
+
 int dmskd_mqtt_publish(dmskd_port *port, const char *topic, const uint8_t *payload, size_t len, bool retain) {
     if (!port->client_created || !MQTTClient_isConnected(port->client)) return DMSKD_PORT_ERR_CONNECT;
     if (len > 0x7FFFFFFF) return DMSKD_PORT_ERR_TOO_LARGE;
     MQTTClient_deliveryToken token;
     int rc = MQTTClient_publish(port->client, topic, (int)len, (void *)payload, 1, retain ? 1 : 0, &token);
-    if (rc == MQTTCLIENT_SUCCESS) rc = MQTTClient_waitForCompletion(port->client, token, PUBACK_TIMEOUT_MS);
+    if (rc == MQTTCLIENT_SUCCESS) rc = wait_for_puback(port, token);
     if (rc != MQTTCLIENT_SUCCESS) {
         dmskd_port_log(port, DMSKD_LOG_WARNING, "publish to %s not acknowledged (paho code %d: %s)", topic, rc,
                   MQTTClient_strerror(rc));
@@ -299,11 +332,18 @@ int dmskd_mqtt_poll(dmskd_port *port, uint32_t timeout_ms) {
     char *topic = NULL;
     int topic_len = 0;
     MQTTClient_message *message = NULL;
-    int rc = MQTTClient_receive(port->client, &topic, &topic_len, &message, (unsigned long)timeout_ms);
-    if (rc != MQTTCLIENT_SUCCESS && rc != MQTTCLIENT_TOPICNAME_TRUNCATED) {
-        return MQTTClient_isConnected(port->client) ? DMSKD_PORT_OK : DMSKD_PORT_ERR_CONNECT;
+    if (port->held_count > 0) { /* received while a publish waited: before anything newer */
+        topic = port->held[port->held_first].topic;
+        message = port->held[port->held_first].message;
+        port->held_first = (port->held_first + 1) % DMSKD_HOST_HELD_MESSAGES;
+        port->held_count--;
+    } else {
+        int rc = MQTTClient_receive(port->client, &topic, &topic_len, &message, (unsigned long)timeout_ms);
+        if (rc != MQTTCLIENT_SUCCESS && rc != MQTTCLIENT_TOPICNAME_TRUNCATED) {
+            return MQTTClient_isConnected(port->client) ? DMSKD_PORT_OK : DMSKD_PORT_ERR_CONNECT;
+        }
+        if (message == NULL) return DMSKD_PORT_OK; /* nothing within timeout_ms */
     }
-    if (message == NULL) return DMSKD_PORT_OK; /* nothing within timeout_ms */
     if (port->on_message != NULL) {
         port->on_message(port->ctx, topic, (const uint8_t *)message->payload, (size_t)message->payloadlen);
     }
@@ -313,6 +353,11 @@ int dmskd_mqtt_poll(dmskd_port *port, uint32_t timeout_ms) {
 }
 
 void dmskd_mqtt_disconnect(dmskd_port *port) {
+    for (; port->held_count > 0; port->held_count--) {
+        MQTTClient_freeMessage(&port->held[port->held_first].message);
+        MQTTClient_free(port->held[port->held_first].topic);
+        port->held_first = (port->held_first + 1) % DMSKD_HOST_HELD_MESSAGES;
+    }
     if (!port->client_created) return;
     if (MQTTClient_isConnected(port->client)) MQTTClient_disconnect(port->client, 2000);
     MQTTClient_destroy(&port->client);

@@ -10,6 +10,7 @@
 #define DMSKD_HOST_MAX_SUBSCRIPTIONS 16
 #define DMSKD_HOST_MAX_FILTER 256
 #define DMSKD_HOST_MAX_PATH 1024
+#define DMSKD_HOST_HELD_MESSAGES 64 /* messages received while a publish waits for its PUBACK */
 
 struct dmskd_port {
     MQTTClient client;
@@ -24,6 +25,11 @@ struct dmskd_port {
     uint64_t next_reconnect_ms;
     char storage_dir[DMSKD_HOST_MAX_PATH];
     dmskd_log_level log_level;
+    struct {
+        char *topic;
+        MQTTClient_message *message;
+    } held[DMSKD_HOST_HELD_MESSAGES]; /* FIFO: delivered by the next polls, in arrival order */
+    int held_first, held_count;
 };
 
 /* Prepare a host port whose records live as files in storage_dir (created if missing); logs at >= log_level. */

@@ -20,6 +20,19 @@ typedef struct {
     void *ctx;
 } dmskd_entropy;
 
+/* A source's bytes served in the order it produces them, read DMSKD_ENTROPY_POOL_BYTES at a time: one
+   TRNG read or getrandom call per 32 words instead of one per word (stochastic rounding draws one word per
+   parameter). Served bytes are wiped. The pool reads ahead, so its source must not run dry. */
+#define DMSKD_ENTROPY_POOL_BYTES 256
+typedef struct {
+    dmskd_entropy source;
+    uint8_t bytes[DMSKD_ENTROPY_POOL_BYTES];
+    size_t next; /* the first unserved byte; DMSKD_ENTROPY_POOL_BYTES: empty */
+} dmskd_entropy_pool;
+
+/* An empty pool over source, and the entropy source that draws from it (valid while pool lives). */
+dmskd_entropy dmskd_entropy_pooled(dmskd_entropy_pool *pool, dmskd_entropy source);
+
 /* A uniform 64-bit word: 8 bytes from the source, little-endian. */
 dmskd_status dmskd_entropy_u64(const dmskd_entropy *src, uint64_t *out);
 

@@ -63,7 +63,11 @@ int dmskd_mqtt_connect(dmskd_port *port, const dmskd_mqtt_config *config, dmskd_
 int dmskd_mqtt_subscribe(dmskd_port *port, const char *topic_filter);
 /* Drop a subscription made with dmskd_mqtt_subscribe. */
 int dmskd_mqtt_unsubscribe(dmskd_port *port, const char *topic_filter);
-/* Publish one MQTT message at QoS 1 and wait for its PUBACK (the device chunks before it calls this). */
+/* Publish one MQTT message at QoS 1 (the device chunks before it calls this) and wait for its PUBACK where the
+ * port can: the host port holds messages arriving meanwhile for the next polls; the MCU port (one message
+ * buffer) stops waiting when one arrives or when called from a handler, and later polls read the PUBACK.
+ * Delivery does not rest on it: the outbox resends until the aggregator acknowledges. Messages are never
+ * handed to on_message from inside this call. */
 int dmskd_mqtt_publish(dmskd_port *port, const char *topic, const uint8_t *payload, size_t len, bool retain);
 /* Deliver what arrived within timeout_ms to on_message; reconnect (and call on_connected) if the link dropped. */
 int dmskd_mqtt_poll(dmskd_port *port, uint32_t timeout_ms);
