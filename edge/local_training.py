@@ -7,10 +7,11 @@ from typing import Protocol
 
 import numpy as np
 
+from edge.compact_update import encode_compact_update
 from edge.noise_source import NoiseSource
 from edge.plan import DevicePlan
 from edge.privacy import DiscreteGaussianMechanism, clip_update
-from edge.stochastic_quantization import encoding_for_bits
+from edge.stochastic_quantization import BITS_OF, encoding_for_bits
 from edge.update_quantization import update_tensors
 from edge.wire import UpdateMeta, encode_update, training_digest
 
@@ -102,4 +103,7 @@ def update_payload(result: LocalResult, plan: DevicePlan, round_: int, base_vers
     meta = UpdateMeta(plan.fleet, plan.device, round_, base_version, examples, plan.clip,
                       plan.noise_multiplier if plan.dp_mode == "local" else 0.0, plan.dp_mode,
                       training=training_digest(plan.training.declaration()), encoding=encoding)
-    return encode_update(update_tensors(result.delta, encoding, rounding), meta)
+    wire = update_tensors(result.delta, encoding, rounding)
+    if encoding in BITS_OF:  # quantised: the compact container (protocol 3), a few dozen bytes of framing
+        return encode_compact_update(wire, meta)
+    return encode_update(wire, meta)

@@ -159,9 +159,15 @@ def decode_update(blob: bytes,
                   encodings: tuple[str, ...] = (FLOAT32_DELTA,)) -> tuple[dict[str, np.ndarray], UpdateMeta]:
     """Parse and check an update; raise PayloadRejected with the reason if anything is off.
 
-    encodings: the update encodings this receiver understands (the aggregator: float32 deltas only)."""
-    tensors, raw = _decode(blob, "update")
-    meta = _meta_from(UpdateMeta, raw)
+    encodings: the update encodings this receiver understands (the aggregator: float32 deltas only).
+    A protocol-3 compact update (edge.compact_update) is read as such; anything else as protocol 2."""
+    from edge import compact_update  # it builds on this module's types: imported here, not at the top
+
+    if compact_update.is_compact(blob):
+        tensors, meta = compact_update.decode_compact_update(blob)
+    else:
+        tensors, raw = _decode(blob, "update")
+        meta = _meta_from(UpdateMeta, raw)
     if meta.encoding not in encodings:
         raise PayloadRejected(f"update encoding {meta.encoding!r} not accepted here; expected one of {list(encodings)}",
                               WRONG_ENCODING)

@@ -12,6 +12,7 @@
 #include "cohort_notice.h"
 #include "device_limits.h"
 #include "dmskd/blob.h"
+#include "dmskd/compact_update.h"
 #include "dmskd/chunk.h"
 #include "dmskd/plan.h"
 #include "dmskd/privacy.h"
@@ -356,8 +357,12 @@ static void send_update(int64_t round, const float *delta, float loss) {
     }
     dmskd_error err;
     size_t len = 0;
-    if (dmskd_encode_update(tensors, dev.tmpl.count, &meta, &dev.entropy, dev.outbox.blob, sizeof dev.outbox.blob, &len,
-                            &err) != DMSKD_OK) {
+    unsigned bits = dmskd_encoding_bits(meta.encoding); /* quantised: protocol 3's compact container, as edge/ */
+    dmskd_status st = bits == 32 ? dmskd_encode_update(tensors, dev.tmpl.count, &meta, &dev.entropy, dev.outbox.blob,
+                                                       sizeof dev.outbox.blob, &len, &err)
+                                 : dmskd_encode_compact_update(tensors, dev.tmpl.count, &meta, &dev.entropy,
+                                                               dev.outbox.blob, sizeof dev.outbox.blob, &len, &err);
+    if (st != DMSKD_OK) {
         LOG(DMSKD_LOG_ERROR, "%s: cannot encode the round %" PRId64 " update: %s", dev.config->device_id, round,
             err.message);
         return;

@@ -6,6 +6,7 @@
 #include "cli_io.h"
 #include "cli_verbs.h"
 #include "dmskd/blob.h"
+#include "dmskd/compact_update.h"
 
 #define MAX_OUT (64u << 20)
 
@@ -70,6 +71,7 @@ static void bind_values(const spec_list *s, const uint8_t *values, size_t len, d
 typedef struct {
     spec_list specs;
     const char *values, *old_values, *entropy, *out;
+    int compact; /* encode-update --container compact: protocol 3 */
     dmskd_update_meta update;
     dmskd_weights_meta weights;
     dmskd_step_meta step;
@@ -78,7 +80,7 @@ typedef struct {
 static const char ENCODE_USAGE[] =
     "encode-update|encode-weights|encode-step --tensor NAME:SHAPE ... --values F32FILE [--old F32FILE] "
     "[--entropy BYTES] --out FILE [--fleet F --device D --round R --base B --examples N --clip C --noise Z "
-    "--dp MODE --encoding E --training HEX --version G]";
+    "--dp MODE --encoding E --training HEX --version G --container safetensors|compact]";
 
 static void parse_encode(int argc, char **argv, encode_args *a) {
     memset(a, 0, sizeof *a);
@@ -94,6 +96,12 @@ static void parse_encode(int argc, char **argv, encode_args *a) {
         else if (!strcmp(k, "--old")) a->old_values = v;
         else if (!strcmp(k, "--entropy")) a->entropy = v;
         else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--container")) {
+            if (strcmp(v, "compact") != 0 && strcmp(v, "safetensors") != 0) {
+                cli_usage_error("--container is safetensors or compact", ENCODE_USAGE);
+            }
+            a->compact = !strcmp(v, "compact");
+        }
         else if (!strcmp(k, "--fleet")) {
             snprintf(a->update.fleet, sizeof a->update.fleet, "%s", v);
             snprintf(a->weights.fleet, sizeof a->weights.fleet, "%s", v);
@@ -132,7 +140,10 @@ static int encode(int argc, char **argv, char kind) {
     size_t out_len = 0;
     dmskd_error err;
     dmskd_status st;
-    if (kind == 'u') {
+    if (kind == 'u' && a.compact) {
+        st = dmskd_encode_compact_update(tensors, a.specs.count, &a.update, a.entropy ? &rng : NULL, out, MAX_OUT,
+                                         &out_len, &err);
+    } else if (kind == 'u') {
         st = dmskd_encode_update(tensors, a.specs.count, &a.update, a.entropy ? &rng : NULL, out, MAX_OUT, &out_len,
                                  &err);
     } else if (kind == 'w') {

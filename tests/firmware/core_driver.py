@@ -52,8 +52,9 @@ def rounding_words(seed: int, count: int) -> bytes:
 
 
 def encode(cli: Path, tmp: Path, tensors: dict[str, np.ndarray], meta: UpdateMeta | WeightsMeta | ModelStepMeta,
-           entropy: bytes | None = None, old: dict[str, np.ndarray] | None = None) -> bytes:
-    """The C encoder's blob of tensors under meta (an update, weights, or the step old -> tensors)."""
+           entropy: bytes | None = None, old: dict[str, np.ndarray] | None = None, compact: bool = False) -> bytes:
+    """The C encoder's blob of tensors under meta (an update, weights, or the step old -> tensors); compact:
+    an update in protocol 3's container."""
     values, out = tmp / "values.f32", tmp / "blob.st"
     values.write_bytes(flat_values(tensors))
     args: list[str | Path] = [*tensor_args(tensors), "--values", values, "--out", out, "--fleet", meta.fleet,
@@ -65,7 +66,7 @@ def encode(cli: Path, tmp: Path, tensors: dict[str, np.ndarray], meta: UpdateMet
         verb = "encode-update"
         args += ["--device", meta.device, "--base", str(meta.base_version), "--examples", str(meta.num_examples),
                  "--clip", repr(meta.clip), "--noise", repr(meta.noise_multiplier), "--dp", meta.dp_mode,
-                 "--training", meta.training]
+                 "--training", meta.training, "--container", "compact" if compact else "safetensors"]
     elif isinstance(meta, WeightsMeta):
         verb = "encode-weights"
         args += ["--version", str(meta.version)]

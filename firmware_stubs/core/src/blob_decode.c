@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "blob_internal.h"
+#include "dmskd/compact_update.h"
 #include "dmskd/sha256.h"
 #include "json_scan.h"
 #include "dmskd/format.h"
@@ -355,12 +356,30 @@ static void shown_list(char *out, size_t cap, const dmskd_encoding *list, size_t
     if (len < cap) dmskd_format(out + len, cap - len, "]");
 }
 
+/* DMSKD_OK if encoding is among accepted, else wrong_encoding naming it (enc: its name as written). */
+static dmskd_status accepted_or_refused(dmskd_encoding encoding, const char *enc, const dmskd_encoding *accepted,
+                                        size_t naccepted, dmskd_error *err) {
+    for (size_t i = 0; i < naccepted; i++) {
+        if (encoding == accepted[i] && encoding != DMSKD_ENC_UNKNOWN) return DMSKD_OK;
+    }
+    char list[160];
+    shown_list(list, sizeof list, accepted, naccepted);
+    return dmskd_fail(err, DMSKD_WRONG_ENCODING, "update encoding '%s' not accepted here; expected one of %s", enc,
+                      list);
+}
+
 dmskd_status dmskd_decode_update(const uint8_t *data, size_t len, const dmskd_encoding *accepted, size_t naccepted,
                                  dmskd_blob *blob, dmskd_update_meta *meta, dmskd_error *err) {
+    char enc[DMSKD_MAX_META_VALUE];
+    if (dmskd_is_compact_update(data, len)) { /* protocol 3 (edge.compact_update), read as edge.wire does */
+        dmskd_status st = dmskd_decode_compact_update(data, len, blob, meta, err);
+        if (st != DMSKD_OK) return st;
+        dmskd_format(enc, sizeof enc, "%s", dmskd_encoding_name(meta->encoding));
+        return accepted_or_refused(meta->encoding, enc, accepted, naccepted, err);
+    }
     dmskd_status st = dmskd_blob_parse(data, len, 'u', blob, err);
     if (st != DMSKD_OK) return st;
     meta_reader r = {blob, err, DMSKD_OK};
-    char enc[DMSKD_MAX_META_VALUE];
     memset(meta, 0, sizeof *meta);
     read_text(&r, "fleet", "f", meta->fleet, sizeof meta->fleet, 1, NULL);
     read_text(&r, "device", "d", meta->device, sizeof meta->device, 1, NULL);
@@ -373,13 +392,7 @@ dmskd_status dmskd_decode_update(const uint8_t *data, size_t len, const dmskd_en
     read_encoding(&r, "float32-delta", &meta->encoding, enc, sizeof enc);
     read_text(&r, "training", "t", meta->training, sizeof meta->training, 0, "");
     if (r.status != DMSKD_OK) return r.status;
-    for (size_t i = 0; i < naccepted; i++) {
-        if (meta->encoding == accepted[i] && meta->encoding != DMSKD_ENC_UNKNOWN) return DMSKD_OK;
-    }
-    char list[160];
-    shown_list(list, sizeof list, accepted, naccepted);
-    return dmskd_fail(err, DMSKD_WRONG_ENCODING, "update encoding '%s' not accepted here; expected one of %s", enc,
-                      list);
+    return accepted_or_refused(meta->encoding, enc, accepted, naccepted, err);
 }
 
 dmskd_status dmskd_decode_weights(const uint8_t *data, size_t len, dmskd_blob *blob, dmskd_weights_meta *meta,

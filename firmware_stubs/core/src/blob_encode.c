@@ -151,8 +151,7 @@ static void sort_meta(meta_entry *meta, size_t n) {
     }
 }
 
-/* Indices of tensors in name order; refuses duplicates and bad shapes. */
-static dmskd_status order_tensors(const dmskd_tensor *t, size_t n, size_t *order, dmskd_error *err) {
+dmskd_status dmskd_order_tensors(const dmskd_tensor *t, size_t n, size_t *order, dmskd_error *err) {
     if (n > DMSKD_MAX_TENSORS) {
         return dmskd_fail(err, DMSKD_BAD_ARGUMENT, "%zu tensors, at most %d fit a blob", n, DMSKD_MAX_TENSORS);
     }
@@ -258,7 +257,7 @@ static dmskd_status fill_floats(void *ctx, uint8_t *data, dmskd_error *err) {
 
 static dmskd_status float_entries(const dmskd_tensor *t, size_t n, size_t *order, wire_entry *entries,
                                   dmskd_error *err) {
-    dmskd_status st = order_tensors(t, n, order, err);
+    dmskd_status st = dmskd_order_tensors(t, n, order, err);
     if (st != DMSKD_OK) return st;
     for (size_t i = 0; i < n; i++) {
         const dmskd_tensor *src = &t[order[i]];
@@ -283,16 +282,16 @@ typedef struct {
     const dmskd_entropy *rng;
 } sq_ctx;
 
-static dmskd_status fill_codes(void *ctx, uint8_t *data, dmskd_error *err) {
-    const sq_ctx *c = ctx;
+dmskd_status dmskd_sq_fill(const dmskd_tensor *a, const dmskd_tensor *b, const size_t *order, size_t n,
+                           unsigned bits, const dmskd_entropy *rng, uint8_t *codes, uint8_t *qparams,
+                           dmskd_error *err) {
     size_t position = 0;
-    uint8_t *qparams = data + c->codes_bytes;
-    for (size_t i = 0; i < c->n; i++) {
-        const dmskd_tensor *t = &c->a[c->order[i]];
+    for (size_t i = 0; i < n; i++) {
+        const dmskd_tensor *t = &a[order[i]];
         size_t count = dmskd_shape_elements(t->ndim, t->shape);
         float q[2];
-        dmskd_status st = dmskd_sq_encode_tensor(t->data, c->b ? c->b[c->order[i]].data : NULL, count, c->bits, c->rng,
-                                                 data, &position, q);
+        dmskd_status st = dmskd_sq_encode_tensor(t->data, b ? b[order[i]].data : NULL, count, bits, rng, codes,
+                                                 &position, q);
         if (st == DMSKD_BAD_ARGUMENT) {
             return dmskd_fail(err, st, "cannot quantise tensor %s: it holds NaN or infinity", t->name);
         }
@@ -303,11 +302,16 @@ static dmskd_status fill_codes(void *ctx, uint8_t *data, dmskd_error *err) {
     return DMSKD_OK;
 }
 
+static dmskd_status fill_codes(void *ctx, uint8_t *data, dmskd_error *err) {
+    const sq_ctx *c = ctx;
+    return dmskd_sq_fill(c->a, c->b, c->order, c->n, c->bits, c->rng, data, data + c->codes_bytes, err);
+}
+
 static dmskd_status sq_blob(const dmskd_tensor *a, const dmskd_tensor *b, size_t n, unsigned bits,
                             const dmskd_entropy *rng, meta_entry *meta, size_t nmeta, uint8_t *out, size_t cap,
                             size_t *out_len, dmskd_error *err) {
     size_t order[DMSKD_MAX_TENSORS];
-    dmskd_status st = order_tensors(a, n, order, err);
+    dmskd_status st = dmskd_order_tensors(a, n, order, err);
     if (st != DMSKD_OK) return st;
     size_t params = 0;
     for (size_t i = 0; i < n; i++) {
