@@ -26,7 +26,7 @@ from cloud.checkpoint import read_weights
 from cloud.declared_settings import DeclaredSettings
 from cloud.round_engine import EngineConfig
 from cloud.strategy import DpMode, FedAvgConfig
-from edge.chunking import DEFAULT_CHUNK_LIMIT
+from edge.chunking import DEFAULT_CHUNK_LIMIT, MIN_FLEET_CHUNK_LIMIT
 from edge.cli import NAME_PATTERN
 from edge.plan import DP_MODES, DevicePlan
 from edge.stochastic_quantization import encoding_for_bits
@@ -111,7 +111,6 @@ class BundleError(ValueError):
 
 BUNDLE_FILES = ("bundle.json", "plans.json", "student.tflite", "student_init.safetensors")
 BUNDLE_FIX = "fix it, or re-create the bundle with `python -m simulator prepare --out DIR` (it writes DIR/bundle)"
-MIN_FLEET_CHUNK_LIMIT = 1024  # what python -m export --chunk-limit accepts for a firmware's chunks
 _TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
     "str": ("a string", (str,)), "int": ("an integer", (int,)), "float": ("a number", (int, float)),
     "float | None": ("a number or null", (int, float, type(None)))}

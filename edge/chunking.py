@@ -32,6 +32,7 @@ MAGIC = b"DMCK"
 FRAMING_VERSION = 2
 PROTOCOL_1_MAGIC = b"DMSKDCH1"  # what protocol 1 chunks began with: named in their rejection
 DEFAULT_CHUNK_LIMIT = 128 * 1024  # AWS IoT Core's MQTT message cap
+MIN_FLEET_CHUNK_LIMIT = 1024  # the smallest fleet chunk limit: below it the framing dominates (firmware, bundles)
 HEADER = struct.Struct(">4sB8sHHI16s")  # magic, version, message id, index, count, total length, sha256[:16]
 HASH_BYTES = 16
 MAX_CHUNKS = 0xFFFF

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.chunking import MIN_FLEET_CHUNK_LIMIT
 from export.c_array import c_identifier, model_data_header, model_data_source
 from export.tflm_resolver import op_resolver_header, resolver_type_name
 
@@ -59,8 +60,9 @@ class FleetSettings:
     def __post_init__(self) -> None:
         if self.public_key is not None and len(self.public_key) != 32:
             raise ValueError(f"fleet public key must be 32 raw Ed25519 bytes, got {len(self.public_key)}")
-        if self.chunk_limit < 1024:
-            raise ValueError(f"chunk limit must be >= 1024 bytes (--chunk-limit), got {self.chunk_limit}")
+        if self.chunk_limit < MIN_FLEET_CHUNK_LIMIT:
+            raise ValueError(f"chunk limit must be >= {MIN_FLEET_CHUNK_LIMIT} bytes (--chunk-limit), "
+                             f"got {self.chunk_limit}")
 
 
 def write_device_config(out: Path, device_class: str, shard: ShardFiles, student: StudentStep,

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloud.strategy import DpMode
-from edge.chunking import DEFAULT_CHUNK_LIMIT
+from edge.chunking import DEFAULT_CHUNK_LIMIT, MIN_FLEET_CHUNK_LIMIT
 from edge.plan import TrainingSettings
 from simulator.device_pool import DeviceSampling
 from simulator.device_shift import PARTS
 from simulator.ray_cluster import ENGINES
-
-MIN_CHUNK_LIMIT = 1024  # the smallest fleet chunk limit (cloud.fleet_bundle's; python -m export's firmware floor)
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,8 @@ class ExperimentConfig:
         for flag, bits in (("--update-bits", self.update_bits), ("--model-bits", self.model_bits)):
             if bits not in (32, 8, 4, 2):
                 raise ValueError(f"{flag} must be 32, 8, 4 or 2, got {bits}")
-        if self.chunk_limit < MIN_CHUNK_LIMIT:
-            raise ValueError(f"--chunk-limit must be at least {MIN_CHUNK_LIMIT} bytes, got {self.chunk_limit}")
+        if self.chunk_limit < MIN_FLEET_CHUNK_LIMIT:
+            raise ValueError(f"--chunk-limit must be at least {MIN_FLEET_CHUNK_LIMIT} bytes, got {self.chunk_limit}")
         if not 0.0 < self.sampling_rate <= 1.0:
             raise ValueError(f"--sampling-rate must be in (0, 1], got {self.sampling_rate}")
         if self.dp is not DpMode.NONE and self.target_epsilon is None and self.noise_multiplier is None:

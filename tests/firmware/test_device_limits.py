@@ -1,6 +1,6 @@
-"""The meter-plus device limits are written in three places that must agree: the M4F image's CMake default
-(port/freertos/CMakeLists.txt), the size report (scripts/firmware_image_sizes.py) and the tests that build
-that configuration for the host (tflm_build.METER_PLUS_LIMITS)."""
+"""The meter-plus device limits are written twice and must agree: the M4F image's CMake default
+(port/freertos/CMakeLists.txt) and the size report (scripts/firmware_image_sizes.py), whose copy the tests
+that build that configuration for the host take (tflm_build.METER_PLUS_LIMITS)."""
 
 from __future__ import annotations
 
@@ -18,5 +18,5 @@ def test_the_image_the_size_report_and_the_tests_build_the_same_meter_plus_limit
     found = re.search(r'set\(DMSKD_METER_PLUS_LIMITS "([^"]+)"\)', cmake)
     assert found is not None, "port/freertos/CMakeLists.txt no longer sets DMSKD_METER_PLUS_LIMITS"
     in_cmake = {name: int(value) for name, value in (item.split("=") for item in found.group(1).split(";"))}
-    assert in_cmake == sizes.LIMITS == METER_PLUS_LIMITS
-    assert METER_PLUS_LIMITS["DMSKD_REASSEMBLY_SLOTS"] == 2  # the fitting configuration, tested end to end
+    assert in_cmake == sizes.LIMITS
+    assert METER_PLUS_LIMITS["DMSKD_REASSEMBLY_SLOTS"] == 2  # the fitting configuration the federation test runs

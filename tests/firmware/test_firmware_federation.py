@@ -231,3 +231,37 @@ def test_trained_update_survives_a_kill_is_resent_identically_and_decodes_within
     assert meta.training == training_digest(config.training.declaration())
     assert 0 < norm <= config.training.clip + rounding_bound(tensors, template) + 1e-6
     assert BITS_OF[meta.encoding] == 8
+
+
+def test_a_chunk_larger_than_the_meters_buffer_is_dropped_naming_the_fleet_chunk_limit(
+        broker, training_firmware, tmp_path):
+    """An aggregator left at the 128 KiB default sends the model in one 19 KB chunk: the meter-plus build (4 KiB
+    chunks, as an MCU's network buffer) drops it saying which limit to set, and takes the same model in 4 KiB
+    chunks."""
+    from edge.plan import DevicePlan
+
+    config, art = training_firmware.config, training_firmware.art
+    fleet, device = "fw-oversized", "meter-o"
+    key = generate_signing_key()
+    key_path = write_fleet_key(key, tmp_path / "fleet-signing.pub")
+    plan = DevicePlan(fleet, device, art.assignments[0].shard_id, training_firmware.shard_hash, "0" * 16, 3,
+                      training=config.training, update_bits=8, model_bits=8)
+    samples = write_samples(_npz(tmp_path / "d.npz", _meter_data(art)), tmp_path / "d.samples")
+    firmware = FirmwareDevice(training_firmware.binary, device, fleet, broker, samples, key_path, tmp_path / "outbox")
+    try:
+        firmware.wait_for(r"connected to ")
+        default_side = FleetSide(broker, fleet, device, key)  # the aggregator's default chunk limit
+        default_side.publish_plan(plan)
+        default_side.publish_model(art.start_weights, version=0, round_=0)
+        default_side.close()
+        firmware.wait_for(rf"dropped a \d+-byte chunk on dmskd/{fleet}/model/0/0: this build receives chunks of at "
+                          r"most DMSKD_MAX_CHUNK_BYTES=4096 bytes; run the fleet with a chunk limit", timeout=30)
+        assert "global model v0" not in firmware.log()
+        meter_side = FleetSide(broker, fleet, device, key, CHUNK_LIMIT)
+        try:
+            meter_side.publish_model(art.start_weights, version=0, round_=0)
+            firmware.wait_for(r"global model v0 \(round 0, 4810 parameters\) held", timeout=30)
+        finally:
+            meter_side.close()
+    finally:
+        firmware.stop()

@@ -13,12 +13,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import firmware_image_sizes as _image_sizes  # noqa: E402  (the size report: the meter-plus limits' Python copy)
+
 GLUE_SOURCE = REPO / "firmware_stubs" / "tflm"
 DEFAULT_BUILD = REPO / "firmware_stubs" / "build" / "pytest-tflm-host"
 DEFAULTS = {"TFLM_DIR": Path("/opt/tflite-micro"), "FLATBUFFERS_DIR": Path("/opt/flatbuffers"),
@@ -31,8 +35,7 @@ MCU_CLASS = "meter"
 # device loop's limits (port/freertos/CMakeLists.txt's DMSKD_METER_PLUS_LIMITS: 2 reassembly slots, 4 KiB chunks,
 # logits of 256 samples), and the export: the digits student (64 hidden), arenas of the host's measurement + 5%
 # (the QEMU run checks them on the M4F) and the fleet's 4 KiB chunk limit.
-METER_PLUS_LIMITS = {"DMSKD_MAX_PARAMS": 5120, "DMSKD_MAX_CHUNK_BYTES": 4096, "DMSKD_REASSEMBLY_SLOTS": 2,
-                     "DMSKD_MAX_LOGITS": 2560}
+METER_PLUS_LIMITS: dict[str, int] = dict(_image_sizes.LIMITS)
 METER_PLUS_EXPORT = ("--student-hidden", "64", "--arena-headroom", "0.05",
                      "--chunk-limit", str(METER_PLUS_LIMITS["DMSKD_MAX_CHUNK_BYTES"]))
 # The first session compiles TFLite-Micro (about 30 files of kernels plus its runtime: several minutes

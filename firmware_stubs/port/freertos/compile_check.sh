@@ -8,6 +8,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 mqtt=${1:?pass the coreMQTT v2.3.1 checkout}
 kernel=${2:?pass the FreeRTOS-Kernel V11.1.0 checkout}
 arm-none-eabi-gcc -std=c11 -mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 -Wall -Wextra -Werror \
-    -fsyntax-only -I"$here/check" -I"$here/../include" -I"$mqtt/source/include" -I"$mqtt/source/interface" \
+    -fsyntax-only -I"$here/image" -I"$here/check" -I"$here/../include" -I"$mqtt/source/include" -I"$mqtt/source/interface" \
     -I"$kernel/include" -I"$kernel/portable/GCC/ARM_CM4F" -I"$here" "$here/port_freertos.c"
 echo "port_freertos.c compiles for Cortex-M4F against $mqtt and $kernel"

@@ -1,5 +1,6 @@
-/* FreeRTOS configuration of the size image (image_main.c): static allocation only (no heap_x.c, no
- * configTOTAL_HEAP_SIZE), the kernel's own idle-task memory, no software timers. A board has its own. */
+/* FreeRTOS configuration of the size image (image_main.c) and of compile_check.sh: static allocation only
+ * (no heap_x.c, no configTOTAL_HEAP_SIZE), the kernel's own idle-task memory, no software timers. A board has
+ * its own. */
 #ifndef FREERTOS_CONFIG_H
 #define FREERTOS_CONFIG_H
 #define configUSE_PREEMPTION 1
