@@ -47,6 +47,9 @@ from edge.wire import ACK_DIGEST_CHARS
 log = logging.getLogger("dmskd.aggregator")
 
 REPUBLISH_INTERVAL_S = 5.0  # a device announcing itself online more often gets its plan again at most this often
+# only the first accepted update of a round and the one reaching its quorum wake the round's thread (a wake per
+# update cost the network thread a tenth of its time at 1,000 devices); once one came in, it looks this often
+UPDATE_CHECK_INTERVAL_S = 0.05
 
 
 
@@ -68,6 +71,7 @@ class AggregatorService:
         self._cond = threading.Condition()
         # (version, chunks of the full model, chunks of its step) left retained on the broker
         self._retained_model: tuple[int, int, int] | None = None
+        self._start_model: tuple[int, int] | None = None  # (round, version) of the model publish_fleet retained
         self._retained_cohort: int | None = None  # the round whose cohort messages are retained on the broker
         # the last closed round, its accepted updates' digests by device, its cohort: the next notices carry them
         self._acks: tuple[int, dict[str, str], frozenset[str]] = (-1, {}, frozenset())
@@ -115,8 +119,10 @@ class AggregatorService:
         return self.state.ledger.epsilon if self.state.ledger is not None else None
 
     def publish_fleet(self, plans: list[DevicePlan], shards: dict[str, bytes], student_program: bytes) -> None:
-        """Retain the student program, every shard, every device's plan and then the manifest, signed; return
-        once the broker acknowledged the manifest (it acknowledges in order: MQTT 3.1.1 §4.6, so all of it)."""
+        """Retain the student program, every shard, every device's plan, the model the next round starts from and
+        then the manifest, signed; return once the broker acknowledged the manifest (it acknowledges in order:
+        MQTT 3.1.1 §4.6, so all of it). The start model is part of the set-up, so that the first round, like
+        every later one, sends devices a cohort notice and (from round 1) a step, not the whole model."""
         counter = self._next_publication()
         for h in {p.student_hash for p in plans}:
             self._publish_signed(self.topics.student_program(h), student_program, counter)
@@ -124,6 +130,9 @@ class AggregatorService:
             self._publish_signed(self.topics.shard(shard_id), blob, counter)
         for p in plans:
             self._publish_signed(self.topics.plan(p.device), p.to_json(), counter)
+        if self.engine.stop_reason(self.state) is None:
+            self._publish_model(self.engine.model_payload(self.state), self.engine.model_step_payload(self.state))
+            self._start_model = (self.state.round, self.state.version)
         manifest = {"fleet": self.engine.config.fleet, "devices": len(plans), "rounds": self.engine.config.rounds}
         self._publish_signed(self.topics.manifest, json.dumps(manifest).encode(), counter, wait=True)
 
@@ -164,8 +173,13 @@ class AggregatorService:
         opened = self.engine.open_round(self.state)
         with self._cond:
             self._open = opened
+        self._announce_round(opened)
+        # the model (one message for all) before the notices (one per device): a device starts as soon as its
+        # notice comes, not after the whole cohort's were signed and sent (a second at 10,000 devices)
+        if self._start_model != (opened.round, opened.base_version):  # not already retained by publish_fleet
+            self._publish_model(opened.model_payload, opened.step_payload)
+        self._start_model = None
         self._publish_cohort(opened.round, set(opened.cohort))
-        self._publish_model(opened.model_payload, opened.step_payload)
         reason = self._wait_for_close(opened)
         log.info("round %d closes: %s (%d of %d cohort devices accepted)", opened.round, reason,
                  len(opened.inbox.accepted), len(opened.cohort))
@@ -184,6 +198,10 @@ class AggregatorService:
         if self.on_round_end is not None:
             self.on_round_end(record)
 
+    def _announce_round(self, opened: OpenRound) -> None:
+        """What must hear of an opening round before any device can answer it: nobody here (the reducer's
+        workers, in cloud/reducer.py)."""
+
     def _wait_for_close(self, opened: OpenRound) -> str:
         """Wait until the round may close (cloud.round_closing), republishing what devices or a broker lost."""
         while True:
@@ -201,7 +219,10 @@ class AggregatorService:
                 if not (self._republish_all or self._republish_devices):
                     until = self.policy.deadline_s if elapsed >= self.policy.unheard_grace_s \
                         else self.policy.unheard_grace_s
-                    self._cond.wait(timeout=max(0.0, until - elapsed))
+                    timeout = max(0.0, until - elapsed)
+                    if opened.inbox.accepted:  # the other closing conditions change with updates that do not wake
+                        timeout = min(timeout, UPDATE_CHECK_INTERVAL_S)
+                    self._cond.wait(timeout=timeout)
                 everything, devices = self._republish_all, self._republish_devices
                 self._republish_all, self._republish_devices = False, set()
             self._republish(everything, devices)
@@ -268,6 +289,9 @@ class AggregatorService:
             accepted = inbox.offer(device, round_, payload)
             if accepted is not None:
                 opened.last_accepted_at = time.monotonic()
+                count = len(inbox.accepted)
+                if count == 1 or count >= self.policy.quorum(len(opened.cohort)):
+                    self._cond.notify_all()  # the round may close now, or looks every UPDATE_CHECK_INTERVAL_S from now
             rejection = inbox.rejected.last if inbox.rejected.total > before else None
             if rejection is not None:
                 count = inbox.rejected.count(rejection.reason)
@@ -279,7 +303,6 @@ class AggregatorService:
                 if worth_logging(self.duplicate_updates):
                     log.info("round %d: duplicate update from %s ignored (idempotent resend; %d so far)",
                              inbox.round_, sanitise_device(device), self.duplicate_updates)
-            self._cond.notify_all()
 
     def _on_status(self, topic: str, payload: bytes) -> None:
         device = topic.rsplit("/", 1)[-1]

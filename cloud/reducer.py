@@ -62,17 +62,13 @@ class ShardedAggregatorService(AggregatorService):
         self.session.subscribe(self.shard.all_partials, self._on_partial)
         self.session.subscribe(self.shard.all_worker_status, self._on_worker_status)
 
-    def _publish_cohort(self, round_: int, selected: set[str]) -> None:
-        """Announce an opening round to the workers first (they must admit what its devices send), then the
-        devices' own notices."""
+    def _announce_round(self, opened: OpenRound) -> None:
+        """Announce an opening round to the workers before its model and notices go out: they must admit what its
+        devices send."""
         with self._cond:
-            opened = self._open if self._open is not None and self._open.round == round_ else None
-            if opened is not None:
-                self._holder = {}
-        if opened is not None:
-            self.session.publish(self.shard.round_notice,
-                                 open_notice(opened.round, opened.base_version, opened.cohort), retain=True, wait=False)
-        super()._publish_cohort(round_, selected)
+            self._holder = {}
+        self.session.publish(self.shard.round_notice,
+                             open_notice(opened.round, opened.base_version, opened.cohort), retain=True, wait=False)
 
     def run(self) -> list[dict]:
         """Run every round (AggregatorService.run), then tell the workers the schedule is over."""

@@ -46,12 +46,21 @@ from edge.log_rate import LogBudget
 from edge.model_step import add_step, step_template
 from edge.mqtt_session import MqttSession
 from edge.noise_source import InsecureSeededNoise, SecureNoise
+from edge.outbox import UpdateOutbox
 from edge.plan import DevicePlan
 from edge.seeding import noise_generator, round_generator, rounding_generator
 from edge.signed_artifact import ReplayGuard, SignatureRejected, open_envelope
 from edge.stochastic_quantization import BITS_OF, dequantize
 from edge.topics import FleetTopics
-from edge.wire import ModelStepMeta, PayloadRejected, ack_digest, content_hash, decode_model_step, decode_weights
+from edge.wire import (
+    ModelStepMeta,
+    PayloadRejected,
+    WeightsMeta,
+    ack_digest,
+    content_hash,
+    decode_model_step,
+    decode_weights,
+)
 
 log = logging.getLogger("dmskd.edge")
 
@@ -87,8 +96,7 @@ class DeviceAgent:
         self.seed = seed if seed is not None else np.random.SeedSequence()
         # a seeded noise is predictable: tests and simulations only; default: seeded exactly when a seed is given
         self.noise_seeded = seed is not None if noise_seeded is None else noise_seeded
-        self.outbox = Path(outbox_dir) / device_id if outbox_dir else None
-        self._outbox_made = False  # its directory exists (made on the first update, not checked on every one)
+        self.outbox = UpdateOutbox(Path(outbox_dir) / device_id) if outbox_dir else None
         self.resend_interval_s = resend_interval_s
         self.plan: DevicePlan | None = None
         self.shard_bytes: bytes | None = None
@@ -114,6 +122,7 @@ class DeviceAgent:
             if self._mailbox is None else None
         self._stop = threading.Event()
         self.finished = threading.Event()
+        self.prepared = threading.Event()  # plan, shard, student and a global model held, the samples labelled
 
     def start(self) -> DeviceAgent:
         """Subscribe to this device's plan, the manifest, the global model and its own notices (cohort and
@@ -230,8 +239,9 @@ class DeviceAgent:
         payload = self._verified(topic, envelope, "model")
         if payload is None:
             return
-        try:
-            weights, meta = decode_weights(payload)
+        try:  # every device of this process receives the same model: decoded once (its arrays read-only)
+            weights, meta = self._artifacts.shared(("model", hashlib.sha256(payload).digest()),
+                                                   lambda: _read_only(decode_weights(payload)))
         except PayloadRejected as exc:
             self._note(self.ignored, topic, f"invalid global model ignored: {exc}")
             return
@@ -277,7 +287,11 @@ class DeviceAgent:
         try:  # every device of this process holding the same student dequantises the same step alike: once
             step = self._artifacts.shared(("dequantised", digest, bits, tuple(template.items())),
                                           lambda: dequantize(tensors, bits, template))
-            weights = add_step(held[2], step)
+            # and the devices holding the same base (one shared copy) get the same next model: added once
+            base, weights = self._artifacts.shared(("stepped", digest, id(held[2])),
+                                                   lambda: (held[2], _frozen(add_step(held[2], step))))
+            if base is not held[2]:  # another base that happens to have the same id: add it here
+                weights = add_step(held[2], step)
         except PayloadRejected as exc:
             self._note(self.ignored, self.topics.model_step(meta.version), f"model step ignored: {exc}")
             self._need_full_model(meta.version)
@@ -339,6 +353,7 @@ class DeviceAgent:
                 if isinstance(item, tuple):  # ("step", meta, tensors, the step payload's sha256)
                     self._apply_step(item[1], item[2], item[3])
                 self._check_membership()
+                self._prepare()
                 self._maybe_train()
             self._subscribe_full_model(self._full_model_wanted())
         except Exception:
@@ -356,6 +371,17 @@ class DeviceAgent:
                                f"bundle's plans.json (and --fleet)")
         log.error("%s", self.unknown_device)
         self.finished.set()
+
+    def _prepare(self) -> None:
+        """Label the local samples with the shard as soon as the plan and its shard are held, not in the first
+        round; `prepared` once the student program and a global model are held too: ready for any round."""
+        plan, shard = self.plan, self.shard_bytes
+        if plan is None or shard is None or self._hashes.get("shard") != plan.shard_hash:
+            return
+        self._logits_for(plan.shard_hash, shard)
+        if (self.latest_model is not None and self.student_bytes is not None
+                and self._hashes.get("student") == plan.student_hash):
+            self.prepared.set()
 
     def _maybe_train(self) -> None:
         plan, model, shard, program = self.plan, self.latest_model, self.shard_bytes, self.student_bytes
@@ -390,12 +416,8 @@ class DeviceAgent:
 
     def _send(self, round_: int, blob: bytes) -> None:
         """Store the update in the outbox, then publish it; it stays until its next cohort notice acknowledges it."""
-        path = self._outbox_path(round_)
-        if path is not None:
-            if not self._outbox_made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._outbox_made = True
-            path.write_bytes(blob)
+        if self.outbox is not None:
+            self.outbox.append(round_, blob)
         self._unacked[round_] = blob
         self.session.publish(self.topics.update(round_, self.device_id), blob, qos=1, wait=False)
 
@@ -440,23 +462,25 @@ class DeviceAgent:
     def _forget(self, round_: int, problem: str | None) -> None:
         if problem is not None:
             log.warning("%s: round %d update dropped from the outbox: %s", self.device_id, round_, problem)
-        self._unacked.pop(round_, None)
-        path = self._outbox_path(round_)
-        if path is not None:
-            path.unlink(missing_ok=True)
-
-    def _outbox_path(self, round_: int) -> Path | None:
-        return None if self.outbox is None else self.outbox / f"round-{round_:05d}.safetensors"
+        if self._unacked.pop(round_, None) is not None and self.outbox is not None:
+            self.outbox.replace(self._unacked)
 
     def _load_outbox(self) -> None:
         """Updates a previous run of this device sent but saw no acknowledgement for: resent, not retrained."""
-        if self.outbox is None or not self.outbox.exists():
+        if self.outbox is None:
             return
-        for path in sorted(self.outbox.glob("round-*.safetensors")):
-            try:
-                round_ = int(path.stem.split("-")[1])
-            except (IndexError, ValueError):
-                log.warning("%s: ignoring %s in the outbox (not round-<N>.safetensors)", self.device_id, path)
-                continue
-            self._unacked[round_] = path.read_bytes()
+        for round_, blob in self.outbox.load().items():
+            self._unacked[round_] = blob
             self.rounds_done.add(round_)
+
+
+def _frozen(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weights whose arrays cannot be written: the devices of a process share one copy."""
+    for array in weights.values():
+        array.setflags(write=False)
+    return weights
+
+
+def _read_only(decoded: tuple[dict[str, np.ndarray], WeightsMeta]) -> tuple[dict[str, np.ndarray], WeightsMeta]:
+    """A decoded model, its arrays frozen (_frozen)."""
+    return _frozen(decoded[0]), decoded[1]

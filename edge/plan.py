@@ -3,6 +3,7 @@ local training settings it carries: one `TrainingSettings` value for edge, cloud
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -51,7 +52,7 @@ class TrainingSettings:
 
     def declaration(self) -> str:
         """These settings as the canonical JSON an update declares and the aggregator compares with its plan."""
-        return json.dumps(asdict(self), sort_keys=True)
+        return _declaration(self)
 
     @classmethod
     def from_dict(cls, raw: Any) -> TrainingSettings:
@@ -62,6 +63,12 @@ class TrainingSettings:
         if unknown:
             raise ValueError(f"plan's training settings have unknown fields {unknown}; upgrade the device runtime")
         return cls(**raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _declaration(settings: TrainingSettings) -> str:
+    """TrainingSettings.declaration, made once per settings (a device declares the same ones every round)."""
+    return json.dumps(asdict(settings), sort_keys=True)
 
 
 def parse_label_fraction(value: Any) -> float:

@@ -16,6 +16,7 @@ from edge import litert
 
 KEY_SEPARATOR = "__"
 TRAIN_INPUTS = ("x", "y", "teacher_logits", "alpha", "tau", "lr")
+ONE_HOT_TOLERANCE = 1e-3 + 1e-5  # how far a row of y_onehot may sum from 1 (numpy.allclose's atol and rtol at 1)
 
 
 def _as_2d(name: str, a: Any, cols: int) -> np.ndarray:
@@ -132,21 +133,24 @@ class TrainableStudent:
                 f"x, y_onehot and teacher_logits need the same non-zero number of rows, "
                 f"got {n}, {y.shape[0]}, {t.shape[0]}"
             )
-        if np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
+        if np.any(y < 0) or not np.all(np.abs(y.sum(axis=1) - 1.0) <= ONE_HOT_TOLERANCE):
             raise ValueError("y_onehot rows must be non-negative and sum to 1 (one-hot labels)")
         if not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if not isinstance(rng, np.random.Generator):
             raise ValueError("rng must be a numpy.random.Generator (np.random.default_rng(seed))")
         _check_hparams(alpha, tau, lr)
-        b = self.batch_size
+        b, run = self.batch_size, self._runner("train")
+        hyper = {"alpha": np.float32(alpha), "tau": np.float32(tau), "lr": np.float32(lr)}
         history = []
         for _ in range(int(epochs)):
             order = rng.permutation(n)
             short = (-n) % b
             if short:
                 order = np.concatenate([order, rng.choice(n, size=short, replace=True)])
-            losses = [self._step(x[idx], y[idx], t[idx], alpha, tau, lr) for idx in order.reshape(-1, b)]
+            xs, ys, ts = x[order], y[order], t[order]  # the epoch's rows in order: each batch a contiguous slice
+            losses = [float(run(x=xs[i:i + b], y=ys[i:i + b], teacher_logits=ts[i:i + b], **hyper)["loss"])
+                      for i in range(0, len(order), b)]
             history.append(float(np.mean(losses)))
         return history
 

@@ -3,8 +3,10 @@
 The child side of simulator.device_processes. The driver writes frames to this process's stdin and reads
 frames from its stdout; each frame is a length-prefixed pickle (a pipe between a driver and the child it
 started, never the MQTT wire, which carries safetensors only):
-  driver -> child: (HostSettings, [HostedDevice, ...], log level), then ("wait", seconds) and ("stop",)
-  child -> driver: ("started", count), ("waited", all finished), ("stopped", {device: DeviceReport})
+  driver -> child: (HostSettings, [HostedDevice, ...], log level), then ("prepared", seconds), ("wait", seconds)
+                   and ("stop",)
+  child -> driver: ("started", count), ("prepared", count), ("waited", all finished),
+                   ("stopped", {device: DeviceReport})
 The devices are a simulator.ray_device_host.DeviceHost: the Ray actor's hosting code, here with the local
 engine's worker pool. The end of stdin (the driver closed it, or died) stops the devices and ends the process,
 so no child outlives its run. Anything printed goes to stderr (the driver's log of this group), not into the
@@ -60,7 +62,9 @@ def serve(commands: IO[bytes], replies: IO[bytes]) -> int:
             except EOFError:
                 logging.getLogger("dmskd.simulator").warning("the driver went away; stopping the devices")
                 return 1
-            if command[0] == "wait":
+            if command[0] == "prepared":
+                write_frame(replies, ("prepared", host.wait_prepared(float(command[1]))))
+            elif command[0] == "wait":
                 write_frame(replies, ("waited", host.wait(float(command[1]))))
             elif command[0] == "stop":
                 write_frame(replies, ("stopped", host.stop()))

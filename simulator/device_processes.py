@@ -6,8 +6,9 @@ idles. DeviceProcesses deals the devices, in contiguous groups (simulator.ray_fe
 P `python -m simulator.device_group_process` children, each a simulator.ray_device_host.DeviceHost with an
 MqttLoop and a worker pool of its own, dialling the same broker over TCP. Every device gets the same data,
 seed and fleet key as in one process, so a seeded run gives the same weights. It has the interface of
-DeviceHost (`start`, `wait`, `stop`) and `check`, which raises DeviceProcessFailed, naming the device group,
-its exit code and the end of its log, once a child has died: a run fails instead of waiting on the dead.
+DeviceHost (`start`, `wait_prepared`, `wait`, `stop`) and `check`, which raises DeviceProcessFailed, naming the
+device group, its exit code and the end of its log, once a child has died: a run fails instead of waiting on the
+dead.
 """
 
 from __future__ import annotations
@@ -182,6 +183,12 @@ class DeviceProcesses:
                 failure = child.failure("died during the run")
                 self.kill()
                 raise DeviceProcessFailed(failure)
+
+    def wait_prepared(self, timeout_s: float) -> int:
+        """Wait up to timeout_s for every device to be set up (DeviceHost.wait_prepared); how many are."""
+        for child in self.children:
+            child.send(("prepared", timeout_s))
+        return sum(cast(int, child.reply("prepared", timeout_s + STOP_TIMEOUT_S)) for child in self.children)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to timeout_s for every device to have seen the final model; whether all did."""

@@ -236,6 +236,7 @@ def collect_metrics(config: ExperimentConfig, art: CloudArtifacts, out: Federati
         "device_processes": device_process_count(config.device_processes, config.devices)
         if config.engine == "local" else None,
         "wall_seconds": wall,
+        "setup_seconds": out.setup_seconds,
         "seed": config.seed,
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,7 @@ class FederationOutcome:
     device_traffic: dict[str, list[TrafficRecord]]
     epsilon: float | None
     device_refusals: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # (topic, reason) per device
+    setup_seconds: float | None = None  # from the set-up's publication until every device was prepared
 
 
 def fleet_evaluator(program: bytes | TrainableStudent, art: CloudArtifacts) -> Evaluate:
@@ -146,6 +148,7 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
             service.wait_for_workers(aggregators)
         hosting.start(devices)
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
+        setup_seconds = wait_for_setup(hosting.wait_prepared, len(devices))
         history = service.run()
         hosting.wait(timeout_s=10)
     finally:
@@ -158,7 +161,28 @@ def run_federation(config: ExperimentConfig, art: CloudArtifacts, host: str, por
             agg_session.close()
     order = [plan.device for plan in bundle.plans]
     return FederationOutcome(history, service.weights, {d: reports[d].traffic for d in order},
-                             service.epsilon, {d: reports[d].refused for d in order})
+                             service.epsilon, {d: reports[d].refused for d in order}, setup_seconds)
+
+
+def setup_timeout_for(devices: int) -> float:
+    """How long the fleet's set-up may take before the first round opens anyway: 60 s plus 20 ms per device."""
+    return 60.0 + 0.02 * devices
+
+
+def wait_for_setup(wait_prepared: Callable[[float], int], devices: int) -> float:
+    """Wait until every device holds its plan, shard, student and the start model (labelled its samples), so
+    that the first round measures a round, not the fleet's set-up; the seconds it took. Devices not set up
+    in setup_timeout_for(devices) are named by count and the rounds start anyway (they catch up or miss them)."""
+    started = time.monotonic()
+    prepared = wait_prepared(setup_timeout_for(devices))
+    seconds = time.monotonic() - started
+    if prepared < devices:
+        log.warning("%d of %d devices set up after %.1f s; the first round opens without the other %d",
+                    prepared, devices, seconds, devices - prepared)
+    else:
+        log.info("fleet set up in %.1f s: every device holds its plan, shard, student program and the start "
+                 "model, its samples labelled", seconds)
+    return seconds
 
 
 def hosted_devices(bundle: FleetBundle, art: CloudArtifacts, seeds: FleetSeeds,

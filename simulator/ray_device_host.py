@@ -98,6 +98,12 @@ class DeviceHost:
             agent.start()
         return len(self.agents)
 
+    def wait_prepared(self, timeout_s: float) -> int:
+        """Wait up to timeout_s in all for every agent to hold its plan, shard, student and the start model (its
+        samples labelled): the fleet's set-up, before the first round opens; how many are."""
+        deadline = time.monotonic() + timeout_s
+        return sum(a.prepared.wait(timeout=max(0.0, deadline - time.monotonic())) for a in self.agents)
+
     def wait(self, timeout_s: float) -> bool:
         """Wait up to timeout_s in all for every agent to have seen the final model; whether all did."""
         deadline = time.monotonic() + timeout_s

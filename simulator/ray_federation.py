@@ -28,7 +28,14 @@ from edge.seeding import FleetSeeds
 from edge.signed_artifact import generate_signing_key
 from simulator.artifacts import CloudArtifacts
 from simulator.config import ExperimentConfig
-from simulator.federation import FederationOutcome, fleet_bundle, fleet_evaluator, host_settings, hosted_devices
+from simulator.federation import (
+    FederationOutcome,
+    fleet_bundle,
+    fleet_evaluator,
+    host_settings,
+    hosted_devices,
+    wait_for_setup,
+)
 from simulator.ray_device_host import DeviceHost
 
 log = logging.getLogger("dmskd.simulator")
@@ -76,6 +83,8 @@ def run_federation_on_ray(config: ExperimentConfig, art: CloudArtifacts, host: s
                            for actor, group in zip(actors, groups, strict=True)])
         log.info("%d devices started on %d Ray actors (%s)", sum(started), len(actors), started)
         service.publish_fleet(bundle.plans, bundle.shards, bundle.student_program)
+        setup_seconds = wait_for_setup(
+            lambda timeout: sum(ray.get([actor.wait_prepared.remote(timeout) for actor in actors])), len(devices))
         history = service.run()
         ray.get([actor.wait.remote(10.0) for actor in actors])
     finally:
@@ -88,4 +97,4 @@ def run_federation_on_ray(config: ExperimentConfig, art: CloudArtifacts, host: s
         agg_session.close()
     order = [plan.device for plan in bundle.plans if plan.device in reports]  # the local engine's order
     return FederationOutcome(history, service.weights, {d: reports[d].traffic for d in order},
-                             service.epsilon, {d: reports[d].refused for d in order})
+                             service.epsilon, {d: reports[d].refused for d in order}, setup_seconds)

@@ -12,6 +12,7 @@ import numpy as np
 
 from edge.agent import DeviceAgent
 from edge.mqtt_session import MqttSession
+from edge.outbox import UpdateOutbox
 from edge.signed_artifact import generate_signing_key, sign
 from edge.topics import FleetTopics
 from edge.wire import UpdateMeta, ack_digest, decode_update, encode_update
@@ -70,8 +71,7 @@ def _device_with_outbox(broker, tmp_path, resend_interval_s: float = 10.0,
     """A device started with one unacknowledged round-4 update in its outbox, and the listener that hears it
     (signing results with the fleet key, or with a stranger's)."""
     key, blob = generate_signing_key(), _update_blob()
-    (tmp_path / DEVICE).mkdir()
-    (tmp_path / DEVICE / "round-00004.safetensors").write_bytes(blob)
+    UpdateOutbox(tmp_path / DEVICE).append(4, blob)
     listener = _Listener(broker, generate_signing_key() if stranger_results else key)
     agent = _agent(broker, tmp_path, key, resend_interval_s)
     try:
@@ -82,8 +82,9 @@ def _device_with_outbox(broker, tmp_path, resend_interval_s: float = 10.0,
         listener.close()
 
 
-def _outbox(tmp_path) -> list:
-    return list((tmp_path / DEVICE).glob("*.safetensors"))
+def _outbox(tmp_path) -> dict[int, bytes]:
+    """What the device's outbox file holds, read as a restarted device would."""
+    return UpdateOutbox(tmp_path / DEVICE).load()
 
 
 def test_update_in_outbox_is_resent_on_start_and_kept_until_acknowledged(broker, tmp_path):
