@@ -3,15 +3,16 @@
 All round logic (cohort, admission, aggregation, privacy, seeding, records) is the engine's
 (cloud/round_engine.py); when a round closes is cloud/round_closing.py's. This service only moves
 bytes: it publishes the fleet and a manifest after it, each round's global model (retained whole on
-model/<v>, and, with model_bits < 32, as the quantised step from version v-1 on step/<v>, which is what
+model/<v>, and, with model_bits < 32, as the quantised step from version v-1 on step, which is what
 devices download: edge.model_step), and tells every device privately whether it was sampled
-(round/<r>/cohort/<device>, which only that device may read: amplification by sampling needs the
-sample kept secret). It offers every arriving update to the open round's inbox and closes the round
-on a quorum, when every cohort device still online has answered
-(devices' status topic and Last Will), or at the deadline. It then publishes a retained round result
-on round/<r>/result (counts and epsilon; no device names: the cohort stays secret), acknowledges each
-sender's update in that device's next cohort notice, and checkpoints, so a restarted aggregator resumes
-where it stopped (without the last step: devices then fetch the full model).
+(cohort/<device>, which only that device may read: amplification by sampling needs the sample kept
+secret). The step and the notices replace their last round's retained message: nothing to clear. It
+offers every arriving update to the open round's inbox and closes the round on a quorum, when every
+cohort device still online has answered (devices' status topic and Last Will), or at the deadline. It
+then publishes a retained round result on round/<r>/result (counts and epsilon; no device names: the
+cohort stays secret), acknowledges each sender's update in that device's next cohort notice, and
+checkpoints, so a restarted aggregator resumes where it stopped (without the last step: devices then
+fetch the full model).
 
 Everything it publishes is signed with the fleet key (edge.signed_artifact) and kept: when it
 reconnects to a broker it republishes all of it (a restarted broker without persistence has lost
@@ -72,7 +73,6 @@ class AggregatorService:
         # (version, chunks of the full model, chunks of its step) left retained on the broker
         self._retained_model: tuple[int, int, int] | None = None
         self._start_model: tuple[int, int] | None = None  # (round, version) of the model publish_fleet retained
-        self._retained_cohort: int | None = None  # the round whose cohort messages are retained on the broker
         # the last closed round, its accepted updates' digests by device, its cohort: the next notices carry them
         self._acks: tuple[int, dict[str, str], frozenset[str]] = (-1, {}, frozenset())
         self._retained_result: tuple[int, int] | None = None  # (round, chunks) of the result left on the broker
@@ -233,7 +233,7 @@ class AggregatorService:
             topics = list(self._signed)
             log.warning("reconnected to the broker: republishing %d retained messages", len(topics))
         else:
-            own = {d: (self.topics.plan(d), self.topics.cohort(self._retained_cohort or 0, d)) for d in devices}
+            own = {d: (self.topics.plan(d), self.topics.cohort(d)) for d in devices}
             topics = [t for pair in own.values() for t in pair if t in self._signed]
         for topic in topics:
             self.session.publish(topic, self._signed[topic], retain=True, wait=False)
@@ -248,29 +248,29 @@ class AggregatorService:
 
     def _publish_cohort(self, round_: int, selected: set[str]) -> None:
         """Tell each device of the plan, on its own topic, whether it was sampled for `round_` and, if it was in
-        the last round's cohort, whether its update was accepted (`ack`: the update's sha256 prefix, or null);
-        clear the last round's notices. After the last round, `round_` = the schedule's end, nobody selected."""
-        previous, self._retained_cohort = self._retained_cohort, round_
+        the last round's cohort, whether its update was accepted (`ack`: the update's sha256 prefix, or null); each
+        replaces the device's last notice. After the last round, `round_` = the schedule's end, nobody selected."""
         acked_round, acks, asked = self._acks
         for device in self.engine.config.devices:
-            if previous is not None and previous != round_:
-                self._clear_retained(self.topics.cohort(previous, device), 1)
             notice: dict = {"round": round_, "selected": device in selected}
             if device in asked:
                 notice["ack"] = {"round": acked_round, "update": acks.get(device)}
-            self._publish_signed(self.topics.cohort(round_, device), json.dumps(notice).encode(), round_)
+            self._publish_signed(self.topics.cohort(device), json.dumps(notice).encode(), round_)
 
     def _publish_model(self, blob: bytes, step: bytes | None = None, wait: bool = False) -> None:
-        """Retain the full model (for a device that holds no base) and the step to it (what devices download);
-        clear the previous version's. With `wait`, return once the broker acknowledged both (in order)."""
+        """Retain the full model (for a device that holds no base) and the step to it (what devices download,
+        replacing the last step; its chunks beyond the new one's count are cleared); clear the previous version's
+        model. With `wait`, return once the broker acknowledged both (in order)."""
         v = self.state.version
         chunks = self._publish_signed(self.topics.model(v), blob, v, wait=wait and step is None)
-        step_chunks = 0 if step is None else self._publish_signed(self.topics.model_step(v), step, v, wait=wait)
+        step_chunks = 0 if step is None else self._publish_signed(self.topics.model_step, step, v, wait=wait)
         previous, self._retained_model = self._retained_model, (v, chunks, step_chunks)
         if previous is not None and previous[0] == v - 1:
             self._clear_retained(self.topics.model(previous[0]), previous[1])
-            if previous[2]:
-                self._clear_retained(self.topics.model_step(previous[0]), previous[2])
+        if previous is not None and previous[2] > step_chunks:
+            if step is None:
+                self._signed.pop(self.topics.model_step, None)
+            self.session.clear_retained(self.topics.model_step, previous[2], first=step_chunks)
 
     def _on_update(self, topic: str, payload: bytes) -> None:
         device, round_ = _parse_update_topic(topic)

@@ -151,7 +151,7 @@ def device_rules(fleet: str, device: str) -> list[tuple[str, str]]:
             ("read", f"{root}/model/#"),
             ("read", f"{root}/step/#"),
             ("read", f"{root}/round/+/result/#"),
-            ("read", f"{root}/round/+/cohort/{device}/#")]
+            ("read", f"{root}/cohort/{device}/#")]
 
 
 def aggregator_rules(fleet: str) -> list[tuple[str, str]]:
@@ -159,8 +159,7 @@ def aggregator_rules(fleet: str) -> list[tuple[str, str]]:
     aggregator-only subtree its sharded workers and gateways share (cloud/shard_protocol.py: the secret cohort)."""
     root = f"dmskd/{fleet}"
     writes = [f"{root}/{leaf}/#" for leaf in ("plan", "fleet", "shard", "student", "model", "step",
-                                                 "round/+/result",
-                                                 "round/+/cohort")]
+                                                 "round/+/result", "cohort")]
     return [("write", t) for t in writes] + [("read", f"{root}/round/+/update/+/#"), ("read", f"{root}/status/+/#"),
                                              ("readwrite", f"{root}/aggregators/#")]
 

@@ -130,8 +130,8 @@ class DeviceAgent:
         self.session.subscribe(self.topics.plan(self.device_id), self._on_plan)
         self.session.subscribe(self.topics.manifest, self._on_manifest)
         self._subscribe_full_model(True)
-        self.session.subscribe(self.topics.all_model_steps, self._on_model_step)
-        self.session.subscribe(self.topics.all_cohorts(self.device_id), self._on_cohort)
+        self.session.subscribe(self.topics.model_step, self._on_model_step)
+        self.session.subscribe(self.topics.cohort(self.device_id), self._on_cohort)
         self.session.on_connect(self._on_connect)
         self._load_outbox()
         self.session.connect()
@@ -293,7 +293,7 @@ class DeviceAgent:
             if base is not held[2]:  # another base that happens to have the same id: add it here
                 weights = add_step(held[2], step)
         except PayloadRejected as exc:
-            self._note(self.ignored, self.topics.model_step(meta.version), f"model step ignored: {exc}")
+            self._note(self.ignored, self.topics.model_step, f"model step ignored: {exc}")
             self._need_full_model(meta.version)
             return
         if self.latest_model is held:  # the full model of this version may have come meanwhile: same bits
@@ -437,9 +437,9 @@ class DeviceAgent:
             return
         if self._unacked:
             self._resend()
-            self.session.resubscribe(self.topics.all_cohorts(self.device_id))  # its acknowledgement comes there
+            self.session.resubscribe(self.topics.cohort(self.device_id))  # its acknowledgement comes there
         else:
-            self.session.resubscribe(self.topics.all_model_steps)
+            self.session.resubscribe(self.topics.model_step)
             # a lost step, or an aggregator resumed from its checkpoint (which keeps no step), leaves the
             # retained full model as the only way on: fetch it once, then drop it again (_full_model_wanted)
             self._need_full_model(self.latest_model[0] if self.latest_model is not None else 0)
@@ -447,7 +447,7 @@ class DeviceAgent:
                 self.session.resubscribe(self.topics.all_models)
             else:
                 self._subscribe_full_model(True)
-            self.session.resubscribe(self.topics.all_cohorts(self.device_id))
+            self.session.resubscribe(self.topics.cohort(self.device_id))
 
     def _on_round_result(self, round_: int, acks: frozenset[str]) -> None:
         blob = self._unacked.get(round_)

@@ -261,9 +261,10 @@ class MqttSession:
                     raise TimeoutError(f"publish to {topic} not acknowledged within {timeout:.0f} s")
         return len(chunks)
 
-    def clear_retained(self, topic: str, num_chunks: int) -> None:
-        """Remove a retained chunked message from the broker (empty retained publish per chunk)."""
-        for i in range(num_chunks):
+    def clear_retained(self, topic: str, num_chunks: int, first: int = 0) -> None:
+        """Remove a retained chunked message from the broker (empty retained publish per chunk), or its chunks
+        from `first` on (what a shorter message that replaced it left behind)."""
+        for i in range(first, num_chunks):
             self._client.publish(f"{topic}/{i}", b"", qos=1, retain=True)
 
     def _record(self, direction: str, topic: str, nbytes: int) -> None:

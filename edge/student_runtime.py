@@ -72,6 +72,7 @@ class TrainableStudent:
         self.batch_size, self.input_dim = (int(d) for d in details["x"]["shape"])
         self.num_classes = int(details["y"]["shape"][1])
         self._weight_inputs_read: tuple[tuple[str, str, tuple[int, ...]], ...] | None = None
+        self._checked_frozen: list[tuple[str, np.ndarray]] = []  # the last read-only weights found to fit
         self.program: bytes | None = None  # the flatbuffer it was loaded from (from_bytes): what a copy is built from
 
     @classmethod
@@ -186,6 +187,8 @@ class TrainableStudent:
         """Why `weights` cannot be this student's (names, shapes, finiteness), or None if they can."""
         if not isinstance(weights, dict):
             return "weights must be a dict {name: array} keyed like dense_0/kernel"
+        if self._unchanged_since_checked(weights):
+            return None  # the same read-only arrays as last time (a process's devices share one global model)
         expected = self._weight_shapes()
         if set(weights) != set(expected):
             return (f"weights must have exactly the keys {sorted(expected)}; missing "
@@ -196,7 +199,15 @@ class TrainableStudent:
                 return f"weight {name} must have shape {shape}, got {arr.shape}"
             if not np.all(np.isfinite(arr)):
                 return f"weight {name} contains NaN or inf"
+        frozen = all(isinstance(a, np.ndarray) and not a.flags.writeable for a in weights.values())
+        self._checked_frozen = list(weights.items()) if frozen else []
         return None
+
+    def _unchanged_since_checked(self, weights: dict) -> bool:
+        """Whether `weights` holds exactly the read-only arrays shape_mismatch last found to fit (none written)."""
+        held = self._checked_frozen
+        return bool(held) and len(weights) == len(held) and all(
+            weights.get(name) is array and not array.flags.writeable for name, array in held)
 
     def _weight_inputs(self) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
         """(signature input, stable name, shape) of every weight `set_weights` takes: read once, not every round."""

@@ -27,9 +27,12 @@ class FleetTopics:
     def model(self, version: int) -> str:
         return f"{self.root}/model/{version}"
 
-    def model_step(self, version: int) -> str:
-        """The quantised step to `version` from the one before (edge.model_step): what devices download."""
-        return f"{self.root}/step/{version}"
+    @property
+    def model_step(self) -> str:
+        """The quantised step to the newest version from the one before (edge.model_step): what devices download.
+        One retained message, replaced every round (its version is in its metadata): nothing to clear, so a
+        device receives one message per round here, not the new step and the old one's clearing."""
+        return f"{self.root}/step"
 
     def update(self, round_: int, device: str) -> str:
         return f"{self.root}/round/{round_}/update/{device}"
@@ -37,12 +40,10 @@ class FleetTopics:
     def result(self, round_: int) -> str:
         return f"{self.root}/round/{round_}/result"
 
-    def cohort(self, round_: int, device: str) -> str:
-        """Whether `device` was sampled for round `round_`: told to that device alone (the sample stays secret)."""
-        return f"{self.root}/round/{round_}/cohort/{device}"
-
-    def all_cohorts(self, device: str) -> str:
-        return f"{self.root}/round/+/cohort/{device}"
+    def cohort(self, device: str) -> str:
+        """Whether `device` was sampled for the open round (its number is in the notice), and its last update's
+        fate: told to that device alone (the sample stays secret); one retained message, replaced every round."""
+        return f"{self.root}/cohort/{device}"
 
     def status(self, device: str) -> str:
         """`online` or `offline` (the device's Last Will), retained: who the aggregator still waits for."""
@@ -64,10 +65,6 @@ class FleetTopics:
     @property
     def all_models(self) -> str:
         return f"{self.root}/model/+"
-
-    @property
-    def all_model_steps(self) -> str:
-        return f"{self.root}/step/+"
 
     @property
     def all_updates(self) -> str:

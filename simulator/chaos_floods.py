@@ -125,7 +125,7 @@ def garbage_flood(flooder: Flooder, topics: FleetTopics, devices: Sequence[str],
         device = names[int(rng.integers(len(names)))]
         family = k % 6
         base = (topics.update(r, device), topics.model(max(0, r) + int(rng.integers(0, 3))), topics.plan(device),
-                topics.cohort(r, device), topics.status(device), topics.result(r))[family]
+                topics.cohort(device), topics.status(device), topics.result(r))[family]
         kind = int(rng.integers(4))
         if family == 0 and malformed and kind == 3:
             for index, chunk in enumerate(malformed[k % len(malformed)]):

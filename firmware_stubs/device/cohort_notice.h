@@ -1,4 +1,4 @@
-/* The aggregator's signed notice on round/<r>/cohort/<device>: sampled or not, and the last update's fate. */
+/* The aggregator's signed notice on cohort/<device>: sampled or not, and the last update's fate. */
 #ifndef DMSKD_COHORT_NOTICE_H
 #define DMSKD_COHORT_NOTICE_H
 

@@ -443,8 +443,8 @@ static stream_kind stream_of(const char *base) {
     const char *rest = base + n + 1;
     if (strcmp(base, dev.plan_topic) == 0) return STREAM_PLAN;
     if (strncmp(rest, "model/", 6) == 0) return STREAM_MODEL;
-    if (strncmp(rest, "step/", 5) == 0) return STREAM_STEP;
-    if (strncmp(rest, "round/", 6) == 0 && strstr(rest, "/cohort/") != NULL) return STREAM_COHORT;
+    if (strcmp(rest, "step") == 0) return STREAM_STEP;
+    if (strncmp(rest, "cohort/", 7) == 0) return STREAM_COHORT;
     if (strcmp(rest, "fleet") == 0) return STREAM_MANIFEST;
     return STREAM_NONE;
 }
@@ -559,8 +559,8 @@ static bool setup(dmskd_port *port, const dmskd_device_config *config) {
     snprintf(dev.plan_topic, sizeof dev.plan_topic, "%s/plan/%.63s", dev.prefix, d);
     snprintf(dev.plan_filter, sizeof dev.plan_filter, "%s/plan/%.63s/+", dev.prefix, d);
     snprintf(dev.models_filter, sizeof dev.models_filter, "%s/model/+/+", dev.prefix);
-    snprintf(dev.steps_filter, sizeof dev.steps_filter, "%s/step/+/+", dev.prefix);
-    snprintf(dev.cohort_filter, sizeof dev.cohort_filter, "%s/round/+/cohort/%.63s/+", dev.prefix, d);
+    snprintf(dev.steps_filter, sizeof dev.steps_filter, "%s/step/+", dev.prefix);
+    snprintf(dev.cohort_filter, sizeof dev.cohort_filter, "%s/cohort/%.63s/+", dev.prefix, d);
     snprintf(dev.manifest_filter, sizeof dev.manifest_filter, "%s/fleet/+", dev.prefix);
     snprintf(dev.status_topic, sizeof dev.status_topic, "%s/status/%.63s", dev.prefix, d);
     dmskd_error err;

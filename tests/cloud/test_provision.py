@@ -276,7 +276,7 @@ def test_acl_names_every_identity_explicitly_and_has_no_pattern_lines() -> None:
     blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in text.split("\n\n") if block.startswith("user")}
     assert set(blocks) == {"user f-aggregator", "user d1", "user d2"}
     assert "topic write dmskd/f/round/+/update/d1/#" in blocks["user d1"]
-    assert "topic read dmskd/f/round/+/cohort/d1/#" in blocks["user d1"]
+    assert "topic read dmskd/f/cohort/d1/#" in blocks["user d1"]
     assert not any("cohort/d2" in rule or "cohort/#" in rule for rule in blocks["user d1"])
     assert not any("update/d2" in rule or "update/+" in rule for rule in blocks["user d1"])
     assert "topic read dmskd/f/round/+/update/+/#" in blocks["user f-aggregator"]
@@ -421,7 +421,7 @@ def test_aggregator_publishes_plans_models_steps_shards_and_reads_updates_and_st
         fleet: Provisioned, tls_broker: ConfiguredMosquitto) -> None:
     version, shard, rnd = 1000 + int(uuid.uuid4().int % 1000), unique("shard"), 100
     device, aggregator_inbox = Inbox(), Inbox()
-    subs = {TOPICS.plan(A): device, TOPICS.all_models: device, TOPICS.all_model_steps: device,
+    subs = {TOPICS.plan(A): device, TOPICS.all_models: device, TOPICS.model_step: device,
             TOPICS.shard(shard): device, TOPICS.result(rnd): device}
     with session(tls_broker, identity(fleet, AGGREGATOR), "agg",
                  {TOPICS.all_updates: aggregator_inbox, f"{TOPICS.root}/status/+": aggregator_inbox}) as agg, \
@@ -429,14 +429,14 @@ def test_aggregator_publishes_plans_models_steps_shards_and_reads_updates_and_st
         agg.publish(TOPICS.plan(A), b"plan for a")
         agg.publish(TOPICS.shard(shard), b"shard")
         agg.publish(TOPICS.result(rnd), b"result")
-        agg.publish(TOPICS.model_step(version), b"step")
+        agg.publish(TOPICS.model_step, b"step")
         agg.publish(TOPICS.model(version), b"model")
         got = dict(device.wait_for(TOPICS.model(version)))
         dev.publish(TOPICS.status(A), b"online")
         dev.publish(TOPICS.update(rnd, A), b"update of a")
         seen = dict(aggregator_inbox.wait_for(TOPICS.update(rnd, A)))
     assert got == {TOPICS.plan(A): b"plan for a", TOPICS.shard(shard): b"shard", TOPICS.result(rnd): b"result",
-                   TOPICS.model_step(version): b"step", TOPICS.model(version): b"model"}
+                   TOPICS.model_step: b"step", TOPICS.model(version): b"model"}
     assert seen == {TOPICS.status(A): b"online", TOPICS.update(rnd, A): b"update of a"}
 
 
@@ -456,11 +456,11 @@ def test_device_cannot_publish_on_another_devices_update_or_status_topic(
 def test_device_cannot_publish_plans_models_steps_shards_students_results_or_cohorts(
         fleet: Provisioned, tls_broker: ConfiguredMosquitto) -> None:
     version, shard, student, rnd = 2000 + int(uuid.uuid4().int % 1000), unique("shard"), unique("student"), 200
-    cohort = TOPICS.cohort(rnd, B)
-    forged = [TOPICS.plan(B), TOPICS.model(version), TOPICS.model_step(version), TOPICS.shard(shard),
+    cohort = TOPICS.cohort(B)
+    forged = [TOPICS.plan(B), TOPICS.model(version), TOPICS.model_step, TOPICS.shard(shard),
               TOPICS.student_program(student), TOPICS.result(rnd), cohort]
     victim = Inbox()
-    subs = {TOPICS.plan(B): victim, TOPICS.all_models: victim, TOPICS.all_model_steps: victim,
+    subs = {TOPICS.plan(B): victim, TOPICS.all_models: victim, TOPICS.model_step: victim,
             TOPICS.shard(shard): victim, TOPICS.student_program(student): victim, TOPICS.result(rnd): victim,
             cohort: victim}
     with session(tls_broker, identity(fleet, B), "dev-b", subs), \
@@ -492,14 +492,14 @@ def test_device_reads_only_its_own_plan_and_no_update_even_subscribed_to_everyth
         with session(tls_broker, identity(fleet, AGGREGATOR), "agg") as agg, \
                 session(tls_broker, identity(fleet, B), "dev-b") as other:
             agg.publish(TOPICS.plan(B), b"b's plan")
-            agg.publish(TOPICS.cohort(300, B), b"b sampled")
-            agg.publish(TOPICS.cohort(300, A), b"a sampled")
+            agg.publish(TOPICS.cohort(B), b"b sampled")
+            agg.publish(TOPICS.cohort(A), b"a sampled")
             other.publish(TOPICS.update(300, B), b"b's update")
             other.publish(TOPICS.status(B), b"b online")
             spy.publish(TOPICS.update(300, A) + "/0", b"a's own update", qos=1).wait_for_publish(TIMEOUT)
             agg.publish(TOPICS.plan(A), b"a's plan")
             assert arrived.wait(TIMEOUT), f"own plan never arrived; got {received}"
-    assert received == [TOPICS.cohort(300, A) + "/0", marker]
+    assert received == [TOPICS.cohort(A) + "/0", marker]
 
 
 def test_device_cannot_take_over_the_aggregators_session_with_its_client_id(

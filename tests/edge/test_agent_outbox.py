@@ -45,12 +45,12 @@ class _Listener:
         self.got.set()
 
     def close(self) -> None:
-        self.session.clear_retained(FleetTopics(FLEET).cohort(5, DEVICE), 1)  # the broker outlives the test
+        self.session.clear_retained(FleetTopics(FLEET).cohort(DEVICE), 1)  # the broker outlives the test
         self.session.close()
 
     def publish_result(self, acked: list[bytes]) -> None:
         """The next round's notice to the device, acknowledging the first of `acked` (none: null)."""
-        topic = FleetTopics(FLEET).cohort(5, DEVICE)
+        topic = FleetTopics(FLEET).cohort(DEVICE)
         digest = ack_digest(acked[0]) if acked else None
         notice = {"round": 5, "selected": False, "ack": {"round": 4, "update": digest}}
         self.session.publish(topic, sign(self.key, topic, 5, json.dumps(notice).encode()), retain=True)

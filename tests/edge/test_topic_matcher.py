@@ -38,8 +38,9 @@ def test_matches_exactly_where_paho_does():
 
 
 @pytest.mark.parametrize(("topic_filter", "topic", "expected"), [
-    ("dmskd/f/cohort/+/dev7", "dmskd/f/cohort/3/dev7", True),
-    ("dmskd/f/cohort/+/dev7", "dmskd/f/cohort/3/dev70", False),
+    ("dmskd/f/round/+/update/dev7", "dmskd/f/round/3/update/dev7", True),
+    ("dmskd/f/round/+/update/dev7", "dmskd/f/round/3/update/dev70", False),
+    ("dmskd/f/cohort/dev7/+", "dmskd/f/cohort/dev7/0", True),
     ("dmskd/f/#", "dmskd/f", True),
     ("#", "$SYS/broker/load", False),
     ("dmskd/f/model-step/+", "dmskd/f/model-step/3/extra", False),

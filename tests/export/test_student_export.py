@@ -135,3 +135,20 @@ def test_runtime_rejects_bad_inputs(full_bytes, digits):
         s.fit(x, y, t, epochs=1, rng=0)
     with pytest.raises(ValueError, match="NaN"):
         s.predict_logits(np.full((2, 64), np.nan))
+
+
+def test_shared_read_only_weights_are_checked_again_when_an_array_is_swapped(full_bytes):
+    """The check of a process's shared (read-only) model is skipped only for the very arrays it passed."""
+    rt = TrainableStudent.from_bytes(full_bytes)
+    weights = rt.get_weights()
+    for array in weights.values():
+        array.setflags(write=False)
+    assert rt.shape_mismatch(weights) is None
+    assert rt.shape_mismatch(weights) is None  # the same arrays: not read again
+    name = next(iter(weights))
+    bad = np.full_like(weights[name], np.nan)
+    bad.setflags(write=False)
+    weights[name] = bad
+    assert "NaN" in rt.shape_mismatch(weights)
+    weights.pop(name)
+    assert "missing" in rt.shape_mismatch(weights)

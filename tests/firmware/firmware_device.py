@@ -155,7 +155,7 @@ class FleetSide:
         if acked is not None:
             digest = None if acked[1] is None else hashlib.sha256(acked[1]).hexdigest()[:32]
             notice["ack"] = {"round": acked[0], "update": digest}
-        self.publish_signed(self.topics.cohort(round_, self.device), json.dumps(notice).encode(), round_)
+        self.publish_signed(self.topics.cohort(self.device), json.dumps(notice).encode(), round_)
 
     def close(self) -> None:
         self.session.close()

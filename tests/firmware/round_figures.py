@@ -27,7 +27,7 @@ class RoundSniffer:
         self.updates: dict[tuple[str, int], float] = {}  # (device, round) -> first whole update heard
         self._lock = threading.Lock()
         self.session = MqttSession(f"{fleet}-sniffer", broker.host, broker.port)  # type: ignore[attr-defined]
-        self.session.subscribe(f"{self.topics.root}/round/+/cohort/+", self._on_notice)
+        self.session.subscribe(f"{self.topics.root}/cohort/+", self._on_notice)
         self.session.subscribe(self.topics.all_updates, self._on_update)
         self.session.connect()
 

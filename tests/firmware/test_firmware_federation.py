@@ -78,7 +78,7 @@ def _build_firmware(config_dir: Path) -> Path:
 def _forge_step(broker, weights: dict[str, np.ndarray], version: int) -> None:
     """A stranger (not the fleet key) publishes a model step in the fleet's name."""
     wire, _ = quantised_step(weights, {k: v + 1 for k, v in weights.items()}, 8, np.random.default_rng(0))
-    topic = FleetTopics(FLEET).model_step(version)
+    topic = FleetTopics(FLEET).model_step
     session = MqttSession("fw-federation-stranger", broker.host, broker.port, CHUNK_LIMIT)  # chunks a meter takes
     session.connect()
     blob = encode_model_step(wire, ModelStepMeta(FLEET, version, version, version - 1))
@@ -136,7 +136,7 @@ def test_firmware_device_joins_a_federation_its_updates_count_and_it_refuses_a_f
         server.start()
         firmware.wait_for(r"global model v\d+ \(round 0, .*\) held", timeout=60)
         _forge_step(broker, art.start_weights, 1)
-        firmware.wait_for(rf"refused: forged or corrupted message on dmskd/{FLEET}/step/1", timeout=30)
+        firmware.wait_for(rf"refused: forged or corrupted message on dmskd/{FLEET}/step:", timeout=30)
         server.join(timeout=240)
         assert not server.is_alive(), "the aggregator did not finish its rounds in 240 s"
         code, out = firmware.finish(timeout=60)

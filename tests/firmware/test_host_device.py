@@ -84,9 +84,9 @@ def test_firmware_holds_the_signed_plan_and_model_and_refuses_what_the_fleet_key
 
     stranger = generate_signing_key()
     forged, _ = quantised_step(_weights(0), _weights(1), 8, np.random.default_rng(1))
-    side.publish_signed(side.topics.model_step(2), encode_model_step(forged, ModelStepMeta(fleet, 2, 1, 1)), 2,
+    side.publish_signed(side.topics.model_step, encode_model_step(forged, ModelStepMeta(fleet, 2, 1, 1)), 2,
                         key=stranger)
-    device.wait_for(rf"refused: forged or corrupted message on dmskd/{fleet}/step/2: its signature does not verify")
+    device.wait_for(rf"refused: forged or corrupted message on dmskd/{fleet}/step: its signature does not verify")
     # the full model's topic is read only while the steps cannot serve (plan model_bits 8): the idle resync
     # (--resend-interval 1) asks for it, and the stranger's retained full model is refused then
     side.publish_model(_weights(1), version=2, round_=1, key=stranger)
@@ -99,13 +99,13 @@ def test_firmware_holds_the_signed_plan_and_model_and_refuses_what_the_fleet_key
     assert "global model v2" not in device.log() and "global model v3" not in device.log()
 
     wire, rebuilt = quantised_step(_weights(0), _weights(5), 8, np.random.default_rng(0))
-    side.publish_signed(side.topics.model_step(2), encode_model_step(wire, ModelStepMeta(fleet, 2, 1, 1)), 2)
+    side.publish_signed(side.topics.model_step, encode_model_step(wire, ModelStepMeta(fleet, 2, 1, 1)), 2)
     device.wait_for(r"global model v2 \(round 1, 650 parameters\) rebuilt from its step")
     side.publish_cohort(1, selected=False)
     device.wait_for(r"round 1: not sampled")
 
     final, _ = quantised_step(rebuilt, _weights(6), 8, np.random.default_rng(2))  # round 3 >= the plan's 3
-    side.publish_signed(side.topics.model_step(3), encode_model_step(final, ModelStepMeta(fleet, 3, 3, 2)), 3)
+    side.publish_signed(side.topics.model_step, encode_model_step(final, ModelStepMeta(fleet, 3, 3, 2)), 3)
     code, out = device.finish()
     assert code == 0, device.log()
     assert "final model v3 (round 3) received" in device.log(), device.log()

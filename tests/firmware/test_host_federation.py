@@ -29,7 +29,7 @@ FLEET = "fw-follows"
 def _forge_step(broker, weights: dict[str, np.ndarray], version: int) -> None:
     """A stranger publishes a step in the fleet's name (not signed by the fleet key)."""
     wire, _ = quantised_step(weights, {k: v + 1 for k, v in weights.items()}, 8, np.random.default_rng(0))
-    topic = FleetTopics(FLEET).model_step(version)
+    topic = FleetTopics(FLEET).model_step
     blob = encode_model_step(wire, ModelStepMeta(FLEET, version, version, version - 1))
     session = MqttSession("fw-follows-stranger", broker.host, broker.port)
     session.connect()
@@ -59,7 +59,7 @@ def test_untrained_firmware_follows_a_real_aggregator_to_the_final_model(broker,
         firmware.wait_for(r"plan accepted: shard " + fw_plan.shard_id, timeout=60)
         firmware.wait_for(r"global model v\d+ \(round 0, 4810 parameters\) held", timeout=30)
         _forge_step(broker, art.start_weights, 1)
-        firmware.wait_for(rf"refused: forged or corrupted message on dmskd/{FLEET}/step/1", timeout=30)
+        firmware.wait_for(rf"refused: forged or corrupted message on dmskd/{FLEET}/step:", timeout=30)
         server.join(timeout=180)
         assert not server.is_alive(), "the aggregator did not finish in 180 s"
         code, out = firmware.finish(timeout=60)

@@ -130,13 +130,13 @@ def test_devices_log_and_ignore_what_does_not_fit_and_finish_the_run(broker, tin
         if topic != topics.model(0) or fired.is_set():
             return
         fired.set()
-        for target in (topics.model(1), topics.plan(known[0]), topics.cohort(0, known[1]), topics.result(0),
+        for target in (topics.model(1), topics.plan(known[0]), topics.cohort(known[1]), topics.result(0),
                        topics.manifest, topics.shard(tiny_cloud.assignments[0].shard_id)):
             for _ in range(20):
                 rogue.publish(target, rng.bytes(int(rng.integers(0, 3000))), wait=False)  # chunk-framed garbage
                 rogue._client.publish(f"{target}/0", rng.bytes(64), qos=1)  # not even a chunk
         rogue.publish(topics.plan(known[0]), sign(key, topics.plan(known[0]), 2**62, other), wait=False)
-        for target in (topics.cohort(0, known[1]), topics.result(0)):
+        for target in (topics.cohort(known[1]), topics.result(0)):
             rogue.publish(target, sign(key, target, 0, b"{not json"), wait=False)
         rogue._client.publish(f"{topics.model(7)}/0", split_message(b"x" * 100, "m")[0], qos=1)
 
