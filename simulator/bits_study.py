@@ -21,6 +21,7 @@ from edge.chunking import split_message
 from edge.local_training import LocalResult, update_payload
 from edge.model_step import quantised_step
 from edge.seeding import rounding_generator
+from edge.topics import FleetTopics
 from edge.wire import ModelStepMeta, WeightsMeta, encode_model_step, encode_weights
 from simulator.artifacts import CloudArtifacts, prepare_cloud
 from simulator.config import ExperimentConfig
@@ -63,7 +64,7 @@ def model_step_wire_bytes(config: ExperimentConfig, art: CloudArtifacts, bits: i
         rng = np.random.default_rng(0)
         moved = {k: v + rng.normal(0, 0.01, v.shape).astype(np.float32) for k, v in weights.items()}
         wire, _ = quantised_step(weights, moved, bits, rng)
-        topic = f"dmskd/{fleet}/step/{config.rounds - 1}"
+        topic = FleetTopics(fleet).model_step
         blob = encode_model_step(wire, ModelStepMeta(fleet, config.rounds - 1, config.rounds - 1, config.rounds - 2,
                                                      f"sq{bits}-delta"))
     return sum(mqtt_publish_bytes(f"{topic}/{i}", len(c))

@@ -14,7 +14,10 @@ def traffic_summary(device_traffic: dict[str, list[TrafficRecord]], rounds: int)
 
     up = [total("up", lambda t, r=r: f"/round/{r}/update/" in t) for r in range(rounds)]
     # round r trains version r: its whole model, or the quantised step to it (edge.model_step)
-    down = [total("down", lambda t, r=r: t.endswith((f"/model/{r}", f"/step/{r}"))) for r in range(rounds)]
+    down = [total("down", lambda t, r=r: t.endswith(f"/model/{r}")) for r in range(rounds)]
+    for r, nbytes in steps_by_version(device_traffic):
+        if r < rounds:
+            down[r] += nbytes
     return {
         "bytes_up_per_round": up,
         "bytes_down_per_round": down,
@@ -22,6 +25,17 @@ def traffic_summary(device_traffic: dict[str, list[TrafficRecord]], rounds: int)
         "student_program_bytes_total": total("down", lambda t: "/student/" in t),
         "bytes_total": sum(r.nbytes for r in records),
     }
+
+
+def steps_by_version(device_traffic: dict[str, list[TrafficRecord]]) -> list[tuple[int, int]]:
+    """(version, bytes) of every model step a device received. Steps share one retained topic, so a device's
+    k-th step is taken as version k (steps start at version 1); a step received again (a resync) counts as
+    the next version's, which moves bytes between rounds but never loses any."""
+    out: list[tuple[int, int]] = []
+    for records in device_traffic.values():
+        steps = [r.nbytes for r in records if r.direction == "down" and r.topic.endswith("/step")]
+        out.extend((k + 1, nbytes) for k, nbytes in enumerate(steps))
+    return out
 
 
 def mqtt_publish_bytes(chunk_topic: str, payload_bytes: int) -> int:
@@ -42,7 +56,7 @@ def update_wire_bytes(device_traffic: dict[str, list[TrafficRecord]], rounds: in
 def model_step_wire_bytes(device_traffic: dict[str, list[TrafficRecord]]) -> float:
     """Mean bytes one download of the global model's step costs a device, MQTT included (edge.model_step)."""
     downs = [mqtt_publish_bytes(f"{r.topic}/0", r.nbytes) for recs in device_traffic.values() for r in recs
-             if r.direction == "down" and "/step/" in r.topic]
+             if r.direction == "down" and r.topic.endswith("/step")]
     return sum(downs) / max(1, len(downs))
 
 
