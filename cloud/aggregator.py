@@ -149,9 +149,12 @@ class AggregatorService:
             self._signed[topic] = envelope
         return self.session.publish(topic, envelope, retain=retain, wait=wait)
 
-    def _clear_retained(self, topic: str, chunks: int) -> None:
-        self._signed.pop(topic, None)
-        self.session.clear_retained(topic, chunks)
+    def _clear_retained(self, topic: str, chunks: int, first: int = 0) -> None:
+        """Clear a retained message (first = 0: it is no longer republished), or its chunks from `first` on (what a
+        shorter message on the same topic left behind)."""
+        if first == 0:
+            self._signed.pop(topic, None)
+        self.session.clear_retained(topic, chunks, first)
 
     def run(self) -> list[dict]:
         """Run rounds until the engine stops (schedule done or budget spent); return the history."""
@@ -268,9 +271,7 @@ class AggregatorService:
         if previous is not None and previous[0] == v - 1:
             self._clear_retained(self.topics.model(previous[0]), previous[1])
         if previous is not None and previous[2] > step_chunks:
-            if step is None:
-                self._signed.pop(self.topics.model_step, None)
-            self.session.clear_retained(self.topics.model_step, previous[2], first=step_chunks)
+            self._clear_retained(self.topics.model_step, previous[2], first=step_chunks)
 
     def _on_update(self, topic: str, payload: bytes) -> None:
         device, round_ = _parse_update_topic(topic)

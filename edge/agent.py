@@ -287,11 +287,10 @@ class DeviceAgent:
         try:  # every device of this process holding the same student dequantises the same step alike: once
             step = self._artifacts.shared(("dequantised", digest, bits, tuple(template.items())),
                                           lambda: dequantize(tensors, bits, template))
-            # and the devices holding the same base (one shared copy) get the same next model: added once
-            base, weights = self._artifacts.shared(("stepped", digest, id(held[2])),
-                                                   lambda: (held[2], _frozen(add_step(held[2], step))))
-            if base is not held[2]:  # another base that happens to have the same id: add it here
-                weights = add_step(held[2], step)
+            # and the devices holding the same base (one shared copy) get the same next model: added once. The
+            # entry keeps its base alive, so no other model can take that id while the entry exists
+            _, weights = self._artifacts.shared(("stepped", digest, id(held[2])),
+                                                lambda: (held[2], _frozen(add_step(held[2], step))))
         except PayloadRejected as exc:
             self._note(self.ignored, self.topics.model_step, f"model step ignored: {exc}")
             self._need_full_model(meta.version)

@@ -172,6 +172,18 @@ def _npz(path: Path, data) -> Path:
     return path
 
 
+def _one_meter(training_firmware, fleet: str, device: str, tmp_path: Path):
+    """A fleet key (and its public file), a 3-round 8-bit plan on the first shard, and the meter's samples file."""
+    from edge.plan import DevicePlan
+
+    key = generate_signing_key()
+    key_path = write_fleet_key(key, tmp_path / "fleet-signing.pub")
+    plan = DevicePlan(fleet, device, training_firmware.art.assignments[0].shard_id, training_firmware.shard_hash,
+                      "0" * 16, 3, training=training_firmware.config.training, update_bits=8, model_bits=8)
+    samples = write_samples(_npz(tmp_path / "d.npz", _meter_data(training_firmware.art)), tmp_path / "d.samples")
+    return key, key_path, plan, samples
+
+
 def _meter_data(art):
     """The firmware device's samples: its split's first METER_SAMPLES (what a meter-plus build labels)."""
     data = art.split.devices[0]
@@ -185,19 +197,14 @@ def test_trained_update_survives_a_kill_is_resent_identically_and_decodes_within
         broker, training_firmware, tmp_path):
     """The firmware trains a round (driven from Python as the fleet), is killed after writing its update,
     and on restart resends the same bytes without retraining, until the next notice acknowledges them."""
-    from edge.plan import DevicePlan
     from edge.stochastic_quantization import BITS_OF, rounding_bound
     from edge.update_quantization import decoded_delta
     from edge.wire import SQ_ENCODINGS, decode_update, training_digest
 
     config, art = training_firmware.config, training_firmware.art
     fleet, device = "fw-outbox-trained", "meter-t"
-    key = generate_signing_key()
-    key_path = write_fleet_key(key, tmp_path / "fleet-signing.pub")
-    plan = DevicePlan(fleet, device, art.assignments[0].shard_id, training_firmware.shard_hash, "0" * 16, 3,
-                      training=config.training, update_bits=8, model_bits=8)
+    key, key_path, plan, samples = _one_meter(training_firmware, fleet, device, tmp_path)
     side = FleetSide(broker, fleet, device, key, CHUNK_LIMIT)
-    samples = write_samples(_npz(tmp_path / "d.npz", _meter_data(art)), tmp_path / "d.samples")
     record = tmp_path / "outbox" / device / "outbox"
     devices = []
     try:
@@ -238,15 +245,10 @@ def test_a_chunk_larger_than_the_meters_buffer_is_dropped_naming_the_fleet_chunk
     """An aggregator left at the 128 KiB default sends the model in one 19 KB chunk: the meter-plus build (4 KiB
     chunks, as an MCU's network buffer) drops it saying which limit to set, and takes the same model in 4 KiB
     chunks."""
-    from edge.plan import DevicePlan
 
-    config, art = training_firmware.config, training_firmware.art
+    art = training_firmware.art
     fleet, device = "fw-oversized", "meter-o"
-    key = generate_signing_key()
-    key_path = write_fleet_key(key, tmp_path / "fleet-signing.pub")
-    plan = DevicePlan(fleet, device, art.assignments[0].shard_id, training_firmware.shard_hash, "0" * 16, 3,
-                      training=config.training, update_bits=8, model_bits=8)
-    samples = write_samples(_npz(tmp_path / "d.npz", _meter_data(art)), tmp_path / "d.samples")
+    key, key_path, plan, samples = _one_meter(training_firmware, fleet, device, tmp_path)
     firmware = FirmwareDevice(training_firmware.binary, device, fleet, broker, samples, key_path, tmp_path / "outbox")
     try:
         firmware.wait_for(r"connected to ")
